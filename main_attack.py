@@ -1,0 +1,61 @@
+"""Train or evaluate an audio-visual model, and attack it (FGSM / PGD / MIM on audio, visual or both).
+
+    python main_attack.py --dataset synthetic --arch_classifier concat --mode train
+    python main_attack.py --dataset synthetic --arch_classifier concat --mode eval --attack_type all
+
+Set-up only: the loops live in utils/engine.py and the drivers in utils/runner.py and utils/attack_run.py,
+shared with main_defense.py.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Optional, Sequence
+
+from utils import distributed as du
+from utils.config import get_args_parser, resolve_args
+
+
+def build_train_config(args: argparse.Namespace, model) -> "TrainConfig":
+    """Training options, with a PGD adversary for --adv_train (Madry-style, per-modality eps)."""
+    from utils.engine import TrainConfig
+
+    cfg = TrainConfig(minsim_weight=args.minsim_weight, amp=args.amp, channels_last=args.channels_last,
+                      disp_iter=args.disp_iter, progress=not args.no_progress)
+    if args.adv_train:
+        from attacks import create_attack
+        from attacks.metrics import parse_eps
+
+        cfg.adv_attack = create_attack(args.adv_train, model, eps=parse_eps(args.train_eps),
+                                       steps=args.train_attack_steps, random_start=True,
+                                       eps_unit=args.eps_unit, seed=args.seed)
+    return cfg
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = resolve_args(get_args_parser().parse_args(argv))
+    from utils import runner
+    from utils.attack_run import run_attack_eval
+
+    ctx = runner.setup(args)
+    try:
+        model = runner.build_model(args).to(ctx.device)
+        if args.mode == "train":
+            runner.fit(model, args, ctx, build_train_config(args, model))
+            best = runner.load_for_eval(model, args, ctx, ctx.run_dir / "checkpoint_best.pth")
+            runner.test_accuracy(model, args, ctx)
+            if args.save_features:
+                runner.save_features(model, args, ctx, best)
+        else:
+            runner.load_for_eval(model, args, ctx)
+            clean = runner.test_accuracy(model, args, ctx)
+            if args.attack_type != "none":
+                run_attack_eval(model, args, ctx, label=args.arch_classifier, clean=clean)
+    finally:
+        ctx.metrics.close()
+        du.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

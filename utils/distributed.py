@@ -1,0 +1,103 @@
+"""Process-group helpers for torchrun (DDP): init, rank queries and exact count reductions.
+
+Launch with ``torchrun --nproc_per_node N main_attack.py ...``: torchrun sets RANK/WORLD_SIZE/LOCAL_RANK,
+and we use nccl on GPU and gloo on CPU. Evaluation shards the data without padding (``ShardSampler``) and
+sums counts in float64, so accuracy under N processes equals one process exactly.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Iterator, Optional
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import Sampler
+
+log = logging.getLogger(__name__)
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def init_distributed(device_arg: str) -> torch.device:
+    """Initialise the process group when launched by torchrun and return this process's device."""
+    want_cuda = device_arg.startswith("cuda") or (device_arg == "auto" and torch.cuda.is_available())
+    if device_arg.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"error: --device {device_arg} but CUDA is not available on this machine")
+    if device_arg not in ("auto", "cpu") and not device_arg.startswith("cuda"):
+        raise SystemExit(f"error: --device must be auto, cpu, cuda or cuda:N, got {device_arg!r}")
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        backend = "nccl" if want_cuda else "gloo"
+        if want_cuda:
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend=backend)
+        log.info("DDP: rank %d/%d, backend %s", rank(), world_size(), backend)
+        return torch.device("cuda", local_rank) if want_cuda else torch.device("cpu")
+    if want_cuda:
+        return torch.device(device_arg if device_arg.startswith("cuda") else "cuda")
+    return torch.device("cpu")
+
+
+def cleanup() -> None:
+    if is_distributed():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum ``t`` over processes (identity without a process group)."""
+    if is_distributed():
+        dev = t.device
+        t = t.clone()
+        if dist.get_backend() == "nccl" and dev.type != "cuda":
+            t = t.cuda()
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        t = t.to(dev)
+    return t
+
+
+def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
+    """Element-wise max over processes (identity without a process group)."""
+    if is_distributed():
+        dev = t.device
+        t = t.clone()
+        if dist.get_backend() == "nccl" and dev.type != "cuda":
+            t = t.cuda()
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        t = t.to(dev)
+    return t
+
+
+class ShardSampler(Sampler[int]):
+    """Every ``world_size``-th index starting at ``rank``, no padding and no duplicates (for evaluation)."""
+
+    def __init__(self, n: int, rank_: Optional[int] = None, world: Optional[int] = None) -> None:
+        self.n = n
+        self.rank = rank() if rank_ is None else rank_
+        self.world = world_size() if world is None else world
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.n, self.world))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.n, self.world))

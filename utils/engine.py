@@ -1,0 +1,174 @@
+"""The loops shared by main_attack.py and main_defense.py: train one epoch, evaluate, extract features.
+
+Batches are dicts from dataset.av_dataset.AVDataset: {"audio": (B,1,L), "visual": (B,3,T,H,W),
+"label": (B,), "id": [...], "index": (B,)}. Models follow docs/ARCHITECTURE.md.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from utils import distributed as du
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Per-run training options the loop needs (kept off ``args`` so the engine has no hidden inputs)."""
+
+    minsim_weight: float = 0.0  # paper MinSim w = 1.0 (0.8 noted for KS); 0 = plain CE
+    amp: bool = False
+    channels_last: bool = False
+    disp_iter: int = 20
+    progress: bool = True
+    adv_attack: Optional[Callable[[Dict[str, torch.Tensor], torch.Tensor], Dict[str, torch.Tensor]]] = None
+
+
+class LogitsAndFeatures(nn.Module):
+    """Wraps a model so one forward (through DDP) returns both logits and per-modality features."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, audio: Optional[torch.Tensor] = None, visual: Optional[torch.Tensor] = None):
+        feats = self.model.features(audio=audio, visual=visual)
+        return self.model.classify(feats), feats
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare model under DDP and LogitsAndFeatures wrappers."""
+    while isinstance(model, (nn.parallel.DistributedDataParallel, LogitsAndFeatures)):
+        model = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model.model
+    return model
+
+
+def to_inputs(batch: Dict[str, Any], device: torch.device, modalities, channels_last: bool = False):
+    """Move the model's inputs of a batch to ``device``; inputs the model does not use are dropped."""
+    inputs: Dict[str, torch.Tensor] = {}
+    for m in modalities:
+        t = batch[m].to(device, non_blocking=True)
+        if m == "visual" and channels_last and t.dim() == 5:
+            t = t.contiguous(memory_format=torch.channels_last_3d)
+        inputs[m] = t
+    return inputs
+
+
+def autocast_ctx(device: torch.device, amp: bool):
+    """bf16 autocast on CUDA; on CPU --amp is refused at set-up, so this is a no-op context there."""
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def minsim_loss(feats: Dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean cosine similarity between audio and visual features (the paper's MinSim term)."""
+    if "audio" not in feats or "visual" not in feats:
+        raise ValueError("--minsim_weight needs an audio-visual model (both features)")
+    fa, fv = feats["audio"].float(), feats["visual"].float()
+    if fa.shape[1] != fv.shape[1]:
+        raise ValueError(f"MinSim needs features of equal size, got audio {fa.shape[1]} and visual {fv.shape[1]}")
+    return F.cosine_similarity(fa, fv, dim=1).mean()
+
+
+def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, device: torch.device,
+                    epoch: int, cfg: TrainConfig) -> Dict[str, float]:
+    """One pass over ``loader``; ``model`` is a LogitsAndFeatures (optionally inside DDP).
+
+    Returns the epoch's mean loss, CE, cosine and accuracy, summed over processes. A NaN/inf loss stops
+    the run with an error naming the epoch and iteration.
+    """
+    model.train()
+    bare = unwrap(model)
+    sums = torch.zeros(5, dtype=torch.float64)  # loss, ce, cos, correct, n
+    it = tqdm(loader, desc=f"train {epoch}", disable=not (cfg.progress and du.is_main()), leave=False)
+    for i, batch in enumerate(it):
+        inputs = to_inputs(batch, device, bare.modalities, cfg.channels_last)
+        labels = batch["label"].to(device, non_blocking=True)
+        if cfg.adv_attack is not None:
+            inputs = cfg.adv_attack(inputs, labels)  # the attack restores train mode afterwards
+        with autocast_ctx(device, cfg.amp):
+            logits, feats = model(**inputs)
+            ce = F.cross_entropy(logits.float(), labels)
+            cos = minsim_loss(feats) if cfg.minsim_weight > 0 else torch.zeros((), device=device)
+            loss = ce + cfg.minsim_weight * cos
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, iteration {i}: "
+                                     "lower the learning rates or check the inputs")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        n = labels.numel()
+        sums += torch.tensor([loss.item() * n, ce.item() * n, cos.item() * n,
+                              (logits.argmax(1) == labels).sum().item(), n], dtype=torch.float64)
+        if cfg.disp_iter and i % cfg.disp_iter == 0:
+            log.info("epoch %d iter %d/%d loss %.4f ce %.4f cos %.4f", epoch, i, len(loader),
+                     loss.item(), ce.item(), cos.item())
+            it.set_postfix(loss=f"{loss.item():.3f}")
+    sums = du.all_reduce_sum(sums)
+    n = max(sums[4].item(), 1.0)
+    return {"loss": sums[0].item() / n, "ce": sums[1].item() / n, "cos": sums[2].item() / n,
+            "acc": sums[3].item() / n, "n": int(sums[4].item())}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device: torch.device, amp: bool = False, progress: bool = True,
+             desc: str = "eval", max_batches: int = 0) -> Dict[str, Any]:
+    """Clean accuracy and CE over ``loader``; counts are summed over processes (exact under DDP)."""
+    bare = unwrap(model)
+    was_training = bare.training
+    bare.eval()
+    sums = torch.zeros(4, dtype=torch.float64)  # ce, correct, n, cos
+    for i, batch in enumerate(tqdm(loader, desc=desc, disable=not (progress and du.is_main()), leave=False)):
+        if max_batches and i >= max_batches:
+            break
+        inputs = to_inputs(batch, device, bare.modalities)
+        labels = batch["label"].to(device)
+        with autocast_ctx(device, amp):
+            feats = bare.features(**inputs)
+            logits = bare.classify(feats).float()
+        cos = (F.cosine_similarity(feats["audio"].float(), feats["visual"].float(), dim=1).sum().item()
+               if "audio" in feats and "visual" in feats and feats["audio"].shape[1] == feats["visual"].shape[1]
+               else float("nan"))
+        sums += torch.tensor([F.cross_entropy(logits, labels, reduction="sum").item(),
+                              (logits.argmax(1) == labels).sum().item(), labels.numel(), cos],
+                             dtype=torch.float64)
+    sums = du.all_reduce_sum(sums)
+    bare.train(was_training)
+    n = sums[2].item()
+    if n == 0:
+        raise RuntimeError(f"{desc}: the loader yielded no samples")
+    return {"loss": sums[0].item() / n, "acc": sums[1].item() / n, "n": int(n),
+            "cos": sums[3].item() / n if not math.isnan(sums[3].item()) else float("nan")}
+
+
+@torch.no_grad()
+def extract_features(model: nn.Module, loader, device: torch.device, progress: bool = True) -> Dict[str, Any]:
+    """Clean eval-mode features of every sample of ``loader`` (no augmentation: pass an eval dataset)."""
+    bare = unwrap(model)
+    was_training = bare.training
+    bare.eval()
+    out: Dict[str, list] = {m: [] for m in bare.modalities}
+    labels, ids, index = [], [], []
+    for batch in tqdm(loader, desc="features", disable=not progress, leave=False):
+        feats = bare.features(**to_inputs(batch, device, bare.modalities))
+        for m in bare.modalities:
+            out[m].append(feats[m].float().cpu())
+        labels.append(batch["label"])
+        ids.extend(batch["id"])
+        index.append(batch["index"])
+    bare.train(was_training)
+    order = torch.argsort(torch.cat(index))
+    result: Dict[str, Any] = {m: torch.cat(v)[order] for m, v in out.items()}
+    result["labels"] = torch.cat(labels)[order]
+    result["ids"] = [ids[i] for i in order.tolist()]
+    return result
