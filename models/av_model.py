@@ -1,0 +1,152 @@
+"""The audio-visual classifier: audio net + visual net + fusion head, built by ``create_model``.
+
+Only the nets the head uses are instantiated; an audio-only model has no visual net and ignores (or
+accepts ``None`` for) the visual input, and vice versa. See docs/ARCHITECTURE.md, "Models".
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Dict, Optional, Tuple
+
+import torch
+from torch import Tensor, nn
+
+from models.audio_net import AUDIO_NETS, create_audio_net
+from models.fusion import FUSIONS, FusionHead, create_fusion
+from models.visual_net import IMG_POOLS, PRETRAINED_CHOICES, VISUAL_NETS, create_visual_net
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_AUDIO_RATE = 11025  # PAPER.md, preprocessing: mono WAV at 11025 Hz
+
+
+def _given(path: Optional[str]) -> bool:
+    """True for a non-empty path (the CLI's unset value is the empty string)."""
+    return path is not None and path != ""
+
+
+def load_audio_weights(net: nn.Module, path: str, arch: str) -> None:
+    """Load a local state dict saved from an audio net ``arch`` (``net.state_dict()``); errors name the file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"weights_sound: no such file {path!r}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise ValueError(f"weights_sound {path!r}: expected a state dict of a {arch} audio net, got {type(state).__name__}")
+    expected = set(net.state_dict())
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise RuntimeError(f"weights_sound {path!r} does not match audio net {arch}: {len(missing)} missing keys "
+                           f"{missing[:5]}, {len(unexpected)} unexpected keys {unexpected[:5]}")
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise RuntimeError(f"weights_sound {path!r} does not fit audio net {arch}: {err}") from err
+    logger.info("loaded %s weights from %s", arch, path)
+
+
+class AVModel(nn.Module):
+    """Audio net + visual net + fusion head; ``forward(audio=, visual=) -> logits``.
+
+    Attributes:
+        audio_net / visual_net: the nets (``None`` when the head does not use that modality).
+        head: the fusion head; ``modalities`` mirrors ``head.modalities``.
+        arch: ``{"arch_sound", "arch_frame", "arch_classifier"}`` names, for checkpoint checks.
+    """
+
+    def __init__(self, audio_net: Optional[nn.Module], visual_net: Optional[nn.Module], head: FusionHead,
+                 arch: Dict[str, str]) -> None:
+        super().__init__()
+        for mod, net in (("audio", audio_net), ("visual", visual_net)):
+            if (mod in head.modalities) != (net is not None):
+                raise ValueError(f"head {head.name!r} uses {head.modalities}: {mod} net must "
+                                 f"{'be given' if mod in head.modalities else 'be None'}")
+        self.audio_net = audio_net
+        self.visual_net = visual_net
+        self.head = head
+        self.arch = dict(arch)
+
+    @property
+    def modalities(self) -> Tuple[str, ...]:
+        """The inputs this model reads: ("audio",), ("visual",) or ("audio", "visual")."""
+        return tuple(self.head.modalities)
+
+    def _require(self, mod: str, x: Optional[Tensor]) -> Tensor:
+        if x is None:
+            shape = "(B, 1, L)" if mod == "audio" else "(B, 3, T, H, W) or (B, 3, H, W)"
+            raise ValueError(f"model with head {self.arch['arch_classifier']!r} uses {self.modalities} and needs "
+                             f"the {mod} input {shape}; got None")
+        return x
+
+    def features(self, audio: Optional[Tensor] = None, visual: Optional[Tensor] = None) -> Dict[str, Tensor]:
+        """Per-modality features ``{"audio": (B, Da), "visual": (B, Dv)}`` for the modalities used.
+
+        For the attention head the visual feature is the audio-attended pooled feature.
+        """
+        feats: Dict[str, Tensor] = {}
+        if "audio" in self.modalities:
+            feats["audio"] = self.audio_net(self._require("audio", audio))
+        if "visual" in self.modalities:
+            vmap = self.visual_net(self._require("visual", visual))
+            if self.head.uses_visual_map:
+                feats["visual"], _ = self.head.attend(feats["audio"], vmap)
+            else:
+                feats["visual"] = self.visual_net.pool(vmap)
+        return feats
+
+    def classify(self, feats: Dict[str, Tensor]) -> Tensor:
+        """Logits ``(B, K)`` from (possibly replaced) features, e.g. by a defense."""
+        return self.head(feats)
+
+    def forward(self, audio: Optional[Tensor] = None, visual: Optional[Tensor] = None) -> Tensor:
+        """Logits ``(B, K)``; audio ``(B, 1, L)`` in [-1, 1], visual ``(B, 3[, T], H, W)`` in [0, 1]."""
+        return self.classify(self.features(audio=audio, visual=visual))
+
+    def localize(self, audio: Optional[Tensor] = None, visual: Optional[Tensor] = None) -> Tensor:
+        """Attention over the visual map, ``(B, T, h, w)`` summing to 1 per sample (attention head only)."""
+        if not self.head.uses_visual_map:
+            raise ValueError(f"localize needs the 'attention' head; this model's head is "
+                             f"{self.arch['arch_classifier']!r}")
+        f_audio = self.audio_net(self._require("audio", audio))
+        _, alpha = self.head.attend(f_audio, self.visual_net(self._require("visual", visual)))
+        return alpha
+
+
+def create_model(arch_sound: str = "anet", arch_frame: str = "resnet18", arch_classifier: str = "concat",
+                 num_classes: int = 2, img_pool: str = "avgpool", pretrained: Optional[str] = None,
+                 weights_frame: Optional[str] = None, weights_sound: Optional[str] = None,
+                 audio_rate: int = DEFAULT_AUDIO_RATE) -> AVModel:
+    """Build an ``AVModel`` from registry names (see docs/ARCHITECTURE.md, "Models").
+
+    All three names are validated even when a net is unused. ``weights_frame``/``weights_sound`` are local
+    state dicts (``None`` or "" for none); giving one for a net the head does not use is an error.
+    ``pretrained="imagenet"`` loads torchvision ImageNet weights into the visual net (ignored, with a log
+    line, for an audio-only head).
+    """
+    head_cls = FUSIONS.get(arch_classifier)
+    AUDIO_NETS.get(arch_sound)
+    VISUAL_NETS.get(arch_frame)
+    mods = head_cls.modalities
+    if pretrained is not None and pretrained not in PRETRAINED_CHOICES:
+        raise ValueError(f"pretrained must be None or one of {PRETRAINED_CHOICES}, got {pretrained!r}")
+    if img_pool not in IMG_POOLS:
+        raise ValueError(f"img_pool must be one of {IMG_POOLS}, got {img_pool!r}")
+    for mod, flag, path in (("audio", "weights_sound", weights_sound), ("visual", "weights_frame", weights_frame)):
+        if _given(path) and mod not in mods:
+            raise ValueError(f"{flag}={path!r} given but head {arch_classifier!r} uses only {mods}: "
+                             f"there is no {mod} net to load it into")
+    audio_net = visual_net = None
+    if "audio" in mods:
+        audio_net = create_audio_net(arch_sound, audio_rate=audio_rate)
+        if _given(weights_sound):
+            load_audio_weights(audio_net, weights_sound, arch_sound)
+    if "visual" in mods:
+        visual_net = create_visual_net(arch_frame, img_pool=img_pool, pretrained=pretrained,
+                                       weights_path=weights_frame if _given(weights_frame) else None)
+    elif pretrained is not None:
+        logger.info("pretrained=%r ignored: head %r has no visual net", pretrained, arch_classifier)
+    head = create_fusion(arch_classifier, num_classes=num_classes,
+                         dim_audio=audio_net.out_dim if audio_net is not None else None,
+                         dim_visual=visual_net.out_dim if visual_net is not None else None)
+    arch = {"arch_sound": arch_sound, "arch_frame": arch_frame, "arch_classifier": arch_classifier}
+    return AVModel(audio_net, visual_net, head, arch)
