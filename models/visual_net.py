@@ -33,12 +33,19 @@ _RESNETS: Dict[str, tuple] = {
     "resnet18": (torchvision.models.resnet18, torchvision.models.ResNet18_Weights.IMAGENET1K_V1, 512),
     "resnet34": (torchvision.models.resnet34, torchvision.models.ResNet34_Weights.IMAGENET1K_V1, 512),
     "resnet50": (torchvision.models.resnet50, torchvision.models.ResNet50_Weights.IMAGENET1K_V1, 2048),
+    # Not in the paper: a torchvision ResNet with one BasicBlock per stage (about half of resnet18's cost),
+    # for CPU-only runs such as the embedded-dataset demo. No ImageNet weights exist for it.
+    "resnet10": (functools.partial(torchvision.models.resnet.ResNet, torchvision.models.resnet.BasicBlock,
+                                   [1, 1, 1, 1]), None, 512),
 }
 
 
 def _download_imagenet(arch: str) -> Dict[str, Tensor]:
     """ImageNet state dict for ``arch`` through torchvision's weights API; a clear RuntimeError on failure."""
     weights = _RESNETS[arch][1]
+    if weights is None:
+        raise RuntimeError(f"pretrained='imagenet': torchvision has no ImageNet weights for {arch}; "
+                           f"use resnet18/34/50 or pass weights_frame=PATH")
     try:
         return weights.get_state_dict(progress=False, check_hash=True)
     except (OSError, RuntimeError, ValueError) as err:  # URLError is an OSError; hash mismatch a RuntimeError
@@ -106,7 +113,7 @@ class ResNetTrunk(nn.Module):
         if pretrained is not None and weights_path:
             raise ValueError("give either pretrained='imagenet' or weights_frame=PATH for the visual net, not both")
         builder, _, out_dim = _RESNETS[arch]
-        net = builder(weights=None)
+        net = builder() if _RESNETS[arch][1] is None else builder(weights=None)
         self.arch = arch
         self.img_pool = img_pool
         self.out_dim = out_dim

@@ -265,3 +265,16 @@ def test_feature_dims_and_arch_for_resnet50():
     model.eval()
     with torch.no_grad():
         assert model.features(visual=visual)["visual"].shape == (1, 2048)
+
+
+@pytest.mark.parametrize("arch", ["resnet10", "resnet34"])
+def test_other_visual_nets_forward_and_pool(arch):
+    m = models.create_model(arch_frame=arch, arch_classifier="visual", num_classes=K)
+    out = m(visual=torch.rand(2, 3, 2, 32, 32))
+    assert out.shape == (2, K) and torch.isfinite(out).all()
+    assert m.features(visual=torch.rand(2, 3, 32, 32))["visual"].shape == (2, 512)
+
+
+def test_resnet10_has_no_imagenet_weights():
+    with pytest.raises(RuntimeError, match="no ImageNet weights for resnet10"):
+        models.create_model(arch_frame="resnet10", arch_classifier="visual", num_classes=K, pretrained="imagenet")
