@@ -1,0 +1,125 @@
+"""Build train/val/test index CSVs from extracted media, or check index CSVs for leakage.
+
+Build (stratified by class, deterministic for --seed, only clips with complete audio AND frames):
+
+    python scripts/make_index.py --root media/music --out data/music --val 0.15 --test 0.15 --seed 0
+    python scripts/make_index.py --root media/ave --out data/ave --splits_from media/ave/splits  # official split
+
+Clips left out are printed and written to ``<out>/excluded.csv`` with the reason.
+
+Check (format, duplicate rows within a file, clips in more than one file):
+
+    python scripts/make_index.py --check train.csv val.csv test.csv
+
+exits 0 when clean, 1 when leakage is found, 2 when a file is malformed or missing.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dataset.index import (SPLITS, IndexFormatError, check_files, check_leakage, filter_categories,  # noqa: E402
+                           read_clip_list, scan_media, split_from_lists, stratified_split, write_excluded,
+                           write_splits)
+from dataset.media import SAMPLE_RATE  # noqa: E402
+
+EXIT_LEAKAGE = 1
+EXIT_BAD_INPUT = 2
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """Command-line flags of the index builder/checker."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--check", type=Path, nargs="+", metavar="FILE", help="check these index files and exit")
+    p.add_argument("--root", type=Path, help="media root holding data/audio and data/frames")
+    p.add_argument("--out", type=Path, help="folder for train.csv, val.csv, test.csv (e.g. data/NAME)")
+    p.add_argument("--val", type=float, default=0.15, help="fraction of each class for val")
+    p.add_argument("--test", type=float, default=0.15, help="fraction of each class for test")
+    p.add_argument("--seed", type=int, default=0, help="split seed (same seed, same media -> same files)")
+    p.add_argument("--categories", type=str, default=None, help="comma-separated classes to keep (default all)")
+    p.add_argument("--dataset", type=str, default=None, help="keep the categories of this dataset spec")
+    p.add_argument("--splits_from", type=Path, default=None,
+                   help="folder with train.txt/val.txt/test.txt clip lists (<class>/<vid>) to use instead of a "
+                        "random split (prepare_ave.py writes the official AVE split there)")
+    p.add_argument("--sample_rate", type=int, default=SAMPLE_RATE, help="required WAV sample rate")
+    return p
+
+
+def run_check(files: List[Path]) -> int:
+    """Print a leakage report for ``files``; returns the exit status."""
+    try:
+        report = check_files(files)
+    except (IndexFormatError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print("\n".join(report.lines()))
+    return 0 if report.clean else EXIT_LEAKAGE
+
+
+def _categories(args: argparse.Namespace) -> Optional[List[str]]:
+    if args.categories and args.dataset:
+        raise SystemExit("give --categories or --dataset, not both")
+    if args.categories:
+        cats = [c.strip() for c in args.categories.split(",")]
+        if not all(cats) or len(set(cats)) != len(cats):
+            raise SystemExit(f"--categories {args.categories!r}: empty or repeated names")
+        return cats
+    if args.dataset:
+        from dataset.specs import get_spec
+
+        return list(get_spec(args.dataset).categories)
+    return None
+
+
+def run_build(args: argparse.Namespace) -> int:
+    """Scan media, split, write the CSVs and the excluded report; returns the exit status."""
+    if args.root is None or args.out is None:
+        raise SystemExit("--root and --out are required unless --check is given")
+    categories = _categories(args)
+    try:
+        rows, excluded = scan_media(args.root, args.sample_rate)
+        if not rows:
+            raise ValueError(f"--root {args.root}: no clip has both a complete audio file and complete frames "
+                             f"({len(excluded)} incomplete)")
+        if categories is not None:
+            rows, dropped = filter_categories(rows, categories)
+            excluded += dropped
+        if args.splits_from is not None:
+            lists = {s: read_clip_list(args.splits_from / f"{s}.txt") for s in SPLITS}
+            splits, missing = split_from_lists(rows, lists)
+            excluded += missing
+        else:
+            splits = stratified_split(rows.values(), args.val, args.test, args.seed)
+    except (FileNotFoundError, IndexFormatError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    report = check_leakage(splits)
+    if not report.clean:  # a split list with leakage: refuse to write it
+        print("\n".join(report.lines()), file=sys.stderr)
+        return EXIT_LEAKAGE
+    paths = write_splits(args.out, splits)
+    write_excluded(args.out / "excluded.csv", excluded)
+    for e in excluded:
+        print(f"  left out {e.clip_id}: {e.reason}")
+    classes = len({r.label for s in splits.values() for r in s})
+    sizes = ", ".join(f"{s} {len(r)}" for s, r in splits.items())
+    print(f"{classes} classes; {sizes}; {len(excluded)} clips left out (see {args.out / 'excluded.csv'})")
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def main(argv=None) -> int:
+    args = get_args_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.check:
+        return run_check(args.check)
+    return run_build(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

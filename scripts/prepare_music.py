@@ -1,0 +1,116 @@
+"""MUSIC (solo): turn MUSIC_solo_videos.json into a download list and, optionally, download it with yt-dlp.
+
+    python scripts/prepare_music.py --json MUSIC_solo_videos.json --out media/music/raw [--download]
+
+Input: ``{"videos": {"<instrument>": ["<youtube id>", ...], ...}}``. Instrument names are mapped to the
+spec's classes (spaces -> underscores); instruments outside the spec and spec classes absent from the JSON
+are reported. Writes ``<out>/download_list.csv`` (class,id,url). With --download (yt-dlp on PATH), videos go
+to ``<out>/<class>/<id>.mp4``; complete files are skipped, so the command resumes, and failures are listed in
+``<out>/download_failures.csv``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dataset.index import IndexFormatError  # noqa: E402
+from dataset.media import YOUTUBE_ID_RE, Download, download_videos, write_csv_atomic, youtube_url  # noqa: E402
+from dataset.specs import get_spec  # noqa: E402
+
+
+def read_music_json(path: Path) -> Dict[str, List[str]]:
+    """Instrument -> YouTube ids from the MUSIC json; structure or id errors raise :class:`IndexFormatError`."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--json {path} not found") from None
+    except json.JSONDecodeError as err:
+        raise IndexFormatError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("videos"), dict):
+        raise IndexFormatError(f'{path}: expected {{"videos": {{"<instrument>": [ids...]}}}}')
+    out: Dict[str, List[str]] = {}
+    for name, ids in data["videos"].items():
+        if not isinstance(ids, list):
+            raise IndexFormatError(f'{path}: videos["{name}"] is {type(ids).__name__}, expected a list of ids')
+        for i, vid in enumerate(ids):
+            if not isinstance(vid, str) or not YOUTUBE_ID_RE.match(vid):
+                raise IndexFormatError(f'{path}: videos["{name}"][{i}] = {vid!r} is not an 11-character YouTube id')
+        out[name] = ids
+    return out
+
+
+def build_list(videos: Dict[str, List[str]], classes: Sequence[str]) -> Tuple[List[Download], List[str]]:
+    """Download items for the spec classes, and report lines for everything dropped or missing."""
+    notes: List[str] = []
+    by_class: Dict[str, List[str]] = {}
+    for name, ids in videos.items():
+        label = name.strip().replace(" ", "_")
+        if label not in classes:
+            notes.append(f"instrument {name!r} is not a MUSIC class: {len(ids)} videos left out")
+            continue
+        unique = list(dict.fromkeys(ids))
+        if len(unique) != len(ids):
+            notes.append(f"{label}: {len(ids) - len(unique)} repeated ids dropped")
+        by_class.setdefault(label, []).extend(unique)
+    owners: Dict[str, List[str]] = {}
+    for label, ids in by_class.items():
+        for vid in ids:
+            owners.setdefault(vid, []).append(label)
+    ambiguous = {v for v, labels in owners.items() if len(labels) > 1}
+    for vid in sorted(ambiguous):
+        notes.append(f"id {vid} is listed under {', '.join(owners[vid])}: left out of all (label ambiguous)")
+    notes += [f"class {c} has no videos in the JSON" for c in classes if c not in by_class]
+    items = [Download(label, vid, youtube_url(vid)) for label in classes for vid in by_class.get(label, [])
+             if vid not in ambiguous]
+    return items, notes
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """Command-line flags of the MUSIC preparation."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--json", type=Path, required=True, help="MUSIC_solo_videos.json")
+    p.add_argument("--out", type=Path, required=True, help="output folder (download list, <class>/<id>.mp4)")
+    p.add_argument("--download", action="store_true", help="download the videos with yt-dlp")
+    p.add_argument("--workers", type=int, default=4, help="parallel yt-dlp processes")
+    return p
+
+
+def write_failures(path: Path, failures: List[Tuple[Download, str]]) -> None:
+    """``class,id,url,reason`` rows for the videos that could not be downloaded."""
+    write_csv_atomic(path, ["class", "id", "url", "reason"], [(d.label, d.vid, d.url, r) for d, r in failures])
+
+
+def main(argv=None) -> int:
+    args = get_args_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        items, notes = build_list(read_music_json(args.json), get_spec("music").categories)
+    except (FileNotFoundError, IndexFormatError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    for note in notes:
+        print(f"  {note}")
+    out_list = args.out / "download_list.csv"
+    write_csv_atomic(out_list, ["class", "id", "url"], [(d.label, d.vid, d.url) for d in items])
+    print(f"MUSIC: {len(items)} videos in {len({d.label for d in items})} classes -> {out_list}")
+    if not args.download:
+        return 0
+    try:
+        done, present, failures = download_videos(items, args.out, workers=args.workers)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    write_failures(args.out / "download_failures.csv", failures)
+    print(f"downloaded {done}, already present {present}, failed {len(failures)} "
+          f"(see {args.out / 'download_failures.csv'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
