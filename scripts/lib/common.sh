@@ -1,0 +1,36 @@
+# Shared by the per-dataset scripts; source it, then call run_attack/run_defense.
+# Environment (all optional):
+#   DATA_ROOT  media root holding data/audio and data/frames   (default: media/<dataset> in the repo)
+#   CKPT       folder for run folders                          (default: runs)
+#   NPROC      processes (GPUs) on this node; >1 uses torchrun (default: 1)
+#   EPS_UNIT   visual eps unit: normalized (paper/reference convention) or input   (default: normalized)
+#   FUSION     fusion head for the attack scripts               (default: concat)
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+if [ -z "${SKIP_SETUP:-}" ]; then bash scripts/setup.sh >&2; fi
+PY="${PYTHON:-$ROOT/.venv/bin/python}"
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+CKPT="${CKPT:-runs}"
+NPROC="${NPROC:-1}"
+EPS_UNIT="${EPS_UNIT:-normalized}"
+FUSION="${FUSION:-concat}"
+# The paper's grid (PAPER.md): (v, a) in {(0,0), (0,0.012), (0.012,0), (0.006,0.006)}.
+PAPER_GRID=("visual=0,audio=0" "visual=0,audio=0.012" "visual=0.012,audio=0" "visual=0.006,audio=0.006")
+
+launch() {  # launch MAIN ARGS...: one process, or torchrun with NPROC processes
+  local main="$1"; shift
+  if [ "$NPROC" -gt 1 ]; then
+    "$PY" -m torch.distributed.run --standalone --nproc_per_node "$NPROC" "$main" "$@"
+  else
+    "$PY" "$main" "$@"
+  fi
+}
+
+default_root() {  # default_root DATASET: export DATA_ROOT unless set
+  export DATA_ROOT="${DATA_ROOT:-$ROOT/media/$1}"
+  if [ ! -d "$DATA_ROOT/data/frames" ] || [ ! -d "$DATA_ROOT/data/audio" ]; then
+    echo "error: $DATA_ROOT/data/{frames,audio} not found: prepare the dataset (README, 'Real datasets') or set DATA_ROOT" >&2
+    exit 2
+  fi
+}

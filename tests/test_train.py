@@ -1,0 +1,161 @@
+"""Training and evaluation through main_attack.py: run folder, checkpoints, resume after kill -9,
+DDP (gloo, 2 processes) evaluation equal to one process, and the bad-input errors."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import main_attack
+from tests.fake_media import make_fake_media
+
+REPO = Path(__file__).resolve().parents[1]
+CATS = ["alpha", "beta", "gamma"]
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    root = tmp_path_factory.mktemp("media")
+    return make_fake_media(root, CATS, clips_per_class=6, num_frames=6, seconds=1.0, img_hw=(40, 40), seed=0)
+
+
+def base_args(media, ckpt: Path, run_id: str, *extra: str):
+    return ["--dataset", "synthetic", "--categories", ",".join(CATS),
+            "--list_train", str(media["train"]), "--list_val", str(media["val"]), "--list_test", str(media["test"]),
+            "--audio_path", str(media["audio_path"]), "--frame_path", str(media["frame_path"]),
+            "--audLen", "4096", "--imgSize", "32", "--batch_size_per_gpu", "4", "--workers", "0",
+            "--ckpt", str(ckpt), "--id", run_id, "--no_progress", "--disp_iter", "0", "--seed", "3", *extra]
+
+
+def read_metrics(run: Path, tag: str):
+    return [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if json.loads(l)["tag"] == tag]
+
+
+def test_train_then_eval_writes_run_folder(media, tmp_path):
+    args = base_args(media, tmp_path, "r", "--arch_classifier", "concat", "--num_epoch", "2", "--lr_steps", "1")
+    assert main_attack.main(args + ["--mode", "train", "--save_features"]) == 0
+    run = tmp_path / "r"
+    for f in ("args.json", "metrics.jsonl", "checkpoint_last.pth", "checkpoint_best.pth", "features_train.pt"):
+        assert (run / f).is_file(), f
+    ck = torch.load(run / "checkpoint_last.pth", weights_only=True)
+    assert set(ck) >= {"model", "optimizer", "scheduler", "epoch", "best_acc", "args", "rng_state", "arch"}
+    assert ck["epoch"] == 2
+    feats = torch.load(run / "features_train.pt", weights_only=True)
+    assert feats["audio"].shape[0] == feats["visual"].shape[0] == len(feats["ids"]) == 12
+    assert len(feats["checkpoint_sha256"]) == 64
+    assert main_attack.main(args + ["--mode", "eval"]) == 0
+    test = read_metrics(run, "test")
+    assert len(test) == 2 and 0.0 <= test[-1]["acc"] <= 1.0 and test[-1]["n"] == 6
+    # the run folder is never overwritten by a second training run
+    with pytest.raises(SystemExit, match="--resume"):
+        main_attack.main(args + ["--mode", "train"])
+
+
+def test_lr_steps_scale_learning_rates():
+    from utils.runner import set_epoch_lr
+
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([{"params": [p], "lr": 1e-3, "initial_lr": 1e-3}], lr=1e-3)
+    assert set_epoch_lr(opt, [2, 4], 1) == 1.0
+    set_epoch_lr(opt, [2, 4], 4)
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-5)
+
+
+def _run_cli(args, **kw):
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, str(REPO / "main_attack.py"), *args], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)
+
+
+def test_resume_after_kill_matches_uninterrupted_run(media, tmp_path):
+    common = ["--arch_classifier", "sum", "--num_epoch", "3", "--lr_steps", "2", "--mode", "train"]
+    full = _run_cli(base_args(media, tmp_path, "full", *common))
+    out = full.communicate(timeout=600)[0].decode()
+    assert full.returncode == 0, out
+
+    killed = _run_cli(base_args(media, tmp_path, "killed", *common))
+    last = tmp_path / "killed" / "checkpoint_last.pth"
+    deadline = time.time() + 600
+    while not last.exists() and killed.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert killed.poll() is None, "the run ended before it could be killed"
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert torch.load(last, weights_only=True)["epoch"] < 3
+    resumed = _run_cli(base_args(media, tmp_path, "killed", *common, "--resume"))
+    out = resumed.communicate(timeout=600)[0].decode()
+    assert resumed.returncode == 0, out
+
+    a = torch.load(tmp_path / "full" / "checkpoint_last.pth", weights_only=True)
+    b = torch.load(last, weights_only=True)
+    assert a["epoch"] == b["epoch"] == 3
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    va = [r["acc"] for r in read_metrics(tmp_path / "full", "val")]
+    vb = [r["acc"] for r in read_metrics(tmp_path / "killed", "val")]
+    assert va[-1] == vb[-1]
+    assert read_metrics(tmp_path / "full", "test")[-1]["acc"] == read_metrics(tmp_path / "killed", "test")[-1]["acc"]
+
+
+def test_ddp_two_process_eval_equals_single_process(media, tmp_path):
+    train = base_args(media, tmp_path, "ddp", "--arch_classifier", "concat", "--num_epoch", "1", "--mode", "train")
+    assert main_attack.main(train) == 0
+    ev = base_args(media, tmp_path, "ddp", "--arch_classifier", "concat", "--mode", "eval",
+                   "--batch_size_per_gpu", "2")
+    assert main_attack.main(ev) == 0
+    single = read_metrics(tmp_path / "ddp", "test")[-1]
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_port", str(29500 + os.getpid() % 1000), str(REPO / "main_attack.py"), *ev],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    multi = read_metrics(tmp_path / "ddp", "test")[-1]
+    assert multi["n"] == single["n"] == 6
+    assert multi["acc"] == single["acc"] and multi["loss"] == pytest.approx(single["loss"], rel=1e-6)
+
+
+def test_bad_inputs_fail_clearly(media, tmp_path):
+    with pytest.raises(SystemExit, match="cls_num"):
+        main_attack.main(base_args(media, tmp_path, "x", "--cls_num", "5", "--mode", "train"))
+    # a category present in the index but not in --categories
+    with pytest.raises(Exception, match="gamma"):
+        main_attack.main(base_args(media, tmp_path, "y", "--categories", "alpha,beta", "--mode", "train",
+                                   "--num_epoch", "1"))
+    # a checkpoint from another architecture
+    assert main_attack.main(base_args(media, tmp_path, "z", "--arch_classifier", "sum", "--num_epoch", "1",
+                                      "--mode", "train")) == 0
+    with pytest.raises(RuntimeError, match="different model"):
+        main_attack.main(base_args(media, tmp_path, "z", "--arch_classifier", "concat", "--mode", "eval",
+                                   "--weights", str(tmp_path / "z" / "checkpoint_best.pth")))
+    with pytest.raises(SystemExit, match="GPU"):
+        main_attack.main(base_args(media, tmp_path, "w", "--amp", "--device", "cpu", "--mode", "train"))
+
+
+def test_nan_loss_stops_with_error():
+    from utils.engine import LogitsAndFeatures, TrainConfig, train_one_epoch
+
+    class NaNModel(torch.nn.Module):
+        modalities = ("audio",)
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Linear(4, 2)
+
+        def features(self, audio=None, visual=None):
+            return {"audio": self.w(audio.flatten(1)) * float("nan")}
+
+        def classify(self, feats):
+            return feats["audio"]
+
+    net = LogitsAndFeatures(NaNModel())
+    batch = {"audio": torch.randn(2, 1, 4), "label": torch.tensor([0, 1])}
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    with pytest.raises(FloatingPointError, match="epoch 7, iteration 0"):
+        train_one_epoch(net, [batch], opt, torch.device("cpu"), 7, TrainConfig(progress=False))
