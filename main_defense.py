@@ -28,21 +28,26 @@ def load_or_build_banks(args: argparse.Namespace, base_hash: str, run_dir: Path)
     from models.defense import MemoryBank, build_banks
 
     if args.bank:
-        return MemoryBank.load_banks(args.bank, expected_checkpoint_sha256=base_hash)
+        args.weights_Da = args.weights_Da or str(Path(args.bank) / "bank_audio.pt")
+        args.weights_Dv = args.weights_Dv or str(Path(args.bank) / "bank_visual.pt")
     if args.weights_Da or args.weights_Dv:
         banks = {}
         for m, path in (("audio", args.weights_Da), ("visual", args.weights_Dv)):
-            if path:
+            if path and (Path(path).is_file() or not args.bank):
                 banks[m] = MemoryBank.load(path, expected_checkpoint_sha256=base_hash)
         return banks
     if not args.features:
         raise SystemExit("error: give --features (from main_attack.py --save_features) to build memory banks, "
                          "or --bank / --weights_Da --weights_Dv to load saved ones")
-    banks = build_banks(args.features, size=args.bank_size, select=args.bank_select, seed=args.seed,
-                        expected_checkpoint_sha256=base_hash)
-    if du.is_main():
-        MemoryBank.save_banks(banks, run_dir / "banks.pt")
-        log.info("saved memory banks to %s", run_dir / "banks.pt")
+    banks = build_banks(args.features, size=args.bank_size, select=args.bank_select, seed=args.seed)
+    for m, bank in banks.items():
+        if bank.checkpoint_sha256 != base_hash:
+            raise SystemExit(f"error: --features {args.features} came from a checkpoint with sha256 "
+                             f"{bank.checkpoint_sha256}, but --base_weights {args.base_weights} has {base_hash}")
+        if du.is_main():
+            bank.save(run_dir / f"bank_{m}.pt")
+    log.info("memory banks %s saved in %s (load them again with --bank %s)",
+             {m: b.size for m, b in banks.items()}, run_dir, run_dir)
     return banks
 
 
@@ -65,7 +70,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         steps = {"audio": args.alpha_a, "visual": args.alpha_v} if args.fixed_step else None
         model = DefendedModel(base, banks, lam=args.lam, mix=args.mix, grad=args.defense_grad,
                               max_iter=args.ista_iters, tol=args.ista_tol, steps=steps,
-                              unrolled_iters=args.unrolled_iters).to(ctx.device)
+                              grad_max_iter=args.unrolled_iters).to(ctx.device)
         if args.mode == "train":
             runner.fit(model, args, ctx, build_train_config(args, model))
             runner.load_for_eval(model, args, ctx, ctx.run_dir / "checkpoint_best.pth")

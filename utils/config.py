@@ -120,7 +120,7 @@ def add_defense_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g = p.add_argument_group("defense (paper: lambda 0.1, m 0.5, at most 1024 atoms)")
     g.add_argument("--base_weights", default="", help="checkpoint of the (MinSim-)trained model to defend")
     g.add_argument("--features", default="", help="features file from --save_features (to build banks)")
-    g.add_argument("--bank", default="", help="a saved bank file (both modalities)")
+    g.add_argument("--bank", default="", help="a folder with saved banks bank_audio.pt / bank_visual.pt")
     g.add_argument("--weights_Da", default="", help="audio bank file (reference flag name)")
     g.add_argument("--weights_Dv", default="", help="visual bank file (reference flag name)")
     g.add_argument("--bank_size", type=int, default=1024, help="atoms per modality (paper: at most 1024)")
@@ -134,8 +134,9 @@ def add_defense_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--ista_iters", type=int, default=2000, help="paper: at most 2000")
     g.add_argument("--ista_tol", type=float, default=8e-4, help="paper: 8e-4 (per sample here)")
     g.add_argument("--defense_grad", default="unrolled", choices=["unrolled", "bpda"])
-    g.add_argument("--unrolled_iters", type=int, default=50,
-                   help="solver iterations kept in the autograd graph when attacking through the solver")
+    g.add_argument("--unrolled_iters", type=int, default=100,
+                   help="solver iterations recorded under autograd (warm-started from the converged code) "
+                   "when gradients are unrolled through the solver")
     g.add_argument("--adaptive", action="store_true",
                    help="also run the adaptive attacks (unrolled, BPDA, PGD with restarts)")
     return p
