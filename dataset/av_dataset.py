@@ -1,0 +1,418 @@
+"""The audio-visual dataset: one index CSV row -> {audio, visual, label, id, index}.
+
+Layout (docs/ARCHITECTURE.md): ``<audio_path>/<class>/<vid>.wav`` (mono, 16-bit, ``aud_rate`` Hz) and
+``<frame_path>/<class>/<vid>.mp4/000001.jpg ...`` (``frame_rate`` fps, numbered from 1). Index rows have no
+header: ``/<class>/<vid>.wav,/<class>/<vid>.mp4,<num_frames>``.
+
+Randomness (training only) comes from a generator seeded by (seed, epoch, index), never from global or
+per-worker state, so a sample is the same whatever the worker count or order; evaluation has none.
+Every missing, unreadable or inconsistent file raises :class:`MediaError` naming the path and the index
+row; nothing is ever replaced by zeros or silently resampled.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Dict, List, Optional, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+import soundfile as sf
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm import tqdm
+
+from dataset import transforms as T
+
+log = logging.getLogger(__name__)
+
+PathLike = Union[str, Path]
+
+
+class IndexFormatError(ValueError):
+    """A malformed index CSV row (bad field count, number, or a class outside ``categories``)."""
+
+
+class MediaError(RuntimeError):
+    """A frame or audio file that is missing, unreadable or inconsistent with its index row."""
+
+
+@dataclass(frozen=True)
+class IndexRow:
+    """One parsed index CSV row; ``line`` is its 1-based line number in ``source``."""
+
+    source: str
+    line: int
+    audio: str
+    frames: str
+    num_frames: int
+    label: int
+    clip_id: str
+
+    def where(self) -> str:
+        """Location used in every error message: '<csv> row <n>'."""
+        return f"{self.source} row {self.line}"
+
+
+def _class_of(rel: str, source: str, line: int) -> Tuple[str, str]:
+    """(class, '<class>/<vid>') of a relative media path '/<class>/<vid>.<ext>'."""
+    parts = rel.strip("/").split("/")
+    if not rel.startswith("/") or len(parts) < 2 or not all(parts):
+        raise IndexFormatError(f"{source} row {line}: path {rel!r} is not of the form /<class>/<vid>.<ext>")
+    stem = os.path.splitext("/".join(parts))[0]
+    return parts[0], stem
+
+
+def parse_row(fields: Sequence[str], source: str, line: int, categories: Sequence[str]) -> IndexRow:
+    """Validate one CSV row against ``categories`` and turn it into an :class:`IndexRow`."""
+    if len(fields) != 3:
+        raise IndexFormatError(f"{source} row {line}: expected 3 fields (audio,frames,num_frames), "
+                          f"got {len(fields)}: {fields!r}")
+    audio, frames, count = (f.strip() for f in fields)
+    cls, clip_id = _class_of(audio, source, line)
+    cls_f, clip_f = _class_of(frames, source, line)
+    if (cls, clip_id) != (cls_f, clip_f):
+        raise IndexFormatError(f"{source} row {line}: audio {audio!r} and frames {frames!r} name different clips")
+    try:
+        n = int(count)
+    except ValueError:
+        raise IndexFormatError(f"{source} row {line}: num_frames {count!r} is not an integer") from None
+    if n < 1:
+        raise IndexFormatError(f"{source} row {line}: num_frames must be >= 1, got {n}")
+    if cls not in categories:
+        raise IndexFormatError(f"{source} row {line}: class {cls!r} is not one of the {len(categories)} "
+                          f"categories ({', '.join(categories)})")
+    return IndexRow(source, line, audio, frames, n, list(categories).index(cls), clip_id)
+
+
+def read_index(list_path: PathLike, categories: Sequence[str]) -> List[IndexRow]:
+    """Parse an index CSV (no header). Empty lines are skipped; any other malformed row raises."""
+    source = str(list_path)
+    if len(set(categories)) != len(categories) or not categories:
+        raise ValueError(f"categories must be non-empty and unique, got {list(categories)}")
+    if not os.path.isfile(source):
+        raise FileNotFoundError(f"index CSV {source} does not exist")
+    rows: List[IndexRow] = []
+    with open(source, newline="") as fh:
+        for line, fields in enumerate(csv.reader(fh), start=1):
+            if not fields or all(not f.strip() for f in fields):
+                continue
+            rows.append(parse_row(fields, source, line, categories))
+    if not rows:
+        raise IndexFormatError(f"{source}: the index has no rows")
+    return rows
+
+
+_WAVE_PCM, _WAVE_EXTENSIBLE = 1, 0xFFFE  # WAVE format tags (Microsoft RIFF spec)
+_PCM16_SCALE = np.float32(1.0 / 32768.0)  # int16 -> [-1, 1), the same scaling as libsndfile
+
+
+@dataclass(frozen=True)
+class WavInfo:
+    """What the RIFF/WAVE header says: rate, channels, bits per sample, integer PCM or not, where the
+    sample data start (bytes) and how many frames they hold."""
+
+    rate: int
+    channels: int
+    bits: int
+    pcm: bool
+    data_offset: int
+    frames: int
+
+
+def read_wav_header(fh: BinaryIO, size: int) -> WavInfo:
+    """Parse the header of an open WAV file of ``size`` bytes; raises ValueError naming the problem."""
+    head = fh.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        raise ValueError("not a RIFF/WAVE file")
+    fmt: Optional[Tuple[int, int, int, int, int]] = None
+    pos = 12
+    while pos + 8 <= size:
+        fh.seek(pos)
+        cid, csize = struct.unpack("<4sI", fh.read(8))
+        if cid == b"fmt ":
+            body = fh.read(min(csize, 40))
+            if len(body) < 16:
+                raise ValueError("fmt chunk is too short")
+            tag, channels, rate, _, align, bits = struct.unpack("<HHIIHH", body[:16])
+            if tag == _WAVE_EXTENSIBLE and len(body) >= 26:
+                tag = struct.unpack("<H", body[24:26])[0]  # first two bytes of the SubFormat GUID
+            fmt = (tag, channels, rate, align, bits)
+        elif cid == b"data":
+            if fmt is None:
+                raise ValueError("data chunk before the fmt chunk")
+            tag, channels, rate, align, bits = fmt
+            avail = size - pos - 8
+            if csize == 0xFFFFFFFF:  # written to a pipe: the size was unknown, the data run to the end
+                csize = avail
+            elif csize > avail:
+                raise ValueError(f"truncated: the header promises {csize} data bytes, the file holds {avail}")
+            if align < 1:
+                raise ValueError("block align is 0")
+            return WavInfo(rate, channels, bits, tag == _WAVE_PCM, pos + 8, csize // align)
+        pos += 8 + csize + (csize & 1)  # chunks are padded to an even size
+    raise ValueError("no data chunk")
+
+
+def read_pcm16(fh: BinaryIO, info: WavInfo, start: int, count: int) -> np.ndarray:
+    """``count`` mono 16-bit samples from sample ``start`` as float32 in [-1, 1) (fewer if the file ends)."""
+    fh.seek(info.data_offset + 2 * start)
+    buf = fh.read(2 * count)
+    return np.frombuffer(buf[: len(buf) // 2 * 2], dtype="<i2").astype(np.float32) * _PCM16_SCALE
+
+
+def _check_positive(**kwargs: int) -> None:
+    for name, value in kwargs.items():
+        if not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"AVDataset: {name} must be a positive integer, got {value!r}")
+
+
+class AVDataset(Dataset):
+    """Audio-visual clips from an index CSV; ``ds[i]`` is
+    ``{"audio": (1, aud_len) float in [-1, 1], "visual": (3, num_frames, img_size, img_size) float in [0, 1],
+    "label": int, "id": "<class>/<vid>", "index": i}``.
+
+    Args:
+        list_path: index CSV. audio_path / frame_path: media roots (the row's paths are appended).
+        categories: class names; the label is the position in this list.
+        split_train: training mode (random centre, crop, flip, volume) if True, else deterministic eval.
+        num_frames, stride_frames: frames per sample and their spacing (in frames).
+        frame_rate: fps of the extracted frames. aud_len, aud_rate: window length (samples) and WAV rate.
+        img_size: output side; frames are resized to 1.1x then cropped.
+        seed: base seed of the per-sample generators (with the epoch and the index).
+        preload: decode every needed frame (resized, uint8) and waveform once, at construction.
+    """
+
+    def __init__(self, list_path: PathLike, audio_path: PathLike, frame_path: PathLike,
+                 categories: Sequence[str], split_train: bool, num_frames: int = 1, stride_frames: int = 1,
+                 frame_rate: int = 8, aud_len: int = 65535, aud_rate: int = 11025, img_size: int = 224,
+                 seed: int = 0, preload: bool = False) -> None:
+        _check_positive(num_frames=num_frames, stride_frames=stride_frames, frame_rate=frame_rate,
+                        aud_len=aud_len, aud_rate=aud_rate, img_size=img_size)
+        if seed < 0:
+            raise ValueError(f"AVDataset: seed must be >= 0, got {seed}")
+        self.list_path = str(list_path)
+        self.audio_root = str(audio_path).rstrip("/")
+        self.frame_root = str(frame_path).rstrip("/")
+        self.categories = tuple(categories)
+        self.train = bool(split_train)
+        self.num_frames, self.stride = int(num_frames), int(stride_frames)
+        self.fps, self.aud_len, self.aud_rate = int(frame_rate), int(aud_len), int(aud_rate)
+        self.img_size, self.seed = int(img_size), int(seed)
+        self.short = T.resize_target(self.img_size)
+        self.rows = read_index(self.list_path, self.categories)
+        # shared with DataLoader workers, so set_epoch reaches persistent workers too
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        self._flags: Dict[int, int] = {}  # row -> cv2 decode flag (from the first frame's header)
+        self._frame_cache: Optional[Dict[Tuple[int, int], np.ndarray]] = None
+        self._audio_cache: Optional[Dict[int, np.ndarray]] = None
+        log.info("%s: %d clips, %s mode, %d frame(s) stride %d, %d px, %d audio samples",
+                 self.list_path, len(self.rows), "train" if self.train else "eval", self.num_frames,
+                 self.stride, self.img_size, self.aud_len)
+        if preload:
+            self._preload()
+
+    # ----------------------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def labels(self) -> List[int]:
+        """Label of every row, in order."""
+        return [r.label for r in self.rows]
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch.item())
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose augmentations ``__getitem__`` draws (seen by running workers too)."""
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        self._epoch.fill_(int(epoch))
+
+    def sample_rng(self, index: int, epoch: Optional[int] = None) -> np.random.Generator:
+        """The generator of sample ``index`` at ``epoch`` (default: the current one)."""
+        return np.random.default_rng([self.seed, self.epoch if epoch is None else epoch, index])
+
+    def __getitem__(self, index: int) -> Dict[str, object]:
+        if not 0 <= index < len(self.rows):
+            raise IndexError(f"index {index} out of range for {len(self.rows)} clips ({self.list_path})")
+        row = self.rows[index]
+        rng = self.sample_rng(index) if self.train else None
+        centre = self._choose_centre(row, rng)  # draw order: centre, crop+flip, volume
+        visual = self._visual(index, row, centre, rng)
+        audio = self._audio(index, row, centre, rng)
+        return {"audio": torch.from_numpy(audio).unsqueeze(0), "visual": visual, "label": row.label,
+                "id": row.clip_id, "index": index}
+
+    # ---------------------------------------------------------------------------------- frame selection
+    def _choose_centre(self, row: IndexRow, rng: Optional[np.random.Generator]) -> int:
+        lo, hi = T.centre_range(row.num_frames, self.num_frames, self.stride)
+        if lo > hi:
+            span = (self.num_frames - 1) * self.stride + 1
+            raise MediaError(f"{self.frame_root}{row.frames}: {row.num_frames} frames cannot hold "
+                             f"{self.num_frames} frames with stride {self.stride} ({span} needed) [{row.where()}]")
+        if rng is None:
+            return T.middle_frame(row.num_frames, self.num_frames, self.stride)
+        return int(rng.integers(lo, hi + 1))
+
+    def frame_file(self, row: IndexRow, k: int) -> str:
+        """Path of frame ``k`` (from 1) of ``row``."""
+        return f"{self.frame_root}{row.frames}/{k:06d}.jpg"
+
+    # ------------------------------------------------------------------------------------------- visual
+    def _visual(self, index: int, row: IndexRow, centre: int, rng: Optional[np.random.Generator]) -> torch.Tensor:
+        ks = T.frame_indices(centre, self.num_frames, self.stride)
+        if self._frame_cache is not None:
+            frames = [self._frame_cache[(index, k)] for k in ks]
+        else:
+            self._check_last_frame(row)
+            frames = [self._load_frame(index, row, k) for k in ks]
+        h, w = frames[0].shape[:2]
+        if any(f.shape[:2] != (h, w) for f in frames):
+            raise MediaError(f"{self.frame_root}{row.frames}: frames {ks} differ in size [{row.where()}]")
+        if rng is None:
+            top, left, flip = T.center_crop_params(h, w, self.img_size)
+        else:
+            top, left, flip = T.random_crop_params(rng, h, w, self.img_size)
+        return T.frames_to_tensor(T.crop_stack(frames, top, left, self.img_size, flip))
+
+    def _check_last_frame(self, row: IndexRow) -> None:
+        last = self.frame_file(row, row.num_frames)
+        if not os.path.isfile(last):
+            folder = f"{self.frame_root}{row.frames}"
+            on_disk = len([f for f in os.listdir(folder) if f.endswith(".jpg")]) if os.path.isdir(folder) else 0
+            raise MediaError(f"{last}: missing; the index says {row.num_frames} frames, {folder} holds "
+                             f"{on_disk} [{row.where()}]")
+
+    def _decode_flag(self, index: int, row: IndexRow, path: str) -> int:
+        """Reduced-size JPEG decoding when frames are much larger than needed (decided once per clip from
+        the JPEG header, so every call decodes the same way)."""
+        flag = self._flags.get(index)
+        if flag is None:
+            try:
+                with Image.open(path) as im:
+                    w, h = im.size
+            except FileNotFoundError:
+                raise MediaError(f"{path}: missing frame [{row.where()}]") from None
+            except (OSError, ValueError) as e:
+                raise MediaError(f"{path}: unreadable image ({e}) [{row.where()}]") from None
+            flag = self._flags[index] = T.decode_flag(h, w, self.short)
+        return flag
+
+    def _load_frame(self, index: int, row: IndexRow, k: int) -> np.ndarray:
+        """Decode frame ``k`` as RGB uint8 and resize its shorter side to 1.1 x img_size."""
+        path = self.frame_file(row, k)
+        img = cv2.imread(path, self._decode_flag(index, row, path))
+        if img is None:  # stat only on failure, to tell a missing file from a broken one
+            reason = "unreadable image (cv2 could not decode it)" if os.path.isfile(path) else "missing frame"
+            raise MediaError(f"{path}: {reason} (frame {k} of {row.num_frames}) [{row.where()}]")
+        return T.resize_short(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), self.short)
+
+    # -------------------------------------------------------------------------------------------- audio
+    def _audio(self, index: int, row: IndexRow, centre: int, rng: Optional[np.random.Generator]) -> np.ndarray:
+        c = T.centre_sample(centre, self.fps, self.aud_rate)
+        if self._audio_cache is not None:
+            wave = T.take_window(self._audio_cache[index], c, self.aud_len)
+        else:
+            wave = self._read_audio(row, c)
+        if rng is not None:
+            wave = T.scale_volume(wave, rng)
+        return np.ascontiguousarray(wave, dtype=np.float32)
+
+    def audio_file(self, row: IndexRow) -> str:
+        """Path of the WAV of ``row``."""
+        return f"{self.audio_root}{row.audio}"
+
+    def _read_audio(self, row: IndexRow, centre: Optional[int]) -> np.ndarray:
+        """The ``aud_len`` window around sample ``centre`` (tiled if the file is shorter), or the whole
+        signal when ``centre`` is None. Only the window's bytes are read from long files."""
+        path = self.audio_file(row)
+        try:
+            fh = open(path, "rb")
+        except FileNotFoundError:
+            raise MediaError(f"{path}: missing audio file [{row.where()}]") from None
+        except OSError as e:
+            raise MediaError(f"{path}: unreadable audio ({e}) [{row.where()}]") from None
+        with fh:
+            try:
+                info = read_wav_header(fh, os.fstat(fh.fileno()).st_size)
+            except (ValueError, struct.error) as e:
+                raise MediaError(f"{path}: unreadable audio ({e}) [{row.where()}]") from None
+            self._check_wav(path, row, info)
+            window = centre is not None and info.frames >= self.aud_len
+            start = T.window_start(info.frames, centre, self.aud_len) if window else 0
+            count = self.aud_len if window else info.frames
+            if info.pcm and info.bits == 16:
+                wave = read_pcm16(fh, info, start, count)
+            else:  # other encodings (24-bit, float, ...) through libsndfile
+                wave = self._read_soundfile(path, row, start, count)
+        if wave.shape[0] != count:
+            raise MediaError(f"{path}: read {wave.shape[0]} samples, the header promised {count} "
+                             f"(truncated file?) [{row.where()}]")
+        return T.take_window(wave, centre, self.aud_len) if centre is not None and not window else wave
+
+    def _check_wav(self, path: str, row: IndexRow, info: "WavInfo") -> None:
+        problem = None
+        if info.rate != self.aud_rate:
+            problem = f"sample rate {info.rate} Hz, expected {self.aud_rate} Hz (no resampling is done)"
+        elif info.channels != 1:
+            problem = f"{info.channels} channels, expected mono"
+        elif info.frames < 1:
+            problem = "no samples"
+        if problem:
+            raise MediaError(f"{path}: {problem} [{row.where()}]")
+
+    @staticmethod
+    def _read_soundfile(path: str, row: IndexRow, start: int, count: int) -> np.ndarray:
+        try:
+            return sf.read(path, start=start, frames=count, dtype="float32", always_2d=False)[0]
+        except (sf.LibsndfileError, RuntimeError, OSError) as e:
+            raise MediaError(f"{path}: unreadable audio ({e}) [{row.where()}]") from None
+
+    # ------------------------------------------------------------------------------------------ preload
+    def _preload(self) -> None:
+        """Decode once: every frame a sample can use (all frames in train mode, the eval window otherwise),
+        resized to 1.1 x img_size as uint8, and every waveform as float32."""
+        frames: Dict[Tuple[int, int], np.ndarray] = {}
+        audio: Dict[int, np.ndarray] = {}
+        for i, row in enumerate(tqdm(self.rows, desc="preload", leave=False, disable=None)):
+            centre = self._choose_centre(row, None)  # also checks the clip is long enough
+            if self.train:
+                ks = range(1, row.num_frames + 1)
+            else:
+                ks = T.frame_indices(centre, self.num_frames, self.stride)
+            self._check_last_frame(row)
+            for k in ks:
+                frames[(i, k)] = self._load_frame(i, row, k)
+            audio[i] = self._read_audio(row, None)
+        self._frame_cache, self._audio_cache = frames, audio
+        mb = (sum(a.nbytes for a in frames.values()) + sum(a.nbytes for a in audio.values())) / 2 ** 20
+        log.info("%s: preloaded %d frames and %d waveforms (%.1f MiB)", self.list_path, len(frames), len(audio), mb)
+
+
+def worker_init(worker_id: int) -> None:
+    """DataLoader worker set-up: one thread per worker for cv2 and torch (workers are the parallelism)."""
+    cv2.setNumThreads(0)
+    torch.set_num_threads(1)
+
+
+def build_loader(dataset: Dataset, batch_size: int, workers: int, shuffle: bool,
+                 sampler: Optional[Sampler] = None, seed: int = 0, drop_last: bool = False) -> DataLoader:
+    """DataLoader over ``dataset``: persistent workers (so caches and decode flags survive epochs), a seeded
+    shuffle generator, pinned memory when CUDA is available. ``shuffle`` and ``sampler`` are exclusive."""
+    if shuffle and sampler is not None:
+        raise ValueError("build_loader: give either shuffle=True or a sampler, not both")
+    if batch_size < 1 or workers < 0:
+        raise ValueError(f"build_loader: batch_size must be >= 1 and workers >= 0, got {batch_size}, {workers}")
+    gen = torch.Generator()
+    gen.manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, num_workers=workers,
+                      worker_init_fn=worker_init if workers > 0 else None, persistent_workers=workers > 0,
+                      pin_memory=torch.cuda.is_available(), drop_last=drop_last, generator=gen)
