@@ -12,7 +12,6 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from utils import distributed as du
 from utils.config import get_args_parser, resolve_args
 
 
@@ -35,25 +34,10 @@ def build_train_config(args: argparse.Namespace, model) -> "TrainConfig":
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = resolve_args(get_args_parser().parse_args(argv))
     from utils import runner
-    from utils.attack_run import run_attack_eval
 
     ctx = runner.setup(args)
-    try:
-        model = runner.build_model(args).to(ctx.device)
-        if args.mode == "train":
-            runner.fit(model, args, ctx, build_train_config(args, model))
-            best = runner.load_for_eval(model, args, ctx, ctx.run_dir / "checkpoint_best.pth")
-            runner.test_accuracy(model, args, ctx)
-            if args.save_features:
-                runner.save_features(model, args, ctx, best)
-        else:
-            runner.load_for_eval(model, args, ctx)
-            clean = runner.test_accuracy(model, args, ctx)
-            if args.attack_type != "none":
-                run_attack_eval(model, args, ctx, label=args.arch_classifier, clean=clean)
-    finally:
-        ctx.metrics.close()
-        du.cleanup()
+    model = runner.build_model(args).to(ctx.device)
+    runner.execute(model, args, ctx, build_train_config(args, model), label=args.arch_classifier)
     return 0
 
 

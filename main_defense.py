@@ -24,9 +24,12 @@ log = logging.getLogger("main_defense")
 
 
 def load_or_build_banks(args: argparse.Namespace, base_hash: str, run_dir: Path) -> Dict[str, object]:
-    """Banks from --bank, --weights_Da/--weights_Dv, or built from --features (then saved in the run)."""
+    """Banks from --bank, --weights_Da/--weights_Dv, built from --features (then saved in the run), or the
+    ones saved in the run folder by an earlier call."""
     from models.defense import MemoryBank, build_banks
 
+    if not (args.bank or args.weights_Da or args.weights_Dv or args.features) and any(run_dir.glob("bank_*.pt")):
+        args.bank = str(run_dir)  # the banks this run built earlier (e.g. --mode train, then --mode eval)
     if args.bank:
         args.weights_Da = args.weights_Da or str(Path(args.bank) / "bank_audio.pt")
         args.weights_Dv = args.weights_Dv or str(Path(args.bank) / "bank_visual.pt")
@@ -58,37 +61,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise SystemExit("error: --base_weights (the checkpoint of the model to defend) is required")
     from models.defense import DefendedModel
     from utils import runner
-    from utils.attack_run import run_attack_eval
     from utils.checkpoint import sha256_file
     from main_attack import build_train_config
 
     ctx = runner.setup(args)
-    try:
-        base = runner.build_model(args)
-        runner.load_for_eval(base, args, ctx, Path(args.base_weights))
-        banks = load_or_build_banks(args, sha256_file(args.base_weights), ctx.run_dir)
-        steps = {"audio": args.alpha_a, "visual": args.alpha_v} if args.fixed_step else None
-        model = DefendedModel(base, banks, lam=args.lam, mix=args.mix, grad=args.defense_grad,
-                              max_iter=args.ista_iters, tol=args.ista_tol, steps=steps,
-                              grad_max_iter=args.unrolled_iters).to(ctx.device)
-        if args.mode == "train":
-            runner.fit(model, args, ctx, build_train_config(args, model))
-            runner.load_for_eval(model, args, ctx, ctx.run_dir / "checkpoint_best.pth")
-            runner.test_accuracy(model, args, ctx)
-        else:
-            tuned = Path(args.weights) if args.weights else ctx.run_dir / "checkpoint_best.pth"
-            if tuned.is_file():
-                runner.load_for_eval(model, args, ctx, tuned)
-            else:
-                log.warning("no fine-tuned checkpoint at %s: evaluating the base model with the banks as built",
-                            tuned)
-            clean = runner.test_accuracy(model, args, ctx)
-            if args.attack_type != "none":
-                run_attack_eval(model, args, ctx, label=f"{args.arch_classifier}+banks", clean=clean,
-                                adaptive=args.adaptive)
-    finally:
-        ctx.metrics.close()
-        du.cleanup()
+    base = runner.build_model(args)
+    runner.load_for_eval(base, args, ctx, Path(args.base_weights))
+    banks = load_or_build_banks(args, sha256_file(args.base_weights), ctx.run_dir)
+    steps = {"audio": args.alpha_a, "visual": args.alpha_v} if args.fixed_step else None
+    model = DefendedModel(base, banks, lam=args.lam, mix=args.mix, grad=args.defense_grad,
+                          max_iter=args.ista_iters, tol=args.ista_tol, steps=steps,
+                          grad_max_iter=args.unrolled_iters).to(ctx.device)
+    # eval without a fine-tuned checkpoint evaluates the base model with the banks as built
+    runner.execute(model, args, ctx, build_train_config(args, model), label=f"{args.arch_classifier}+banks",
+                   weights_optional=True, adaptive=args.adaptive)
     return 0
 
 

@@ -64,28 +64,25 @@ def barrier() -> None:
         dist.barrier()
 
 
+def _all_reduce(t: torch.Tensor, op) -> torch.Tensor:
+    if not is_distributed():
+        return t
+    dev = t.device
+    t = t.clone()
+    if dist.get_backend() == "nccl" and dev.type != "cuda":
+        t = t.cuda()
+    dist.all_reduce(t, op=op)
+    return t.to(dev)
+
+
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     """Sum ``t`` over processes (identity without a process group)."""
-    if is_distributed():
-        dev = t.device
-        t = t.clone()
-        if dist.get_backend() == "nccl" and dev.type != "cuda":
-            t = t.cuda()
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        t = t.to(dev)
-    return t
+    return _all_reduce(t, dist.ReduceOp.SUM)
 
 
 def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
     """Element-wise max over processes (identity without a process group)."""
-    if is_distributed():
-        dev = t.device
-        t = t.clone()
-        if dist.get_backend() == "nccl" and dev.type != "cuda":
-            t = t.cuda()
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        t = t.to(dev)
-    return t
+    return _all_reduce(t, dist.ReduceOp.MAX)
 
 
 class ShardSampler(Sampler[int]):

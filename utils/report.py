@@ -184,7 +184,8 @@ def _md_cell(text: str) -> str:
 
 def format_value(column: str, value: Any) -> str:
     """Format one row value for a table according to its column (see ``COLUMNS``)."""
-    formatter = COLUMNS.get(column, (column, fmt_generic))[1]
+    default = fmt_percent if (column.endswith("_acc") or column.startswith("acc[")) else fmt_generic
+    formatter = COLUMNS.get(column, (column, default))[1]
     return formatter(_plain(value, column), column)
 
 

@@ -223,3 +223,34 @@ def test_accuracy(model: nn.Module, args: argparse.Namespace, ctx: RunContext) -
     ctx.metrics.log("test", 0, **res)
     log.info("clean test accuracy %.4f on %d clips", res["acc"], res["n"])
     return res
+
+
+def execute(model: nn.Module, args: argparse.Namespace, ctx: RunContext, cfg: TrainConfig, label: str,
+            weights_optional: bool = False, adaptive: bool = False) -> None:
+    """What both mains do after building their model.
+
+    train: fit, reload the best checkpoint, report test accuracy, optionally save training features.
+    eval: load the weights (--weights or <run>/checkpoint_best.pth; with ``weights_optional`` a missing
+    file is logged and the model is evaluated as built), report test accuracy, run the attack grid.
+    """
+    from utils.attack_run import run_attack_eval
+
+    try:
+        if args.mode == "train":
+            fit(model, args, ctx, cfg)
+            best = load_for_eval(model, args, ctx, ctx.run_dir / "checkpoint_best.pth")
+            test_accuracy(model, args, ctx)
+            if args.save_features:
+                save_features(model, args, ctx, best)
+            return
+        path = Path(args.weights) if args.weights else ctx.run_dir / "checkpoint_best.pth"
+        if path.is_file() or not weights_optional:
+            load_for_eval(model, args, ctx, path)
+        else:
+            log.warning("no checkpoint at %s: evaluating the model as built (not fine-tuned)", path)
+        clean = test_accuracy(model, args, ctx)
+        if args.attack_type != "none":
+            run_attack_eval(model, args, ctx, label=label, clean=clean, adaptive=adaptive)
+    finally:
+        ctx.metrics.close()
+        du.cleanup()

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The whole study on the embedded dataset, on CPU: data -> training -> attacks -> defense -> report.
+# Usage: bash scripts/demo.sh [--quick] [more run_study.py flags]
+# Re-running reuses finished steps (generated media, trained models, evaluations).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+bash scripts/setup.sh
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+OUT="runs/demo"
+for a in "$@"; do [ "$a" = "--quick" ] && OUT="runs/demo-quick"; done
+exec "$ROOT/.venv/bin/python" scripts/run_study.py --out "$OUT" "$@"
