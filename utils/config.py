@@ -31,6 +31,15 @@ def _csv_list(text: str) -> List[str]:
     return [t for t in (s.strip() for s in text.split(",")) if t]
 
 
+def _minsim_weight(text: str):
+    if text == "spec":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'spec', got {text!r}") from None
+
+
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     """Parser with every flag common to training, evaluation, attack and defense runs."""
     p = argparse.ArgumentParser("Audio-visual robustness", add_help=add_help,
@@ -87,8 +96,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--lr_steps", type=int, nargs="+", default=None, help="epochs where lr is x0.1")
     g.add_argument("--beta1", type=float, default=0.9, help="SGD momentum (paper: 0.9)")
     g.add_argument("--weight_decay", type=float, default=1e-4, help="paper: 1e-4")
-    g.add_argument("--minsim_weight", type=float, default=0.0,
-                   help="weight w of mean cos(f_audio, f_visual) added to the loss (MinSim; paper w=1.0)")
+    g.add_argument("--minsim_weight", type=_minsim_weight, default=0.0,
+                   help="weight w of mean cos(f_audio, f_visual) added to the loss (MinSim; paper w=1.0, KS 0.8); "
+                   "'spec' takes the dataset spec's paper value")
     g.add_argument("--adv_train", default="", choices=["", "pgd"],
                    help="adversarial training (Madry): train on PGD examples with the --train_eps budget")
     g.add_argument("--train_eps", default="visual=0.006,audio=0.006",
@@ -149,6 +159,8 @@ def resolve_args(args: argparse.Namespace, argv: Optional[Sequence[str]] = None)
         if hasattr(args, flag) and getattr(args, flag) is None:
             value = getattr(spec, field)
             setattr(args, flag, list(value) if isinstance(value, tuple) else value)
+    if args.minsim_weight == "spec":
+        args.minsim_weight = spec.minsim_weight
     if args.categories is None:
         args.categories = list(spec.categories)
     if args.cls_num is None:

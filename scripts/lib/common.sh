@@ -34,3 +34,13 @@ default_root() {  # default_root DATASET: export DATA_ROOT unless set
     exit 2
   fi
 }
+
+split_args() {  # split_args ARGS...: before "--" -> COMMON_ARGS (both steps), after -> DEFENSE_ARGS
+  COMMON_ARGS=(); DEFENSE_ARGS=()
+  local seen=0 a
+  for a in "$@"; do
+    if [ "$seen" = 0 ] && [ "$a" = "--" ]; then seen=1
+    elif [ "$seen" = 1 ]; then DEFENSE_ARGS+=("$a")
+    else COMMON_ARGS+=("$a"); fi
+  done
+}
