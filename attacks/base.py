@@ -1,0 +1,377 @@
+"""The threat model and the attack base class shared by FGSM, PGD and MIM.
+
+Everything that defines *what* an attack may do lives here, once: the per-modality L-infinity budget, the
+valid input ranges, the signed-gradient step, the projection onto the eps-ball around the CLEAN input and
+the random start (``LinfThreat``, after MadryLab/robustness' attack-step objects). The attacks in
+``fgsm.py``, ``pgd.py`` and ``mim.py`` only say how the step direction is formed.
+
+Design decisions (each fixes a bug of the reference code, see ../shared/PAPER.md):
+
+* The modalities attacked are exactly those with a non-zero eps; the fusion head is never consulted.
+* Projection is onto ``[x_clean - eps, x_clean + eps]`` and the valid range at every step, for every
+  attack (FGSM audio included).
+* A modality that is not attacked is returned as the very tensor that was passed in (bit-identical).
+* Gradients are taken with ``torch.autograd.grad`` with respect to the inputs only, so parameters' ``.grad``
+  are neither computed nor touched; the model runs in eval mode during the attack and every submodule's
+  previous train/eval flag is restored afterwards.
+* An attack object toggles the model's train/eval flags while it runs: do not share one model between
+  threads that attack concurrently (DDP processes each hold their own replica, which is fine).
+* The loss is summed (not averaged) over the batch, so a sample's gradient does not depend on the batch
+  it is in; together with eval mode this makes a sample's adversarial example independent of the batch
+  (random starts excepted: the noise is drawn for the whole batch from the attack's generator).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Dict, Mapping, Optional, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+logger = logging.getLogger(__name__)
+
+MODALITIES: Tuple[str, ...] = ("audio", "visual")
+# Physical input ranges (docs/ARCHITECTURE.md conventions): waveform in [-1, 1], pixels in [0, 1].
+VALID_RANGE: Dict[str, Tuple[float, float]] = {"audio": (-1.0, 1.0), "visual": (0.0, 1.0)}
+# ImageNet per-channel std of torchvision's normalisation; the reference code applies the visual eps in
+# this normalised space (PAPER.md "Units"), so eps_unit="normalized" scales the pixel budget by it.
+IMAGENET_STD: Tuple[float, float, float] = (0.229, 0.224, 0.225)
+EPS_UNITS: Tuple[str, ...] = ("input", "normalized")
+# Default step size eps / ALPHA_DIVISOR (PAPER.md: PGD and MIM use 10 steps of size eps/8).
+ALPHA_DIVISOR = 8.0
+
+Budget = Union[float, torch.Tensor]
+
+
+def model_modalities(model: nn.Module) -> Tuple[str, ...]:
+    """The modalities ``model`` reads (``model.modalities``, looking through a DDP/DataParallel ``.module``)."""
+    for candidate in (model, getattr(model, "module", None)):
+        mods = getattr(candidate, "modalities", None)
+        if mods is not None:
+            mods = tuple(mods)
+            bad = [m for m in mods if m not in MODALITIES]
+            if bad or not mods:
+                raise ValueError(f"model.modalities must be a non-empty subset of {MODALITIES}, got {mods}")
+            return mods
+    raise TypeError(
+        f"{type(model).__name__} has no 'modalities' attribute; attacks need models that follow the "
+        "contract model(audio=a, visual=v) -> logits with model.modalities in "
+        "('audio',), ('visual',), ('audio', 'visual')"
+    )
+
+
+class LinfThreat:
+    """L-infinity threat model of one modality: budget, step size, valid range.
+
+    ``eps`` and ``alpha`` are floats (the same budget everywhere) or tensors that broadcast against the
+    input (a per-channel budget, as with ``eps_unit="normalized"``). The feasible set of a sample is the
+    box ``[max(x_clean - eps, lo), min(x_clean + eps, hi)]`` (the eps-ball around the CLEAN input
+    intersected with the valid range); ``box`` computes it once per attack and ``clip`` projects onto it
+    with a single clamp.
+
+    Example::
+
+        >>> t = LinfThreat(eps=0.01, alpha=0.01 / 8, lo=0.0, hi=1.0)
+        >>> x_adv = t.project(t.step(x_adv, grad), x_clean)
+    """
+
+    def __init__(self, eps: Budget, alpha: Budget, lo: float, hi: float) -> None:
+        self.eps = eps
+        self.alpha = alpha
+        self.lo = lo
+        self.hi = hi
+
+    def step(self, x_adv: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
+        """One ascent step ``x_adv + alpha * sign(direction)`` (a new tensor; ``x_adv`` is not modified)."""
+        if isinstance(self.alpha, torch.Tensor):
+            return torch.addcmul(x_adv, self.alpha, direction.sign())
+        return torch.add(x_adv, direction.sign(), alpha=self.alpha)
+
+    def box(self, x_clean: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Element-wise bounds of the feasible set around ``x_clean`` (in the valid range)."""
+        return (x_clean - self.eps).clamp_(min=self.lo), (x_clean + self.eps).clamp_(max=self.hi)
+
+    @staticmethod
+    def clip(x_adv: torch.Tensor, box: Tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Project ``x_adv`` onto ``box`` (from ``box()``), in place."""
+        return x_adv.clamp_(min=box[0], max=box[1])
+
+    def project(self, x_adv: torch.Tensor, x_clean: torch.Tensor) -> torch.Tensor:
+        """Project onto the eps-ball around the clean input and the valid range (a new tensor)."""
+        return self.clip(x_adv.clone(), self.box(x_clean))
+
+    def random_perturb(self, x_clean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """A start drawn uniformly from the eps-ball around ``x_clean``, clipped to the valid range."""
+        noise = torch.empty_like(x_clean).uniform_(-1.0, 1.0, generator=generator)
+        return self.clip(x_clean + noise * self.eps, self.box(x_clean))
+
+
+def _check_scalar(flag: str, value: object, *, allow_zero: bool = True) -> float:
+    """A finite, non-negative float; errors name the argument."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{flag} must be a number, got {value!r} ({type(value).__name__})")
+    value = float(value)
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        need = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{flag} must be a finite number {need}, got {value!r}")
+    return value
+
+
+def _check_eps(eps: object) -> Dict[str, float]:
+    if not isinstance(eps, Mapping):
+        raise TypeError(
+            f"eps must be a dict per modality, e.g. {{'audio': 0.006, 'visual': 0.006}}, got {eps!r}"
+        )
+    out: Dict[str, float] = {}
+    for key, value in eps.items():
+        if key not in MODALITIES:
+            raise KeyError(f"eps has unknown modality {key!r}; valid modalities: {', '.join(MODALITIES)}")
+        out[key] = _check_scalar(f"eps[{key!r}]", value)
+    return out
+
+
+class Attack:
+    """Base of every attack: untargeted (or targeted) cross-entropy, L-infinity, per-modality budgets.
+
+    Subclasses set ``name`` and implement ``_num_steps``, ``_init_state`` and ``_direction``; the base runs
+    the loop ``x <- project(x + alpha * sign(direction))`` and handles restarts, random starts, model mode
+    and the input contract. See ``attacks.create_attack`` for the arguments.
+    """
+
+    name: str = "attack"
+    supports_random_start: bool = False
+    uses_alpha: bool = True
+
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: Mapping[str, float],
+        steps: int = 10,
+        alpha: Union[None, float, Mapping[str, float]] = None,
+        decay: float = 1.0,
+        random_start: bool = False,
+        restarts: int = 1,
+        targeted: bool = False,
+        eps_unit: str = "input",
+        seed: int = 0,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.eps = _check_eps(eps)
+        if eps_unit not in EPS_UNITS:
+            raise ValueError(f"unknown eps_unit {eps_unit!r}; valid eps_unit values: {', '.join(EPS_UNITS)}")
+        self.eps_unit = eps_unit
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+        self.steps = steps
+        if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
+            raise ValueError(f"restarts must be an int >= 1, got {restarts!r}")
+        if (random_start or restarts > 1) and not self.supports_random_start:
+            raise ValueError(
+                f"{self.name} does not take random_start/restarts (got random_start={random_start}, "
+                f"restarts={restarts}); attacks that do: pgd, mim"
+            )
+        if restarts > 1 and not random_start:
+            raise ValueError(f"restarts={restarts} needs random_start=True: without a random start every "
+                             "restart repeats the same deterministic attack")
+        self.random_start = bool(random_start)
+        self.restarts = restarts
+        self.decay = _check_scalar("decay", decay)
+        self.targeted = bool(targeted)
+        self.seed = int(seed)
+        self._generators: Dict[torch.device, torch.Generator] = {}
+
+        # Which modalities are attacked depends only on eps (never on the fusion head).
+        self.attacked: Tuple[str, ...] = tuple(m for m in MODALITIES if self.eps.get(m, 0.0) > 0)
+        readable = model_modalities(model)
+        missing = [m for m in self.attacked if m not in readable]
+        if missing:
+            raise ValueError(
+                f"eps puts a budget on {', '.join(missing)} but the model only reads "
+                f"{', '.join(readable)} (model.modalities); set eps to 0 for {', '.join(missing)}"
+            )
+        self.alpha = self._resolve_alpha(alpha)
+
+    # -- configuration ---------------------------------------------------------------------------------
+    def _resolve_alpha(self, alpha: Union[None, float, Mapping[str, float]]) -> Dict[str, float]:
+        """Step size per attacked modality, in the same unit as eps (default eps / 8)."""
+        if not self.uses_alpha:
+            if alpha is not None:
+                raise ValueError(f"{self.name} takes one step of size eps; alpha must be None, got {alpha!r}")
+            return {m: self.eps[m] for m in self.attacked}
+        if alpha is None:
+            return {m: self.eps[m] / ALPHA_DIVISOR for m in self.attacked}
+        if isinstance(alpha, Mapping):
+            bad = [k for k in alpha if k not in MODALITIES]
+            if bad:
+                raise KeyError(f"alpha has unknown modality {bad[0]!r}; valid modalities: {', '.join(MODALITIES)}")
+            lacking = [m for m in self.attacked if m not in alpha]
+            if lacking:
+                raise ValueError(f"alpha has no step size for attacked modality {', '.join(lacking)}; give "
+                                 "one per modality with eps > 0, a single float, or None (eps/8)")
+            return {m: _check_scalar(f"alpha[{m!r}]", alpha[m], allow_zero=False) for m in self.attacked}
+        value = _check_scalar("alpha", alpha, allow_zero=False)
+        return {m: value for m in self.attacked}
+
+    def _scale(self, modality: str, value: float, x: torch.Tensor) -> Budget:
+        """``value`` in input units: per-channel ``value * std_c`` for normalised visual budgets."""
+        if self.eps_unit == "input" or modality != "visual":
+            return value
+        if x.dim() < 2 or x.shape[1] != len(IMAGENET_STD):
+            raise ValueError(f"eps_unit='normalized' needs visual input with {len(IMAGENET_STD)} channels in "
+                             f"dim 1, got shape {tuple(x.shape)}")
+        shape = (1, len(IMAGENET_STD)) + (1,) * (x.dim() - 2)
+        std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(shape)
+        return std * value
+
+    def threat(self, modality: str, x: torch.Tensor) -> LinfThreat:
+        """The ``LinfThreat`` of ``modality`` for an input like ``x`` (budgets in input units)."""
+        lo, hi = VALID_RANGE[modality]
+        return LinfThreat(self._scale(modality, self.eps[modality], x),
+                          self._scale(modality, self.alpha[modality], x), lo, hi)
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        if device not in self._generators:
+            gen = torch.Generator(device=device)
+            gen.manual_seed(self.seed)
+            self._generators[device] = gen
+        return self._generators[device]
+
+    # -- subclass hooks --------------------------------------------------------------------------------
+    def _num_steps(self) -> int:
+        return self.steps
+
+    def _init_state(self, clean: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        return {}
+
+    def _direction(self, modality: str, grad: torch.Tensor, state: Dict[str, torch.Tensor]) -> torch.Tensor:
+        return grad
+
+    # -- the attack ------------------------------------------------------------------------------------
+    def _forward(self, inputs: Dict[str, Optional[torch.Tensor]]) -> torch.Tensor:
+        return self.model(audio=inputs.get("audio"), visual=inputs.get("visual"))
+
+    def _input_grads(self, adv: Dict[str, torch.Tensor], fixed: Dict[str, Optional[torch.Tensor]],
+                     labels: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Gradient of the (summed) attack loss with respect to the attacked inputs only."""
+        leaves = {m: x.detach().requires_grad_(True) for m, x in adv.items()}
+        with torch.enable_grad():
+            logits = self._forward({**fixed, **leaves})
+            loss = F.cross_entropy(logits, labels, reduction="sum")
+            if self.targeted:
+                loss = -loss
+            grads = torch.autograd.grad(loss, list(leaves.values()))
+        return dict(zip(leaves, grads))
+
+    def _perturb(self, clean: Dict[str, torch.Tensor], start: Dict[str, torch.Tensor],
+                 fixed: Dict[str, Optional[torch.Tensor]], labels: torch.Tensor,
+                 threats: Dict[str, LinfThreat]) -> Dict[str, torch.Tensor]:
+        adv = dict(start)
+        boxes = {m: threats[m].box(clean[m]) for m in adv}
+        state = self._init_state(clean)
+        for _ in range(self._num_steps()):
+            grads = self._input_grads(adv, fixed, labels)
+            for m in adv:
+                direction = self._direction(m, grads[m], state)
+                adv[m] = LinfThreat.clip(threats[m].step(adv[m], direction), boxes[m])
+        return adv
+
+    @torch.no_grad()
+    def _score(self, inputs: Dict[str, Optional[torch.Tensor]],
+               labels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample (attack objective, success) of adversarial inputs."""
+        logits = self._forward(inputs)
+        loss = F.cross_entropy(logits, labels, reduction="none")
+        pred = logits.argmax(dim=1)
+        if self.targeted:
+            return -loss, pred == labels
+        return loss, pred != labels
+
+    def _check_inputs(self, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor) -> None:
+        if not isinstance(inputs, Mapping):
+            raise TypeError(f"inputs must be a dict {{'audio': a, 'visual': v}}, got {type(inputs).__name__}")
+        bad = [k for k in inputs if k not in MODALITIES]
+        if bad:
+            raise KeyError(f"inputs has unknown key {bad[0]!r}; valid keys: {', '.join(MODALITIES)}")
+        if not isinstance(labels, torch.Tensor) or labels.dim() != 1:
+            raise ValueError(f"labels must be a 1-D tensor of class indices, got "
+                             f"{getattr(labels, 'shape', type(labels).__name__)}")
+        for m in self.attacked:
+            x = inputs.get(m)
+            if x is None:
+                raise KeyError(f"eps[{m!r}] = {self.eps[m]} but inputs has no {m!r} tensor")
+            if not torch.is_floating_point(x):
+                raise TypeError(f"inputs[{m!r}] must be a floating-point tensor, got {x.dtype}")
+            if x.shape[0] != labels.shape[0]:
+                raise ValueError(f"inputs[{m!r}] has batch size {x.shape[0]} but labels has {labels.shape[0]}")
+            lo, hi = VALID_RANGE[m]
+            if x.numel():
+                x_min, x_max = (float(t) for t in torch.aminmax(x.detach()))
+                if not (lo <= x_min and x_max <= hi):  # also catches NaN
+                    raise ValueError(f"inputs[{m!r}] must lie in [{lo}, {hi}] (physical range; normalisation "
+                                     f"belongs inside the model), got [{x_min:.4g}, {x_max:.4g}]")
+
+    def __call__(self, inputs: Mapping[str, torch.Tensor], labels: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Attack a batch: ``{"audio": a, "visual": v}, labels -> {"audio": a_adv, "visual": v_adv}``.
+
+        With ``targeted=True`` the ``labels`` are the target classes. Modalities with eps 0 (or no eps)
+        come back as the very tensors passed in.
+        """
+        self._check_inputs(inputs, labels)
+        out: Dict[str, torch.Tensor] = dict(inputs)
+        if not self.attacked:
+            return out
+        clean = {m: inputs[m].detach() for m in self.attacked}
+        fixed = {m: (x.detach() if x is not None else None) for m, x in inputs.items() if m not in self.attacked}
+        labels = labels.detach()
+        threats = {m: self.threat(m, clean[m]) for m in self.attacked}
+
+        modes = [mod.training for mod in self.model.modules()]
+        self.model.eval()
+        try:
+            best = self._run_restarts(clean, fixed, labels, threats)
+        finally:
+            for mod, mode in zip(self.model.modules(), modes):
+                mod.training = mode
+        out.update(best)
+        return out
+
+    def _run_restarts(self, clean: Dict[str, torch.Tensor], fixed: Dict[str, Optional[torch.Tensor]],
+                      labels: torch.Tensor, threats: Dict[str, LinfThreat]) -> Dict[str, torch.Tensor]:
+        """Run the attack ``restarts`` times; per sample keep the first successful, else highest-loss, run."""
+        best: Dict[str, torch.Tensor] = {}
+        best_loss = best_ok = None
+        for r in range(self.restarts):
+            if self.random_start:
+                start = {m: threats[m].random_perturb(clean[m], self._generator(clean[m].device))
+                         for m in self.attacked}
+            else:
+                start = dict(clean)
+            if r == 0:
+                best = self._perturb(clean, start, fixed, labels, threats)
+                if self.restarts > 1:
+                    best_loss, best_ok = self._score({**fixed, **best}, labels)
+                continue
+            # Only still-robust samples are attacked again (auto-attack); the others keep their example.
+            todo = (~best_ok).nonzero().flatten()
+            if todo.numel() == 0:
+                break
+            sub = lambda d: {m: (x[todo] if x is not None else None) for m, x in d.items()}  # noqa: E731
+            adv = self._perturb(sub(clean), sub(start), sub(fixed), labels[todo], threats)
+            loss, ok = self._score({**sub(fixed), **adv}, labels[todo])
+            better = ok | (loss > best_loss[todo])
+            idx = todo[better]
+            for m in self.attacked:
+                best[m][idx] = adv[m][better]
+            best_loss[idx] = loss[better]
+            best_ok[idx] = ok[better]
+            logger.debug("%s restart %d: %d/%d samples improved", self.name, r, int(better.sum()), len(todo))
+        return best
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(eps={self.eps}, unit={self.eps_unit}, steps={self._num_steps()}, "
+                f"alpha={self.alpha}, random_start={self.random_start}, restarts={self.restarts}, "
+                f"targeted={self.targeted})")

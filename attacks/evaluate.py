@@ -1,0 +1,254 @@
+"""Evaluate a model under a grid of attacks and per-modality budgets.
+
+``evaluate_attack_grid`` runs every (attack, eps) pair over a loader and returns one dict per row;
+``format_markdown`` renders the rows as a table.
+
+Rows whose budget falls on a modality the model does not read (e.g. the paper grid's audio-only row
+against a visual-only model) are evaluated, not skipped: that part of the budget is dropped (the model's
+output cannot depend on an input it ignores), a warning is logged once, and the row says so with
+``attacked`` (the modalities actually perturbed, "none" if nothing was) and ``max_delta_*`` = 0. Its
+``adv_acc`` is then exactly what an attacker with that budget achieves against that model, so unimodal
+and audio-visual models line up row by row on the same grid (the comparison the paper draws).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+
+import torch
+import torch.nn as nn
+
+from attacks import ATTACKS, create_attack
+from attacks.base import EPS_UNITS, MODALITIES, model_modalities
+from attacks.metrics import PAPER_EPS_GRID, format_eps, linf, parse_eps, psnr_db, snr_db
+
+logger = logging.getLogger(__name__)
+
+Reducer = Callable[[torch.Tensor], Optional[torch.Tensor]]
+
+# Layout of the per-row float64 vectors handed to ``reduce`` (sums) and ``reduce_max`` (maxima).
+_SUMS = ("n", "clean_correct", "adv_correct", "flipped", "snr_sum", "snr_count", "psnr_sum", "psnr_count")
+_MAXES = ("max_delta_audio", "max_delta_visual", "seconds")
+
+
+def _as_eps(item: Union[str, Mapping[str, float]]) -> Dict[str, float]:
+    if isinstance(item, str):
+        return parse_eps(item)
+    if isinstance(item, Mapping):
+        return parse_eps(",".join(f"{k}={v}" for k, v in item.items())) if item else {m: 0.0 for m in MODALITIES}
+    raise TypeError(f"eps_grid entries must be dicts or strings like 'visual=0.006,audio=0.006', got {item!r}")
+
+
+def _apply(reducer: Optional[Reducer], t: torch.Tensor) -> torch.Tensor:
+    if reducer is None:
+        return t
+    out = reducer(t)
+    return t if out is None else out
+
+
+class _Row:
+    """One (attack, eps) cell: its attack object and running sums."""
+
+    def __init__(self, name: str, eps: Dict[str, float], model: nn.Module, readable: Sequence[str], steps: int,
+                 eps_unit: str, random_start: bool, restarts: int, seed: int) -> None:
+        self.name = name
+        self.eps = eps
+        cls = ATTACKS.get(name)
+        # fgsm is one deterministic step of size eps: no random start, restarts or step count to set.
+        self.random_start = random_start and cls.supports_random_start
+        self.restarts = restarts if cls.supports_random_start else 1
+        self.steps = steps if cls.uses_alpha else 1
+        effective = {m: (eps[m] if m in readable else 0.0) for m in MODALITIES}
+        dropped = [m for m in MODALITIES if eps[m] > 0 and m not in readable]
+        if dropped:
+            logger.warning("%s %s: the model reads only %s, so the %s budget cannot change its output and is "
+                           "not applied (row reported with attacked=%s)", name, format_eps(eps),
+                           "+".join(readable), "+".join(dropped),
+                           "+".join(m for m in MODALITIES if effective[m] > 0) or "none")
+        self.attacked = tuple(m for m in MODALITIES if effective[m] > 0)
+        self.attack = None
+        if self.attacked:
+            self.attack = create_attack(name, model, eps=effective, steps=steps, random_start=self.random_start,
+                                        restarts=self.restarts, eps_unit=eps_unit, seed=seed)
+        self.sums = torch.zeros(len(_SUMS), dtype=torch.float64)
+        self.maxes = torch.zeros(len(_MAXES), dtype=torch.float64)
+        self.seconds = 0.0
+
+    def add(self, key: str, value: float) -> None:
+        self.sums[_SUMS.index(key)] += value
+
+    def bump(self, key: str, value: float) -> None:
+        i = _MAXES.index(key)
+        self.maxes[i] = max(float(self.maxes[i]), value)
+
+
+def evaluate_attack_grid(
+    model: nn.Module,
+    loader: Iterable[Mapping[str, Any]],
+    attack_names: Sequence[str],
+    eps_grid: Optional[Sequence[Union[str, Mapping[str, float]]]],
+    device: Union[str, torch.device],
+    steps: int = 10,
+    eps_unit: str = "input",
+    random_start: bool = False,
+    restarts: int = 1,
+    seed: int = 0,
+    reduce: Optional[Reducer] = None,
+    reduce_max: Optional[Reducer] = None,
+    progress: bool = True,
+    on_batch: Optional[Callable[[Dict[str, Any]], None]] = None,
+) -> List[Dict[str, Any]]:
+    """Accuracy of ``model`` under every (attack, eps) pair; one dict per pair, attack-major order.
+
+    Args:
+        model: follows the contract ``model(audio=a, visual=v) -> logits`` with ``model.modalities``.
+        loader: yields dicts with ``"label"`` and the input tensors (``"audio"``, ``"visual"``).
+        attack_names: registered attacks (fgsm, pgd, mim); unknown names raise ``KeyError``.
+        eps_grid: dicts or strings (``"visual=0.006,audio=0.006"``); None = the paper grid
+            ``PAPER_EPS_GRID``. A row with budget 0 everywhere runs no attack (adv_acc == clean_acc).
+        device: where the model and batches live.
+        steps, eps_unit, random_start, restarts, seed: passed to ``create_attack``; fgsm always takes one
+            step without random start (its rows record steps=1, random_start=False, restarts=1).
+        reduce: for DDP, sums a 1-D float64 tensor across processes (returns it, or None after an in-place
+            ``torch.distributed.all_reduce``); ``reduce_max`` does the same with a max. Counts are reduced
+            once at the end, so accuracies under N processes equal one process on the same samples
+            exactly (the dB means up to float summation order). Give both or neither.
+        progress: show a tqdm bar.
+        on_batch: called for every row and batch with a dict: attack, eps, attacked, batch_index, batch,
+            inputs, adv, labels, clean_pred, adv_pred (e.g. to save examples).
+
+    Returns:
+        Rows with keys attack, eps_audio, eps_visual (as requested), eps_unit, steps, random_start, restarts,
+        attacked ("audio+visual", "audio", "visual" or "none": what was actually perturbed), clean_acc,
+        adv_acc, success_rate (fraction of clean-correct samples flipped; None if there are none),
+        max_delta_audio, max_delta_visual (largest |delta| used, input units), snr_db_audio, psnr_db_visual
+        (means over samples; None where that modality was not attacked), n_samples, seconds (attack time,
+        slowest process).
+    """
+    if (reduce is None) != (reduce_max is None):
+        raise ValueError("give both reduce (sum) and reduce_max (max) for distributed evaluation, or neither")
+    if isinstance(attack_names, str):
+        raise TypeError(f"attack_names must be a list of names, got the string {attack_names!r}")
+    for name in attack_names:
+        ATTACKS.get(name)  # unknown names raise, listing the valid ones
+    grid = [_as_eps(e) for e in (PAPER_EPS_GRID if eps_grid is None else eps_grid)]
+    if not attack_names or not grid:
+        raise ValueError("attack_names and eps_grid must be non-empty")
+    if eps_unit not in EPS_UNITS:
+        raise ValueError(f"unknown eps_unit {eps_unit!r}; valid eps_unit values: {', '.join(EPS_UNITS)}")
+    device = torch.device(device)
+    readable = model_modalities(model)
+    rows = [_Row(name, eps, model, readable, steps, eps_unit, random_start, restarts, seed)
+            for name in attack_names for eps in grid]
+
+    modes = [mod.training for mod in model.modules()]
+    model.eval()
+    try:
+        _run(model, loader, rows, device, readable, progress, on_batch)
+    finally:
+        for mod, mode in zip(model.modules(), modes):
+            mod.training = mode
+
+    for row in rows:
+        row.bump("seconds", row.seconds)
+    sums = _apply(reduce, torch.stack([r.sums for r in rows]).flatten().to(device)).cpu().view(len(rows), -1)
+    maxes = _apply(reduce_max, torch.stack([r.maxes for r in rows]).flatten().to(device)).cpu().view(len(rows), -1)
+    return [_finish(row, dict(zip(_SUMS, s.tolist())), dict(zip(_MAXES, m.tolist())), eps_unit)
+            for row, s, m in zip(rows, sums, maxes)]
+
+
+def _run(model: nn.Module, loader: Iterable[Mapping[str, Any]], rows: List[_Row], device: torch.device,
+         readable: Sequence[str], progress: bool, on_batch: Optional[Callable[[Dict[str, Any]], None]]) -> None:
+    from tqdm import tqdm
+
+    for batch_index, batch in enumerate(tqdm(loader, desc="attack grid", disable=not progress)):
+        if "label" not in batch:
+            raise KeyError(f"batches must be dicts with a 'label' entry, got keys {sorted(batch)}")
+        missing = [m for m in readable if batch.get(m) is None]
+        if missing:
+            raise KeyError(f"the model reads {', '.join(missing)} but the batch has no such entry")
+        inputs = {m: batch[m].to(device) for m in MODALITIES if batch.get(m) is not None}
+        labels = torch.as_tensor(batch["label"]).to(device)
+        with torch.no_grad():
+            clean_pred = model(audio=inputs.get("audio"), visual=inputs.get("visual")).argmax(dim=1)
+        clean_ok = clean_pred == labels
+        for row in rows:
+            start = time.perf_counter()
+            if row.attack is None:
+                adv, adv_pred = inputs, clean_pred
+            else:
+                adv = row.attack(inputs, labels)
+                with torch.no_grad():
+                    adv_pred = model(audio=adv.get("audio"), visual=adv.get("visual")).argmax(dim=1)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            row.seconds += time.perf_counter() - start
+            adv_ok = adv_pred == labels
+            row.add("n", labels.numel())
+            row.add("clean_correct", int(clean_ok.sum()))
+            row.add("adv_correct", int(adv_ok.sum()))
+            row.add("flipped", int((clean_ok & ~adv_ok).sum()))
+            for m in row.attacked:  # untouched modalities are the input tensors themselves: delta 0
+                if labels.numel():
+                    row.bump(f"max_delta_{m}", float(linf(inputs[m], adv[m]).max()))
+            if "audio" in row.attacked:
+                snr = snr_db(inputs["audio"], adv["audio"])
+                row.add("snr_sum", float(snr.sum()))
+                row.add("snr_count", snr.numel())
+            if "visual" in row.attacked:
+                psnr = psnr_db(inputs["visual"], adv["visual"])
+                row.add("psnr_sum", float(psnr.sum()))
+                row.add("psnr_count", psnr.numel())
+            if on_batch is not None:
+                on_batch({"attack": row.name, "eps": dict(row.eps), "attacked": row.attacked,
+                          "batch_index": batch_index, "batch": batch, "inputs": inputs, "adv": adv,
+                          "labels": labels, "clean_pred": clean_pred, "adv_pred": adv_pred})
+
+
+def _finish(row: _Row, s: Dict[str, float], mx: Dict[str, float], eps_unit: str) -> Dict[str, Any]:
+    n = s["n"]
+    if n == 0:
+        raise ValueError("the loader yielded no samples")
+    return {
+        "attack": row.name,
+        "eps_audio": row.eps["audio"],
+        "eps_visual": row.eps["visual"],
+        "eps_unit": eps_unit,
+        "steps": row.steps,
+        "random_start": row.random_start,
+        "restarts": row.restarts,
+        "attacked": "+".join(row.attacked) or "none",
+        "clean_acc": s["clean_correct"] / n,
+        "adv_acc": s["adv_correct"] / n,
+        "success_rate": s["flipped"] / s["clean_correct"] if s["clean_correct"] else None,
+        "max_delta_audio": mx["max_delta_audio"],
+        "max_delta_visual": mx["max_delta_visual"],
+        "snr_db_audio": s["snr_sum"] / s["snr_count"] if s["snr_count"] else None,
+        "psnr_db_visual": s["psnr_sum"] / s["psnr_count"] if s["psnr_count"] else None,
+        "n_samples": int(n),
+        "seconds": mx["seconds"],
+    }
+
+
+def _fmt(value: Any, spec: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, spec)
+
+
+def format_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A Markdown table of ``evaluate_attack_grid`` rows (accuracies in percent, "-" where not applicable)."""
+    head = ["attack", "eps visual", "eps audio", "attacked", "clean acc", "adv acc", "success",
+            "max|d| visual", "max|d| audio", "PSNR visual dB", "SNR audio dB", "n", "s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        pct = lambda v: None if v is None else 100.0 * v  # noqa: E731
+        cells = [str(r["attack"]), _fmt(r["eps_visual"], "g"), _fmt(r["eps_audio"], "g"), str(r["attacked"]),
+                 _fmt(pct(r["clean_acc"]), ".2f"), _fmt(pct(r["adv_acc"]), ".2f"),
+                 _fmt(pct(r["success_rate"]), ".2f"), _fmt(r["max_delta_visual"], ".4g"),
+                 _fmt(r["max_delta_audio"], ".4g"), _fmt(r["psnr_db_visual"], ".2f"),
+                 _fmt(r["snr_db_audio"], ".2f"), str(r["n_samples"]), _fmt(r["seconds"], ".1f")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

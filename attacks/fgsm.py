@@ -1,0 +1,32 @@
+"""FGSM: one signed-gradient step of size eps (Goodfellow et al., ICLR 2015)."""
+from __future__ import annotations
+
+from attacks.base import Attack
+
+
+class FGSM(Attack):
+    """Fast Gradient Sign Method, "Explaining and Harnessing Adversarial Examples" (Goodfellow, Shlens,
+    Szegedy, ICLR 2015, arXiv 1412.6572), with per-modality budgets as in Tian & Xu (CVPR 2021).
+
+    Threat model: L-infinity, untargeted cross-entropy (targeted with ``targeted=True``); each modality m
+    with eps_m > 0 gets ``x_m + eps_m * sign(grad_m)``, projected onto the eps-ball around the clean input
+    and the valid range (audio [-1, 1], visual [0, 1]; the reference code forgot to clip audio).
+
+    Arguments (through ``attacks.create_attack("fgsm", model, ...)``):
+        eps (dict): per-modality budget, e.g. ``{"audio": 0.012, "visual": 0}``; 0 or absent = untouched.
+        eps_unit (str): "input" (default) or "normalized" (visual eps in ImageNet-normalised units).
+        targeted (bool): False (default); if True, ``labels`` are target classes.
+        steps, decay, seed: accepted and ignored (FGSM is one deterministic step).
+        alpha: must be None (the step is eps); random_start/restarts: not supported (use pgd).
+
+    Example::
+
+        >>> attack = create_attack("fgsm", model, eps={"audio": 0.012})
+        >>> adv = attack({"audio": a, "visual": v}, labels)   # adv["visual"] is v itself
+    """
+
+    name = "fgsm"
+    uses_alpha = False  # the single step has size eps (PAPER.md "FGSM: one signed-gradient step of size eps")
+
+    def _num_steps(self) -> int:
+        return 1

@@ -1,0 +1,205 @@
+"""Tests of attacks/metrics.py and attacks/evaluate.py (the attack-grid evaluation)."""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import threading
+from typing import Dict, List
+
+import pytest
+import torch
+
+from attacks import create_attack
+from attacks.evaluate import evaluate_attack_grid, format_markdown
+from attacks.metrics import PAPER_EPS_GRID, format_eps, linf, max_delta, parse_eps, psnr_db, snr_db
+from tests.test_attacks import ToyAV, make_batch
+
+ROW_KEYS = {"attack", "eps_audio", "eps_visual", "eps_unit", "steps", "random_start", "restarts", "attacked",
+            "clean_acc", "adv_acc", "success_rate", "max_delta_audio", "max_delta_visual", "snr_db_audio",
+            "psnr_db_visual", "n_samples", "seconds"}
+
+
+def loader(n_batches: int = 3, b: int = 5, seed: int = 0) -> List[Dict[str, torch.Tensor]]:
+    return [make_batch(b=b, length=48, frames=1, size=8, seed=seed + i) for i in range(n_batches)]
+
+
+# --- metrics --------------------------------------------------------------------------------------------
+
+def test_parse_eps_reads_both_orders_and_fills_missing_with_zero():
+    assert parse_eps("visual=0.006,audio=0.012") == {"audio": 0.012, "visual": 0.006}
+    assert parse_eps(" audio = 1e-3 ") == {"audio": 0.001, "visual": 0.0}
+    assert parse_eps(format_eps({"visual": 0.006, "audio": 0.0})) == {"audio": 0.0, "visual": 0.006}
+
+
+@pytest.mark.parametrize("text, pattern", [
+    ("", "empty"), ("0.006", "not modality=value"), ("visual=0.1,sound=0.1", "unknown modality 'sound'"),
+    ("visual=abc", "not a number"), ("visual=-1", ">= 0"), ("visual=1,visual=2", "given twice"),
+    ("visual=inf", ">= 0"), ("visual=0.1;audio=0.1", "not modality=value"),
+])
+def test_parse_eps_rejects_malformed_strings_naming_the_valid_form(text, pattern):
+    with pytest.raises(ValueError, match=pattern) as info:
+        parse_eps(text)
+    assert "visual=<float>,audio=<float>" in str(info.value)
+
+
+def test_snr_psnr_and_linf_per_sample():
+    clean = torch.full((2, 3, 4, 4), 0.5)
+    adv = clean.clone()
+    adv[0] += 0.01
+    adv[1, 0, 0, 0] += 0.1
+    assert psnr_db(clean, adv)[0].item() == pytest.approx(40.0, abs=1e-3)  # float32 inputs
+    torch.testing.assert_close(linf(clean, adv), torch.tensor([0.01, 0.1], dtype=torch.float64), atol=1e-7, rtol=0)
+    audio = torch.ones(2, 1, 10) * 0.5
+    noisy = audio.clone()
+    noisy[0] += 0.05  # SNR = 20 log10(0.5 / 0.05) = 20 dB
+    snr = snr_db(audio, noisy)
+    assert snr[0].item() == pytest.approx(20.0, abs=1e-4) and math.isinf(snr[1].item())
+    assert max_delta({"audio": audio, "visual": clean}, {"audio": noisy, "visual": adv}) == pytest.approx(
+        {"audio": 0.05, "visual": 0.1}, abs=1e-6)
+    with pytest.raises(ValueError, match="shapes differ"):
+        snr_db(audio, noisy[:1])
+
+
+# --- the grid -------------------------------------------------------------------------------------------
+
+def test_grid_rows_have_the_documented_keys_and_the_clean_row_matches():
+    model = ToyAV(seed=1)
+    rows = evaluate_attack_grid(model, loader(), ["fgsm", "pgd"], None, "cpu", steps=3, progress=False)
+    assert len(rows) == 2 * len(PAPER_EPS_GRID)
+    for row in rows:
+        assert set(row) == ROW_KEYS
+        assert row["n_samples"] == 15
+        for m in ("audio", "visual"):
+            assert row[f"max_delta_{m}"] <= row[f"eps_{m}"] + 1e-6
+    clean_rows = [r for r in rows if r["eps_audio"] == 0 and r["eps_visual"] == 0]
+    assert len(clean_rows) == 2
+    for r in clean_rows:
+        assert r["adv_acc"] == r["clean_acc"] and r["attacked"] == "none" and r["success_rate"] in (0.0, None)
+        assert r["snr_db_audio"] is None and r["psnr_db_visual"] is None
+    both = [r for r in rows if r["attack"] == "pgd" and r["eps_audio"] == 0.006 and r["eps_visual"] == 0.006][0]
+    assert both["attacked"] == "audio+visual" and both["steps"] == 3
+    assert both["max_delta_audio"] == pytest.approx(3 * 0.006 / 8, abs=1e-6)  # 3 steps of eps/8
+    assert both["psnr_db_visual"] > 30
+    assert [r["steps"] for r in rows if r["attack"] == "fgsm"] == [1] * 4
+    table = format_markdown(rows)
+    assert table.count("\n") == len(rows) + 2 and "| pgd | 0.006 | 0.006 | audio+visual |" in table
+
+
+def test_grid_accuracies_match_a_direct_computation():
+    model = ToyAV(seed=2, num_classes=3)
+    data = [make_batch(b=6, length=48, frames=None, size=8, seed=10 + i, classes=3) for i in range(2)]
+    eps = {"audio": 0.1, "visual": 0.1}
+    rows = evaluate_attack_grid(model, data, ["pgd"], [eps], "cpu", steps=4, progress=False)
+    attack = create_attack("pgd", model, eps=eps, steps=4)
+    clean_ok, adv_ok = [], []
+    model.eval()
+    for batch in data:
+        inputs = {"audio": batch["audio"], "visual": batch["visual"]}
+        adv = attack(inputs, batch["label"])
+        with torch.no_grad():
+            clean_ok.append(model(**inputs).argmax(1) == batch["label"])
+            adv_ok.append(model(**adv).argmax(1) == batch["label"])
+    clean_ok, adv_ok = torch.cat(clean_ok), torch.cat(adv_ok)
+    row = rows[0]
+    assert row["clean_acc"] == clean_ok.sum().item() / clean_ok.numel()
+    assert row["adv_acc"] == adv_ok.sum().item() / adv_ok.numel()
+    assert row["success_rate"] == (clean_ok & ~adv_ok).sum().item() / clean_ok.sum().item()
+    assert row["adv_acc"] < row["clean_acc"]  # the attack works on this toy
+
+
+def test_clean_predictions_are_computed_once_per_batch():
+    class Counting(ToyAV):
+        calls = 0
+
+        def forward(self, audio=None, visual=None):
+            type(self).calls += 1
+            return super().forward(audio, visual)
+
+    model = Counting(seed=3)
+    Counting.calls = 0  # the constructor's calibration forward does not count
+    grid = ["visual=0,audio=0", "visual=0.01,audio=0", "visual=0,audio=0.01"]
+    evaluate_attack_grid(model, loader(n_batches=2), ["fgsm", "pgd"], grid, "cpu", steps=2, progress=False)
+    # per batch: 1 clean forward; fgsm rows 1 + 1 (adv) each; pgd rows 2 + 1 each; zero rows nothing
+    assert Counting.calls == 2 * (1 + 2 * 2 + 2 * 3)
+
+
+def test_unimodal_model_keeps_every_grid_row_and_marks_what_was_attacked(caplog):
+    model = ToyAV(modalities=("visual",), seed=4)
+    with caplog.at_level(logging.WARNING, logger="attacks.evaluate"):
+        rows = evaluate_attack_grid(model, loader(), ["pgd"], None, "cpu", steps=2, progress=False)
+    assert [(r["eps_visual"], r["eps_audio"]) for r in rows] == [(g["visual"], g["audio"]) for g in PAPER_EPS_GRID]
+    audio_only = rows[1]
+    assert audio_only["attacked"] == "none" and audio_only["adv_acc"] == audio_only["clean_acc"]
+    assert audio_only["max_delta_audio"] == 0.0 and audio_only["snr_db_audio"] is None
+    assert "only visual" in caplog.text and "audio budget" in caplog.text
+    both = rows[3]
+    assert both["attacked"] == "visual" and both["max_delta_audio"] == 0.0 and both["max_delta_visual"] > 0
+
+
+def test_on_batch_sees_every_row_and_batch():
+    seen = []
+    evaluate_attack_grid(ToyAV(seed=5), loader(n_batches=2), ["fgsm"], ["visual=0.01"], "cpu", progress=False,
+                         on_batch=lambda info: seen.append((info["attack"], info["batch_index"],
+                                                            info["adv"]["visual"].shape[0])))
+    assert seen == [("fgsm", 0, 5), ("fgsm", 1, 5)]
+
+
+def test_bad_arguments_raise():
+    model = ToyAV()
+    with pytest.raises(KeyError, match="fgsm, mim, pgd"):
+        evaluate_attack_grid(model, loader(1), ["bim"], None, "cpu", progress=False)
+    with pytest.raises(ValueError, match="reduce_max"):
+        evaluate_attack_grid(model, loader(1), ["pgd"], None, "cpu", progress=False, reduce=lambda t: t)
+    with pytest.raises(ValueError, match="valid form"):
+        evaluate_attack_grid(model, loader(1), ["pgd"], ["visual:0.1"], "cpu", progress=False)
+    with pytest.raises(ValueError, match="valid eps_unit values"):
+        evaluate_attack_grid(model, loader(1), ["pgd"], None, "cpu", eps_unit="pixel", progress=False)
+    with pytest.raises(KeyError, match="label"):
+        evaluate_attack_grid(model, [{"audio": torch.zeros(1, 1, 48), "visual": torch.zeros(1, 3, 8, 8)}],
+                             ["pgd"], None, "cpu", progress=False)
+
+
+class _ThreadGroup:
+    """Two threads standing in for two DDP processes: sum and max all-reduces through a barrier."""
+
+    def __init__(self, world: int) -> None:
+        self.world = world
+        self.barrier = threading.Barrier(world)
+        self.slots: Dict[tuple, torch.Tensor] = {}
+
+    def reducer(self, rank: int, op: str):
+        def reduce(t: torch.Tensor) -> torch.Tensor:
+            self.slots[(op, rank)] = t.clone()
+            self.barrier.wait()
+            parts = torch.stack([self.slots[(op, r)] for r in range(self.world)])
+            out = parts.sum(0) if op == "sum" else parts.amax(0)
+            self.barrier.wait()
+            return out
+        return reduce
+
+
+def test_two_processes_equal_one_process():
+    model = ToyAV(seed=6)
+    data = loader(n_batches=4, b=3, seed=20)
+    kw = dict(attack_names=["fgsm", "mim"], eps_grid=None, device="cpu", steps=2, progress=False)
+    single = evaluate_attack_grid(model, data, **kw)
+    group, results = _ThreadGroup(2), {}
+    replicas = [copy.deepcopy(model) for _ in range(2)]  # one model per "process", as under DDP
+
+    def worker(rank: int) -> None:
+        results[rank] = evaluate_attack_grid(replicas[rank], data[rank::2], reduce=group.reducer(rank, "sum"),
+                                             reduce_max=group.reducer(rank, "max"), **kw)
+
+    threads = [threading.Thread(target=worker, args=(r,)) for r in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert set(results) == {0, 1}
+    for a, b, c in zip(single, results[0], results[1]):
+        assert b == c
+        for key in ROW_KEYS - {"seconds", "snr_db_audio", "psnr_db_visual"}:
+            assert a[key] == b[key], key
+        for key in ("snr_db_audio", "psnr_db_visual"):
+            assert (a[key] is None and b[key] is None) or a[key] == pytest.approx(b[key], rel=1e-12)

@@ -1,0 +1,381 @@
+"""Tests of attacks/: the threat model, equivalence with torchattacks, and property-tested invariants."""
+from __future__ import annotations
+
+import math
+from typing import Dict, Optional, Sequence
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import attacks
+from attacks import create_attack, list_attacks
+from attacks.base import IMAGENET_STD, LinfThreat
+
+NAMES = ("fgsm", "pgd", "mim")
+
+
+class ToyAV(nn.Module):
+    """A tiny model following the project's contract: conv + BatchNorm + Dropout per modality, concat head.
+
+    BatchNorm running statistics are randomised so that train and eval mode give different outputs.
+    """
+
+    def __init__(self, modalities: Sequence[str] = ("audio", "visual"), num_classes: int = 4, seed: int = 0,
+                 dtype: torch.dtype = torch.float32, width: int = 4) -> None:
+        super().__init__()
+        self.modalities = tuple(modalities)
+        gen = torch.Generator().manual_seed(seed)
+        self.audio_net = nn.Sequential(nn.Conv1d(1, width, 5, stride=2), nn.BatchNorm1d(width), nn.ReLU(),
+                                       nn.AdaptiveMaxPool1d(1), nn.Flatten())
+        self.visual_net = nn.Sequential(nn.Conv2d(3, width, 3), nn.BatchNorm2d(width), nn.ReLU(),
+                                        nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        # standardises the fused features (stats from a calibration batch below), so that predictions vary
+        # across samples instead of being fixed by the head's bias
+        self.feat_bn = nn.BatchNorm1d(width * len(self.modalities), momentum=1.0)
+        self.drop = nn.Dropout(0.5)
+        self.head = nn.Linear(width * len(self.modalities), num_classes)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+            for bn in (self.audio_net[1], self.visual_net[1]):
+                bn.running_mean.copy_(torch.randn(width, generator=gen) * 0.1)
+                bn.running_var.copy_(torch.rand(width, generator=gen) + 0.5)
+        self.to(dtype)
+        self.eval()
+        self.feat_bn.train()  # only the feature standardisation learns its statistics here
+        with torch.no_grad():
+            self(audio=torch.rand(32, 1, 48, generator=gen).to(dtype) * 2 - 1,
+                 visual=torch.rand(32, 3, 8, 8, generator=gen).to(dtype))
+        self.feat_bn.momentum = 0.1
+        self.train()
+
+    def forward(self, audio: Optional[torch.Tensor] = None, visual: Optional[torch.Tensor] = None) -> torch.Tensor:
+        feats = []
+        if "audio" in self.modalities:
+            feats.append(self.audio_net(audio))
+        if "visual" in self.modalities:
+            if visual.dim() == 5:  # (B, 3, T, H, W): frames through the 2-D net, averaged over time
+                b, c, t, h, w = visual.shape
+                f = self.visual_net(visual.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w))
+                feats.append(f.view(b, t, -1).mean(dim=1))
+            else:
+                feats.append(self.visual_net(visual))
+        return self.head(self.drop(self.feat_bn(torch.cat(feats, dim=1))))
+
+
+class VisualOnly(nn.Module):
+    """Exposes a visual-only contract model as ``model(x)`` for torchattacks."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(audio=None, visual=x)
+
+
+def make_batch(b: int = 4, length: int = 64, frames: Optional[int] = 2, size: int = 8, seed: int = 0,
+               dtype: torch.dtype = torch.float32, classes: int = 4) -> Dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    vshape = (b, 3, frames, size, size) if frames else (b, 3, size, size)
+    return {"audio": (torch.rand(b, 1, length, generator=gen, dtype=dtype) * 2 - 1),
+            "visual": torch.rand(vshape, generator=gen, dtype=dtype),
+            "label": torch.randint(0, classes, (b,), generator=gen)}
+
+
+def split(batch: Dict[str, torch.Tensor]):
+    return {"audio": batch["audio"], "visual": batch["visual"]}, batch["label"]
+
+
+# --- registry and argument checking ----------------------------------------------------------------------
+
+def test_registry_lists_the_three_attacks_and_rejects_unknown_names():
+    assert list_attacks() == ["fgsm", "mim", "pgd"]
+    with pytest.raises(KeyError, match="fgsm, mim, pgd"):
+        create_attack("cw", ToyAV(), eps={"audio": 0.01})
+
+
+@pytest.mark.parametrize("kwargs, err, pattern", [
+    ({"eps": {"audio": -0.1}}, ValueError, "eps\\['audio'\\].*>= 0"),
+    ({"eps": {"audio": float("nan")}}, ValueError, "finite"),
+    ({"eps": {"sound": 0.1}}, KeyError, "valid modalities: audio, visual"),
+    ({"eps": 0.1}, TypeError, "dict per modality"),
+    ({"eps": {"audio": 0.1}, "eps_unit": "pixels"}, ValueError, "valid eps_unit values: input, normalized"),
+    ({"eps": {"audio": 0.1}, "steps": 0}, ValueError, "steps"),
+    ({"eps": {"audio": 0.1}, "restarts": 3}, ValueError, "random_start"),
+    ({"eps": {"audio": 0.1}, "alpha": {"visual": 0.1}}, ValueError, "alpha has no step size for attacked"),
+    ({"eps": {"audio": 0.1}, "alpha": -1.0}, ValueError, "alpha"),
+])
+def test_bad_arguments_raise_clear_errors(kwargs, err, pattern):
+    with pytest.raises(err, match=pattern):
+        create_attack("pgd", ToyAV(), **kwargs)
+
+
+def test_fgsm_rejects_alpha_and_random_start():
+    with pytest.raises(ValueError, match="alpha must be None"):
+        create_attack("fgsm", ToyAV(), eps={"audio": 0.1}, alpha=0.01)
+    with pytest.raises(ValueError, match="attacks that do: pgd, mim"):
+        create_attack("fgsm", ToyAV(), eps={"audio": 0.1}, random_start=True)
+
+
+def test_eps_on_a_modality_the_model_cannot_take_raises():
+    with pytest.raises(ValueError, match="budget on audio.*only reads visual"):
+        create_attack("pgd", ToyAV(modalities=("visual",)), eps={"audio": 0.01, "visual": 0.01})
+    # a zero budget on the missing modality is fine
+    create_attack("pgd", ToyAV(modalities=("visual",)), eps={"audio": 0.0, "visual": 0.01})
+
+
+def test_model_without_modalities_attribute_raises():
+    with pytest.raises(TypeError, match="no 'modalities' attribute"):
+        create_attack("pgd", nn.Linear(2, 2), eps={"audio": 0.01})
+
+
+def test_inputs_outside_the_physical_range_raise():
+    batch = make_batch()
+    inputs, labels = split(batch)
+    inputs["visual"] = (inputs["visual"] - 0.45) / 0.225  # ImageNet-normalised by mistake
+    with pytest.raises(ValueError, match="inputs\\['visual'\\] must lie in \\[0.0, 1.0\\]"):
+        create_attack("pgd", ToyAV(), eps={"visual": 0.01})(inputs, labels)
+    with pytest.raises(KeyError, match="valid keys: audio, visual"):
+        create_attack("pgd", ToyAV(), eps={"visual": 0.01})({**split(batch)[0], "label": labels}, labels)
+    with pytest.raises(KeyError, match="no 'audio' tensor"):
+        create_attack("pgd", ToyAV(), eps={"audio": 0.01})({"visual": batch["visual"]}, labels)
+
+
+# --- equivalence with torchattacks ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", NAMES)
+def test_matches_torchattacks_on_a_visual_only_model(name):
+    torchattacks = pytest.importorskip("torchattacks")
+    model = ToyAV(modalities=("visual",), seed=3)
+    batch = make_batch(b=6, frames=None, size=10, seed=1)
+    eps, alpha, steps = 0.03, 0.007, 7
+    if name == "fgsm":
+        ours = create_attack("fgsm", model, eps={"visual": eps})
+        theirs = torchattacks.FGSM(VisualOnly(model), eps=eps)
+    elif name == "pgd":
+        ours = create_attack("pgd", model, eps={"visual": eps}, alpha=alpha, steps=steps)
+        theirs = torchattacks.PGD(VisualOnly(model), eps=eps, alpha=alpha, steps=steps, random_start=False)
+    else:
+        ours = create_attack("mim", model, eps={"visual": eps}, alpha=alpha, steps=steps, decay=1.0)
+        theirs = torchattacks.MIFGSM(VisualOnly(model), eps=eps, alpha=alpha, steps=steps, decay=1.0)
+    adv = ours({"visual": batch["visual"]}, batch["label"])["visual"]
+    ref = theirs(batch["visual"], batch["label"])
+    assert (adv - batch["visual"]).abs().max() > 0.5 * eps  # the attack did something
+    torch.testing.assert_close(adv, ref, atol=1e-6, rtol=0)
+
+
+# --- threat model ---------------------------------------------------------------------------------------
+
+def test_projection_is_centred_on_the_clean_input():
+    """Large steps for many iterations: an iterate-centred projection would drift to steps * alpha."""
+    model = ToyAV(seed=1)
+    inputs, labels = split(make_batch(seed=2))
+    eps = 0.02
+    for name in ("pgd", "mim"):
+        adv = create_attack(name, model, eps={"audio": eps, "visual": eps}, alpha=eps, steps=6)(inputs, labels)
+        for m in ("audio", "visual"):
+            assert (adv[m] - inputs[m]).abs().max() <= eps + 1e-6
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_audio_is_clipped_to_its_range(name):
+    model = ToyAV(seed=4)
+    inputs, labels = split(make_batch(seed=5))
+    inputs["audio"] = inputs["audio"].sign()  # every sample at +-1, so any outward step must be clipped
+    adv = create_attack(name, model, eps={"audio": 0.1})(inputs, labels)
+    assert adv["audio"].abs().max() <= 1.0
+    assert not torch.equal(adv["audio"], inputs["audio"])
+
+
+def test_untouched_modality_is_the_same_tensor():
+    model = ToyAV()
+    inputs, labels = split(make_batch())
+    for name in NAMES:
+        adv = create_attack(name, model, eps={"audio": 0.01, "visual": 0.0})(inputs, labels)
+        assert adv["visual"] is inputs["visual"]
+        adv = create_attack(name, model, eps={"visual": 0.01})(inputs, labels)
+        assert adv["audio"] is inputs["audio"]
+        assert set(adv) == {"audio", "visual"}
+
+
+def test_attacked_modalities_do_not_depend_on_the_fusion_head():
+    class OddHead(ToyAV):
+        arch_classifier = "my_new_fusion"  # the reference attacked only heads in a hard-coded list
+
+    model = OddHead(seed=2)
+    inputs, labels = split(make_batch(seed=3))
+    adv = create_attack("pgd", model, eps={"audio": 0.01, "visual": 0.01})(inputs, labels)
+    assert not torch.equal(adv["audio"], inputs["audio"])
+    assert not torch.equal(adv["visual"], inputs["visual"])
+
+
+def test_normalized_eps_unit_scales_the_visual_budget_per_channel():
+    model = ToyAV(seed=6)
+    inputs, labels = split(make_batch(b=4, frames=2, size=12, seed=7))
+    inputs["visual"] = inputs["visual"] * 0.5 + 0.25  # away from the range limits
+    eps = 0.05
+    adv = create_attack("pgd", model, eps={"audio": eps, "visual": eps}, eps_unit="normalized",
+                        alpha=eps / 2, steps=4)(inputs, labels)
+    per_channel = (adv["visual"] - inputs["visual"]).abs().transpose(0, 1).flatten(1).amax(dim=1)
+    torch.testing.assert_close(per_channel, torch.tensor(IMAGENET_STD) * eps, atol=1e-6, rtol=0)
+    assert abs((adv["audio"] - inputs["audio"]).abs().max().item() - eps) < 1e-6  # audio stays raw
+    with pytest.raises(ValueError, match="3 channels"):
+        create_attack("pgd", ToyAV(), eps={"visual": eps}, eps_unit="normalized")(
+            {"visual": torch.rand(2, 1, 8, 8)}, torch.zeros(2, dtype=torch.long))
+
+
+def test_linf_threat_random_perturb_stays_in_ball_and_range():
+    threat = LinfThreat(eps=0.1, alpha=0.01, lo=0.0, hi=1.0)
+    x = torch.rand(16, 3, 5, 5)
+    start = threat.random_perturb(x, torch.Generator().manual_seed(0))
+    assert (start - x).abs().max() <= 0.1 + 1e-7 and start.min() >= 0 and start.max() <= 1
+    assert (start - x).abs().mean() > 0.02  # it moved
+
+
+def test_mode_and_parameter_grads_are_restored():
+    model = ToyAV(seed=8)
+    model.train()
+    model.visual_net.eval()  # a mixed state must come back as it was
+    model.head.weight.grad = torch.full_like(model.head.weight, 3.0)
+    before = {n: (None if p.grad is None else p.grad.clone()) for n, p in model.named_parameters()}
+    modes = [m.training for m in model.modules()]
+    inputs, labels = split(make_batch(seed=9))
+    for name in NAMES:
+        create_attack(name, model, eps={"audio": 0.01, "visual": 0.01})(inputs, labels)
+    assert [m.training for m in model.modules()] == modes
+    for n, p in model.named_parameters():
+        if before[n] is None:
+            assert p.grad is None, n
+        else:
+            assert torch.equal(p.grad, before[n]), n
+
+
+def test_attack_runs_in_eval_mode():
+    """With Dropout and BatchNorm in train mode the result would be random / batch dependent."""
+    model = ToyAV(seed=10).train()
+    inputs, labels = split(make_batch(seed=11))
+    a1 = create_attack("pgd", model, eps={"visual": 0.02})(inputs, labels)
+    a2 = create_attack("pgd", model.eval(), eps={"visual": 0.02})(inputs, labels)
+    assert torch.equal(a1["visual"], a2["visual"])
+
+
+def test_targeted_attack_moves_towards_the_target():
+    model = ToyAV(seed=12)
+    inputs, _ = split(make_batch(b=8, seed=13))
+    target = torch.full((8,), 2, dtype=torch.long)
+    adv = create_attack("pgd", model, eps={"audio": 0.1, "visual": 0.1}, targeted=True)(inputs, target)
+    model.eval()
+    with torch.no_grad():
+        before = F.cross_entropy(model(**inputs), target)
+        after = F.cross_entropy(model(**adv), target)
+    assert after < before
+
+
+def test_random_start_is_deterministic_for_a_seed():
+    model = ToyAV(seed=14)
+    inputs, labels = split(make_batch(seed=15))
+    kw = dict(eps={"audio": 0.02, "visual": 0.02}, random_start=True, steps=2)
+    a = create_attack("pgd", model, seed=5, **kw)(inputs, labels)
+    b = create_attack("pgd", model, seed=5, **kw)(inputs, labels)
+    c = create_attack("pgd", model, seed=6, **kw)(inputs, labels)
+    assert torch.equal(a["visual"], b["visual"]) and torch.equal(a["audio"], b["audio"])
+    assert not torch.equal(a["visual"], c["visual"])
+
+
+def test_restarts_keep_first_success_else_highest_loss():
+    model = ToyAV(seed=16).eval()
+    inputs, labels = split(make_batch(b=16, seed=17))
+    kw = dict(eps={"audio": 0.02, "visual": 0.02}, random_start=True, steps=3, seed=1)
+    one = create_attack("pgd", model, restarts=1, **kw)(inputs, labels)
+    many = create_attack("pgd", model, restarts=4, **kw)(inputs, labels)
+    with torch.no_grad():
+        out1, out4 = model(**one), model(**many)
+    loss1 = F.cross_entropy(out1, labels, reduction="none")
+    loss4 = F.cross_entropy(out4, labels, reduction="none")
+    ok1, ok4 = out1.argmax(1) != labels, out4.argmax(1) != labels
+    # restart 0 draws the same start as the single run: its successes are kept untouched
+    assert torch.equal(many["visual"][ok1], one["visual"][ok1])
+    assert bool((ok4 | (loss4 >= loss1 - 1e-6)).all())
+    assert int(ok4.sum()) >= int(ok1.sum())
+
+
+# --- property tests ---------------------------------------------------------------------------------------
+
+@settings(max_examples=12, deadline=None)
+@given(data=st.data())
+def test_invariants_hold_for_random_models_shapes_and_budgets(data):
+    name = data.draw(st.sampled_from(NAMES), label="attack")
+    mods = data.draw(st.sampled_from([("audio", "visual"), ("audio",), ("visual",)]), label="modalities")
+    b = data.draw(st.integers(2, 6), label="batch")
+    length = data.draw(st.sampled_from([16, 40]), label="audio length")
+    frames = data.draw(st.sampled_from([None, 1, 3]), label="frames")
+    size = data.draw(st.integers(4, 9), label="image size")
+    eps = {m: (data.draw(st.sampled_from([0.0, 0.001, 0.01, 0.2]), label=f"eps {m}") if m in mods else 0.0)
+           for m in ("audio", "visual")}
+    unit = data.draw(st.sampled_from(["input", "normalized"]), label="eps_unit")
+    seed = data.draw(st.integers(0, 2 ** 16), label="seed")
+    random_start = name != "fgsm" and data.draw(st.booleans(), label="random_start")
+    model = ToyAV(modalities=mods, seed=seed, dtype=torch.float64)
+    model.train()
+    batch = make_batch(b=b, length=length, frames=frames, size=size, seed=seed + 1, dtype=torch.float64)
+    inputs, labels = split(batch)
+    kw = dict(eps=eps, steps=3, eps_unit=unit, random_start=random_start, seed=seed)
+    attack = create_attack(name, model, **kw)
+    copies = {m: x.clone() for m, x in inputs.items()}
+    adv = attack(inputs, labels)
+
+    assert all(torch.equal(copies[m], inputs[m]) for m in inputs)  # inputs not modified in place
+
+    assert model.training  # mode restored
+    assert all(p.grad is None for p in model.parameters())
+    lo_hi = {"audio": (-1.0, 1.0), "visual": (0.0, 1.0)}
+    for m in ("audio", "visual"):
+        if eps[m] == 0:
+            assert adv[m] is inputs[m]
+            continue
+        delta = (adv[m] - inputs[m]).abs()
+        bound = eps[m] * (max(IMAGENET_STD) if (unit == "normalized" and m == "visual") else 1.0)
+        assert delta.flatten(1).amax(dim=1).max() <= bound + 1e-6
+        if unit == "normalized" and m == "visual":
+            per_channel = delta.transpose(0, 1).flatten(1).amax(dim=1)
+            assert bool((per_channel <= torch.tensor(IMAGENET_STD, dtype=delta.dtype) * eps[m] + 1e-6).all())
+        lo, hi = lo_hi[m]
+        assert adv[m].min() >= lo and adv[m].max() <= hi
+    # deterministic for a seed
+    again = create_attack(name, model, **kw)(inputs, labels)
+    for m in ("audio", "visual"):
+        assert torch.equal(again[m], adv[m])
+    # per-sample results do not depend on the batch (without random start: its noise is drawn per batch)
+    if not random_start:
+        i = data.draw(st.integers(0, b - 1), label="sample")
+        alone = attack({m: x[i:i + 1] for m, x in inputs.items()}, labels[i:i + 1])
+        for m in ("audio", "visual"):
+            torch.testing.assert_close(alone[m][0], adv[m][i], atol=1e-9, rtol=0)
+
+
+def test_mim_normalises_the_gradient_per_sample():
+    """The momentum of one sample must not depend on another sample's gradient scale (reference: batch norm)."""
+    attack = create_attack("mim", ToyAV(), eps={"audio": 0.05}, decay=1.0)
+    gen = torch.Generator().manual_seed(0)
+    grad = torch.randn(3, 1, 32, generator=gen, dtype=torch.float64)
+    state = {"audio": torch.zeros_like(grad)}
+    first = attack._direction("audio", grad, state).clone()
+    expected = grad / grad.abs().mean(dim=(1, 2), keepdim=True)
+    torch.testing.assert_close(first, expected)
+    loud = grad.clone()
+    loud[2] *= 1e4
+    state = {"audio": torch.zeros_like(grad)}
+    torch.testing.assert_close(attack._direction("audio", loud, state)[:2], expected[:2])
+    # momentum accumulates with decay mu
+    second = attack._direction("audio", loud, state)
+    torch.testing.assert_close(second[:2], 2 * expected[:2])
+
+
+def test_package_exports():
+    assert set(attacks.ATTACKS) == set(NAMES)
+    assert math.isclose(create_attack("pgd", ToyAV(), eps={"audio": 0.008}).alpha["audio"], 0.001)
