@@ -114,6 +114,23 @@ class ExampleCollector:
             self.examples.append(ex)
 
 
+class PerSampleCorrect:
+    """Per (attack, eps) row, whether each test sample (by dataset index) is still classified correctly."""
+
+    def __init__(self) -> None:
+        self.correct: Dict[tuple, Dict[int, bool]] = {}
+
+    @staticmethod
+    def key(attack: str, eps: Dict[str, float]) -> tuple:
+        return attack, float(eps.get("audio", 0.0)), float(eps.get("visual", 0.0))
+
+    def __call__(self, info: Dict[str, Any]) -> None:
+        d = self.correct.setdefault(self.key(info["attack"], info["eps"]), {})
+        ok = (info["adv_pred"] == info["labels"]).cpu().tolist()
+        for idx, o in zip(info["batch"]["index"].tolist(), ok):
+            d[int(idx)] = bool(o)
+
+
 def _pick_example_row(names: Sequence[str], grid, modalities: Sequence[str]):
     """The row shown on the examples page: the strongest attack on every modality the model reads."""
     from attacks.metrics import PAPER_EPS_GRID
@@ -145,7 +162,13 @@ def run_attack_eval(model: nn.Module, args: argparse.Namespace, ctx, label: str,
     common = dict(steps=args.attack_steps, eps_unit=args.eps_unit, random_start=args.random_start,
                   restarts=args.restarts, seed=args.seed, reduce=reduce, reduce_max=reduce_max,
                   progress=not args.no_progress)
-    rows = evaluate_attack_grid(model, loader, names, grid, ctx.device, on_batch=collector, **common)
+    per_sample = PerSampleCorrect()
+
+    def on_batch(info: Dict[str, Any]) -> None:
+        collector(info)
+        per_sample(info)
+
+    rows = evaluate_attack_grid(model, loader, names, grid, ctx.device, on_batch=on_batch, **common)
     for r in rows:
         r["model"] = label
     if ctx.is_main:
@@ -159,7 +182,7 @@ def run_attack_eval(model: nn.Module, args: argparse.Namespace, ctx, label: str,
         # the sweep uses the strongest listed attack (pgd if given) and writes its own files
         run_sweep(model, loader, args, ctx, label, "pgd" if "pgd" in names else names[-1], common)
     if adaptive:
-        run_adaptive(model, loader, args, ctx, label, common)
+        run_adaptive(model, loader, args, ctx, label, common, per_sample if "pgd" in names else None, rows)
     return rows
 
 
@@ -233,16 +256,10 @@ def _per_sample_correct(model, loader, attack: str, eps: Dict[str, float], ctx, 
     """One attack configuration on one eps: its row plus per-sample correctness keyed by dataset index."""
     from attacks.evaluate import evaluate_attack_grid
 
-    correct: Dict[int, bool] = {}
-
-    def keep(info: Dict[str, Any]) -> None:
-        ok = (info["adv_pred"] == info["labels"]).cpu().tolist()
-        for idx, o in zip(info["batch"]["index"].tolist(), ok):
-            correct[int(idx)] = bool(o)
-
+    keep = PerSampleCorrect()
     kw = {**common, **overrides}
     row = evaluate_attack_grid(model, loader, [attack], [eps], ctx.device, on_batch=keep, **kw)[0]
-    return {"row": row, "correct": correct}
+    return {"row": row, "correct": keep.correct[keep.key(attack, eps)]}
 
 
 def gradient_norms(model: nn.Module, loader, device: torch.device, max_batches: int = 2) -> Dict[str, float]:
@@ -264,7 +281,9 @@ def gradient_norms(model: nn.Module, loader, device: torch.device, max_batches: 
     return {m: z / max(n, 1) for m, z in zero.items()}
 
 
-def run_adaptive(model: nn.Module, loader, args, ctx, label: str, common: Dict[str, Any]) -> Dict[str, Any]:
+def run_adaptive(model: nn.Module, loader, args, ctx, label: str, common: Dict[str, Any],
+                 paper: Optional[PerSampleCorrect] = None, paper_rows: Sequence[Dict[str, Any]] = ()
+                 ) -> Dict[str, Any]:
     """The paper's attack plus adaptive ones on every eps of the grid; robust accuracy is the per-sample
     worst case over all of them. Flags gradient masking (FGSM beating PGD, restarts mattering, zero
     gradients)."""
@@ -272,15 +291,16 @@ def run_adaptive(model: nn.Module, loader, args, ctx, label: str, common: Dict[s
 
     grid = _grid(args) or PAPER_EPS_GRID
     base_mode = model.grad_mode
-    restarts = max(args.restarts, 3)
-    configs = [  # (name, attack, grad mode, overrides)
-        (f"paper: pgd ({base_mode})", "pgd", base_mode, {}),
-        ("fgsm (bpda)", "fgsm", "bpda", {}),
-        ("pgd (bpda)", "pgd", "bpda", {}),
-        ("pgd (unrolled)", "pgd", "unrolled", {}),
-        (f"pgd (bpda, random start x{restarts})", "pgd", "bpda", {"random_start": True, "restarts": restarts}),
-        (f"pgd (unrolled, random start x{restarts})", "pgd", "unrolled",
+    restarts = args.restarts
+    other = "bpda" if base_mode == "unrolled" else "unrolled"
+    paper_name = f"paper: pgd ({base_mode})"
+    configs = [  # (name, attack, grad mode, overrides); the paper's attack = the grid's PGD rows
+        (paper_name, "pgd", base_mode, {}),
+        (f"fgsm ({other})", "fgsm", other, {}),
+        (f"pgd ({other})", "pgd", other, {}),
+        (f"pgd ({base_mode}, random start x{restarts})", "pgd", base_mode,
          {"random_start": True, "restarts": restarts}),
+        (f"pgd ({other}, random start x{restarts})", "pgd", other, {"random_start": True, "restarts": restarts}),
     ]
     summary: List[Dict[str, Any]] = []
     detail: List[Dict[str, Any]] = []
@@ -290,29 +310,32 @@ def run_adaptive(model: nn.Module, loader, args, ctx, label: str, common: Dict[s
                 continue
             results = {}
             for cname, attack, mode, over in configs:
-                _set_grad_mode(model, mode)
-                res = _per_sample_correct(model, loader, attack, eps, ctx, common, **over)
+                key = PerSampleCorrect.key(attack, eps)
+                if cname == paper_name and paper is not None and key in paper.correct and not common["random_start"]:
+                    row = dict(next(r for r in paper_rows if r["attack"] == "pgd" and
+                                    PerSampleCorrect.key("pgd", {"audio": r["eps_audio"], "visual": r["eps_visual"]}) == key))
+                    res = {"row": row, "correct": paper.correct[key]}
+                else:
+                    _set_grad_mode(model, mode)
+                    res = _per_sample_correct(model, loader, attack, eps, ctx, common, **over)
                 res["row"].update({"model": label, "config": cname, "grad": mode})
                 results[cname] = res
                 detail.append(res["row"])
-            keys = sorted(results[configs[0][0]]["correct"])
+            keys = sorted(results[paper_name]["correct"])
             worst = torch.tensor([all(r["correct"][k] for r in results.values()) for k in keys], dtype=torch.float64)
             counts = du.all_reduce_sum(torch.tensor([worst.sum().item(), float(len(keys))], dtype=torch.float64))
-            acc = {c: results[c]["row"]["adv_acc"] for c in results}
+            acc = {c: results[c]["row"]["adv_acc"] for c in results}  # under DDP: already summed rows
             flags = []
-            pgd_best = min(acc["pgd (bpda)"], acc["pgd (unrolled)"])
-            if acc["fgsm (bpda)"] < pgd_best:
+            if acc[f"fgsm ({other})"] < min(acc[paper_name], acc[f"pgd ({other})"]):
                 flags.append("FGSM beats PGD: gradient masking likely")
-            for mode in ("bpda", "unrolled"):
-                rs = [c for c in acc if c.startswith(f"pgd ({mode}, random start")]
-                if rs and acc[rs[0]] < acc[f"pgd ({mode})"]:
-                    flags.append(f"random restarts lower PGD ({mode}) accuracy: the single run was not the "
-                                 "strongest")
-            if acc[configs[0][0]] > counts[0].item() / counts[1].item():
+            for mode, single in ((base_mode, paper_name), (other, f"pgd ({other})")):
+                if acc[f"pgd ({mode}, random start x{restarts})"] < acc[single]:
+                    flags.append(f"random starts lower PGD ({mode}) accuracy: the single run was not the strongest")
+            if acc[paper_name] > counts[0].item() / counts[1].item():
                 flags.append("the paper's attack overestimates robustness")
             summary.append({"model": label, "eps_audio": eps.get("audio", 0.0), "eps_visual": eps.get("visual", 0.0),
-                            "clean_acc": results[configs[0][0]]["row"]["clean_acc"],
-                            "paper_attack_acc": acc[configs[0][0]], **{f"acc[{c}]": a for c, a in acc.items()},
+                            "clean_acc": results[paper_name]["row"]["clean_acc"],
+                            "paper_attack_acc": acc[paper_name], **{f"acc[{c}]": a for c, a in acc.items()},
                             "robust_acc": counts[0].item() / counts[1].item(), "n_samples": int(counts[1].item()),
                             "flags": "; ".join(flags) or "none"})
         _set_grad_mode(model, "bpda")

@@ -87,6 +87,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    help="torchvision ImageNet weights for the visual net (needs network or a torch hub cache)")
     g.add_argument("--weights_frame", default="", help="local state dict for the visual net")
     g.add_argument("--weights_sound", default="", help="local state dict for the audio net")
+    g.add_argument("--init_from", nargs="+", default=[],
+                   help="project checkpoints to initialise the audio/visual nets from (e.g. the unimodal models); "
+                   "every net of this model must be found in exactly one of them")
 
     g = p.add_argument_group("optimisation (paper: SGD, momentum 0.9, wd 1e-4)")
     g.add_argument("--lr_frame", type=float, default=1e-4, help="paper: 1e-4 for the visual net")

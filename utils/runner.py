@@ -91,11 +91,49 @@ def build_model(args: argparse.Namespace) -> nn.Module:
     """The model named by --arch_sound/--arch_frame/--arch_classifier."""
     from models import create_model
 
-    return create_model(arch_sound=args.arch_sound, arch_frame=args.arch_frame,
+    model = create_model(arch_sound=args.arch_sound, arch_frame=args.arch_frame,
                         arch_classifier=args.arch_classifier, num_classes=args.cls_num,
                         img_pool=args.img_pool, pretrained=args.pretrained,
                         weights_frame=args.weights_frame or None, weights_sound=args.weights_sound or None,
                         audio_rate=args.audRate)
+    if getattr(args, "init_from", None) and args.mode == "train" and not args.resume:
+        init_nets_from(model, args.init_from)
+    return model
+
+
+def init_nets_from(model: nn.Module, paths: List[str]) -> None:
+    """Copy the ``audio_net``/``visual_net`` weights of project checkpoints into ``model``.
+
+    Each net of ``model`` must be found in exactly one checkpoint with identical keys and shapes; anything
+    else is an error naming the checkpoint and the net (no partial, silent initialisation).
+    """
+    from utils.checkpoint import load_checkpoint
+
+    state = model.state_dict()
+    nets = [n for n in ("audio_net", "visual_net") if getattr(model, n, None) is not None]
+    found: Dict[str, str] = {}
+    for path in paths:
+        ck = load_checkpoint(Path(path))["model"]
+        for net in nets:
+            keys = {k for k in ck if k.startswith(net + ".")}
+            if not keys:
+                continue
+            want = {k for k in state if k.startswith(net + ".")}
+            if keys != want:
+                raise RuntimeError(f"--init_from {path}: its {net} does not match this model's "
+                                   f"({len(want - keys)} missing, {len(keys - want)} unexpected keys)")
+            if net in found:
+                raise RuntimeError(f"--init_from: {net} is in both {found[net]} and {path}")
+            for k in keys:
+                if ck[k].shape != state[k].shape:
+                    raise RuntimeError(f"--init_from {path}: {k} has shape {tuple(ck[k].shape)}, "
+                                       f"this model needs {tuple(state[k].shape)}")
+                state[k].copy_(ck[k])
+            found[net] = path
+    missing = [n for n in nets if n not in found]
+    if missing:
+        raise RuntimeError(f"--init_from {' '.join(paths)}: no checkpoint holds this model's {', '.join(missing)}")
+    log.info("initialised %s", ", ".join(f"{n} from {p}" for n, p in found.items()))
 
 
 def make_optimizer(model: nn.Module, args: argparse.Namespace) -> torch.optim.SGD:
