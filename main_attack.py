@@ -37,7 +37,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     ctx = runner.setup(args)
     model = runner.build_model(args).to(ctx.device)
-    runner.execute(model, args, ctx, build_train_config(args, model), label=args.arch_classifier)
+    runner.execute(model, args, ctx, build_train_config(args, model), label=args.id)
     return 0
 
 

@@ -73,7 +73,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                           max_iter=args.ista_iters, tol=args.ista_tol, steps=steps,
                           grad_max_iter=args.unrolled_iters).to(ctx.device)
     # eval without a fine-tuned checkpoint evaluates the base model with the banks as built
-    runner.execute(model, args, ctx, build_train_config(args, model), label=f"{args.arch_classifier}+banks",
+    runner.execute(model, args, ctx, build_train_config(args, model), label=args.id,
                    weights_optional=True, adaptive=args.adaptive)
     return 0
 

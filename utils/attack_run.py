@@ -290,6 +290,10 @@ def run_adaptive(model: nn.Module, loader, args, ctx, label: str, common: Dict[s
     from attacks.metrics import PAPER_EPS_GRID
 
     grid = _grid(args) or PAPER_EPS_GRID
+    if args.adaptive_eps:
+        from attacks.metrics import parse_eps
+
+        grid = [parse_eps(e) for e in args.adaptive_eps]
     base_mode = model.grad_mode
     restarts = args.restarts
     other = "bpda" if base_mode == "unrolled" else "unrolled"

@@ -152,6 +152,8 @@ def add_defense_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    "when gradients are unrolled through the solver")
     g.add_argument("--adaptive", action="store_true",
                    help="also run the adaptive attacks (unrolled, BPDA, PGD with restarts)")
+    g.add_argument("--adaptive_eps", nargs="+", default=None,
+                   help="eps of the grid to run the adaptive attacks on (default: every nonzero row of --eps)")
     return p
 
 
