@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from attacks import create_attack  # noqa: E402
 from models import create_model  # noqa: E402
+from dataset.specs import get_spec  # noqa: E402
 
 EPS = 0.006  # PAPER.md grid: (0.006, 0.006) for the joint attack
 STEPS = 10  # PAPER.md: 10 steps of eps/8
@@ -88,7 +89,7 @@ def main() -> None:
     p.add_argument("--clock", default="wall", choices=sorted(CLOCKS),
                    help="wall time, or process CPU time (use with --threads 1 on a shared, busy machine)")
     p.add_argument("--img_size", type=int, default=64)
-    p.add_argument("--aud_len", type=int, default=16384)
+    p.add_argument("--aud_len", type=int, default=get_spec("synthetic").audio_len)  # synthetic spec
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

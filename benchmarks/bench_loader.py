@@ -5,7 +5,7 @@ with the same workers, batch size and sample order, in one run.
     python benchmarks/bench_loader.py                       # fake data (128x128 JPEGs, 4 s audio) in a temp dir
     python benchmarks/bench_loader.py --root media/ave --list data/ave/train.csv --categories_from ave
 
-Defaults follow the synthetic spec (img_size 64, aud_len 16384, one frame). The first batch of each loader
+Defaults follow the synthetic spec (img_size 64, its aud_len, one frame). The first batch of each loader
 (worker start-up, imports) is not timed; each loader runs --repeats times, interleaved, and its best run
 is reported (on a shared machine, other load only ever slows a run down).
 """
@@ -29,6 +29,7 @@ sys.path.insert(0, str(REPO))
 
 from dataset import transforms as T  # noqa: E402
 from dataset.av_dataset import AVDataset, IndexRow, build_loader, read_index, worker_init  # noqa: E402
+from dataset.specs import get_spec  # noqa: E402
 
 FAKE_CATEGORIES = [f"class{c}" for c in range(8)]
 
@@ -96,7 +97,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--batches", type=int, default=20, help="timed batches per loader")
     p.add_argument("--img_size", type=int, default=64)  # synthetic spec
-    p.add_argument("--aud_len", type=int, default=16384)  # synthetic spec
+    p.add_argument("--aud_len", type=int, default=get_spec("synthetic").audio_len)  # synthetic spec
     p.add_argument("--num_frames", type=int, default=1)
     p.add_argument("--stride_frames", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3, help="interleaved runs per loader; the best is kept")

@@ -108,9 +108,11 @@ def test_ddp_two_process_eval_equals_single_process(media, tmp_path):
     train = base_args(media, tmp_path, "ddp", "--arch_classifier", "concat", "--num_epoch", "1", "--mode", "train")
     assert main_attack.main(train) == 0
     ev = base_args(media, tmp_path, "ddp", "--arch_classifier", "concat", "--mode", "eval",
-                   "--batch_size_per_gpu", "2")
+                   "--batch_size_per_gpu", "2", "--attack_type", "fgsm,pgd", "--attack_steps", "2",
+                   "--eps", "visual=0,audio=0.01", "visual=0.01,audio=0.01")
     assert main_attack.main(ev) == 0
     single = read_metrics(tmp_path / "ddp", "test")[-1]
+    rows_single = json.loads((tmp_path / "ddp" / "results.json").read_text())
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                            "--master_port", str(29500 + os.getpid() % 1000), str(REPO / "main_attack.py"), *ev],
@@ -119,6 +121,12 @@ def test_ddp_two_process_eval_equals_single_process(media, tmp_path):
     multi = read_metrics(tmp_path / "ddp", "test")[-1]
     assert multi["n"] == single["n"] == 6
     assert multi["acc"] == single["acc"] and multi["loss"] == pytest.approx(single["loss"], rel=1e-6)
+    rows_multi = json.loads((tmp_path / "ddp" / "results.json").read_text())
+    assert len(rows_multi) == len(rows_single) == 4
+    for a, b in zip(rows_single, rows_multi):
+        for key in ("attack", "eps_audio", "eps_visual", "n_samples", "clean_acc", "adv_acc", "success_rate",
+                    "max_delta_audio", "max_delta_visual"):
+            assert a[key] == b[key], (key, a, b)
 
 
 def test_bad_inputs_fail_clearly(media, tmp_path):
