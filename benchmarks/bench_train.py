@@ -25,6 +25,7 @@ sys.path.insert(0, str(REPO))
 from dataset.av_dataset import AVDataset, build_loader  # noqa: E402
 from dataset.specs import get_spec  # noqa: E402
 from models import create_model  # noqa: E402
+from utils.config import default_workers  # noqa: E402
 
 
 def step(model, opt, batch) -> None:
@@ -64,7 +65,7 @@ def main() -> int:
     p.add_argument("--arch_frame", default="resnet10")
     p.add_argument("--arch_classifier", default="concat")
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=default_workers(), help="default: the training default")
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--repeats", type=int, default=2)
     a = p.parse_args()

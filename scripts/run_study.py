@@ -30,6 +30,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from utils.config import default_workers  # noqa: E402
 from utils.report import atomic_write_text, pivot_table, read_results  # noqa: E402
 from utils.study_report import Block, compare, pct, rel, write_report  # noqa: E402
 
@@ -53,7 +54,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--clips_per_class", type=int, default=None)
     p.add_argument("--epochs", type=int, default=None, help="epochs of the audio-visual models (default 3)")
     p.add_argument("--epochs_unimodal", type=int, default=None, help="epochs of the unimodal models (default 16)")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=int, default=default_workers(), help="loader workers (default: cores - 2)")
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -123,7 +124,7 @@ class Study:
     # -- 1. data --------------------------------------------------------------------------------------
     def data(self) -> None:
         a = self.args
-        w = str(max(a.workers, 1))
+        w = str(max(os.cpu_count() or 1, 1))  # ffmpeg/generation processes: every core
         self.step("generate", ["scripts/make_synthetic_dataset.py", "--out", str(a.media), "--clips-per-class",
                                str(self.clips), "--seed", str(a.seed), "--workers", w])
         self.step("frames", ["scripts/extract_frames.py", "--video_path", str(a.media / "videos"),

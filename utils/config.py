@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -25,6 +26,12 @@ _SPEC_DEFAULTS = {
     "alpha_a": "alpha_audio",
     "alpha_v": "alpha_visual",
 }
+
+
+def default_workers() -> int:
+    """Loader workers that leave two cores to the training process (measured: on 2 cores any worker slows
+    training down, benchmarks/bench_train.py)."""
+    return min(8, max(0, (os.cpu_count() or 1) - 2))
 
 
 def _csv_list(text: str) -> List[str]:
@@ -76,7 +83,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--audRate", type=int, default=None)
     g.add_argument("--imgSize", type=int, default=None)
     g.add_argument("--batch_size_per_gpu", type=int, default=12, help="per process (paper: 12 per GPU)")
-    g.add_argument("--workers", type=int, default=2)
+    g.add_argument("--workers", type=int, default=default_workers(),
+                   help="DataLoader worker processes per process (default: cores - 2, at most 8; 0 on a 2-core "
+                   "machine, where workers compete with the training step: see benchmarks/bench_train.py)")
 
     g = p.add_argument_group("model")
     g.add_argument("--arch_sound", default="anet")
