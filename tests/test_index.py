@@ -15,8 +15,9 @@ from dataset.index import IndexFormatError, IndexRow
 from dataset.specs import get_spec
 
 REPO = Path(__file__).resolve().parents[1]
-REF = REPO.parent / "shared" / "reference" / "splits"
-AVE = [REF / f"{s}_AVE.csv" for s in ("train", "val", "test")]
+# the reference splits as shipped in data/ (byte copies of ../shared/reference/splits)
+AVE = [REPO / "data" / "ave" / f"{s}.csv" for s in ("train", "val", "test")]
+MUSIC = [REPO / "data" / "music" / f"{s}.csv" for s in ("train", "val", "test")]
 MAKE_INDEX = str(REPO / "scripts" / "make_index.py")
 
 
@@ -83,7 +84,7 @@ def test_check_cli_exit_status_and_names() -> None:
     train, test = _clip_ids(AVE[0]), _clip_ids(AVE[2])
     for clip in set(train) & set(test):
         assert clip in proc.stdout
-    clean = _run("--check", *(str(REF / f"{s}.csv") for s in ("train", "val", "test")))
+    clean = _run("--check", *(str(p) for p in MUSIC))
     assert clean.returncode == 0 and "no leakage found" in clean.stdout
 
 
