@@ -69,11 +69,11 @@ def test_reads_reference_files() -> None:
 def test_reference_ave_leakage_numbers() -> None:
     train, val, test = (_clip_ids(p) for p in AVE)
     report = index.check_files(AVE)
-    assert report.duplicate_rows("train_AVE.csv") == 27 == sum(n - 1 for n in Counter(train).values())
-    assert report.overlaps[("train_AVE.csv", "test_AVE.csv")] == sorted(set(train) & set(test))
-    assert len(report.overlaps[("train_AVE.csv", "test_AVE.csv")]) == 8
-    assert len(report.overlaps[("train_AVE.csv", "val_AVE.csv")]) == 10
-    assert report.overlaps[("val_AVE.csv", "test_AVE.csv")] == []
+    assert report.duplicate_rows("train.csv") == 27 == sum(n - 1 for n in Counter(train).values())
+    assert report.overlaps[("train.csv", "test.csv")] == sorted(set(train) & set(test))
+    assert len(report.overlaps[("train.csv", "test.csv")]) == 8
+    assert len(report.overlaps[("train.csv", "val.csv")]) == 10
+    assert report.overlaps[("val.csv", "test.csv")] == []
     assert not report.clean
 
 
