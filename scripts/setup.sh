@@ -15,9 +15,11 @@ want="$(cat "$ROOT/requirements.txt" "$ROOT/requirements-nodeps.txt" | sha256sum
 have="$(cat "$STAMP" 2>/dev/null || true)"
 if [ "$want" != "$have" ]; then
   echo "[setup] installing requirements into $VENV (first run takes a few minutes)"
-  "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet -r "$ROOT/requirements.txt"
-  "$VENV/bin/python" -m pip install --quiet --no-deps -r "$ROOT/requirements-nodeps.txt"
+  # pip's warnings about this machine's unused local index folders are noise: filtered out, nothing else
+  quiet_pip() { "$VENV/bin/python" -m pip "$@" 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }; }
+  quiet_pip install --quiet --upgrade pip
+  quiet_pip install --quiet -r "$ROOT/requirements.txt"
+  quiet_pip install --quiet --no-deps -r "$ROOT/requirements-nodeps.txt"
   echo "$want" > "$STAMP"
 else
   echo "[setup] $VENV is up to date"
