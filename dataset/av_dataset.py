@@ -27,15 +27,13 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
+from dataset import index as index_format
 from dataset import transforms as T
+from dataset.index import IndexFormatError  # noqa: F401  (re-exported: the loader's format errors)
 
 log = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
-
-
-class IndexFormatError(ValueError):
-    """A malformed index CSV row (bad field count, number, or a class outside ``categories``)."""
 
 
 class MediaError(RuntimeError):
@@ -59,35 +57,14 @@ class IndexRow:
         return f"{self.source} row {self.line}"
 
 
-def _class_of(rel: str, source: str, line: int) -> Tuple[str, str]:
-    """(class, '<class>/<vid>') of a relative media path '/<class>/<vid>.<ext>'."""
-    parts = rel.strip("/").split("/")
-    if not rel.startswith("/") or len(parts) < 2 or not all(parts):
-        raise IndexFormatError(f"{source} row {line}: path {rel!r} is not of the form /<class>/<vid>.<ext>")
-    stem = os.path.splitext("/".join(parts))[0]
-    return parts[0], stem
-
-
 def parse_row(fields: Sequence[str], source: str, line: int, categories: Sequence[str]) -> IndexRow:
-    """Validate one CSV row against ``categories`` and turn it into an :class:`IndexRow`."""
-    if len(fields) != 3:
-        raise IndexFormatError(f"{source} row {line}: expected 3 fields (audio,frames,num_frames), "
-                          f"got {len(fields)}: {fields!r}")
-    audio, frames, count = (f.strip() for f in fields)
-    cls, clip_id = _class_of(audio, source, line)
-    cls_f, clip_f = _class_of(frames, source, line)
-    if (cls, clip_id) != (cls_f, clip_f):
-        raise IndexFormatError(f"{source} row {line}: audio {audio!r} and frames {frames!r} name different clips")
-    try:
-        n = int(count)
-    except ValueError:
-        raise IndexFormatError(f"{source} row {line}: num_frames {count!r} is not an integer") from None
-    if n < 1:
-        raise IndexFormatError(f"{source} row {line}: num_frames must be >= 1, got {n}")
-    if cls not in categories:
-        raise IndexFormatError(f"{source} row {line}: class {cls!r} is not one of the {len(categories)} "
-                          f"categories ({', '.join(categories)})")
-    return IndexRow(source, line, audio, frames, n, list(categories).index(cls), clip_id)
+    """Validate one CSV row (format by :func:`dataset.index.parse_row`) and its class against ``categories``."""
+    clip = index_format.parse_row(fields, f"{source} row {line}")
+    if clip.label not in categories:
+        raise IndexFormatError(f"{source} row {line}: class {clip.label!r} is not one of the {len(categories)} "
+                               f"categories ({', '.join(categories)})")
+    return IndexRow(source, line, clip.audio, clip.frames, clip.num_frames, list(categories).index(clip.label),
+                    clip.clip_id)
 
 
 def read_index(list_path: PathLike, categories: Sequence[str]) -> List[IndexRow]:

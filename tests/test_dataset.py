@@ -266,9 +266,9 @@ def test_unknown_class_names_file_row_and_categories(tmp_path):
 
 @pytest.mark.parametrize("line, reason", [
     ("/alpha/a.wav,/alpha/a.mp4", "expected 3 fields"),
-    ("/alpha/a.wav,/alpha/a.mp4,four", "not an integer"),
-    ("/alpha/a.wav,/alpha/a.mp4,0", ">= 1"),
-    ("alpha.wav,/alpha/a.mp4,3", "not of the form"),
+    ("/alpha/a.wav,/alpha/a.mp4,four", "not a positive integer"),
+    ("/alpha/a.wav,/alpha/a.mp4,0", "not a positive integer"),
+    ("alpha.wav,/alpha/a.mp4,3", "is not /<class>/<vid>.wav"),
     ("/alpha/a.wav,/beta/a.mp4,3", "different clips"),
 ])
 def test_malformed_rows(tmp_path, line, reason):
