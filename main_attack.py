@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from utils.config import get_args_parser, resolve_args
+
+if TYPE_CHECKING:  # imported lazily at run time so --help stays fast
+    from utils.engine import TrainConfig
 
 
 def build_train_config(args: argparse.Namespace, model) -> "TrainConfig":

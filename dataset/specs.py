@@ -7,7 +7,7 @@ given by the ``DATA_ROOT`` environment variable or ``--audio_path``/``--frame_pa
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, List, Tuple
 

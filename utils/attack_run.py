@@ -11,8 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
