@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import wave
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -544,3 +545,23 @@ def download_videos(items: List[Download], out_root: Path, workers: int = 4,
             if reason is not None:
                 failures.append((item, reason))
     return len(todo) - len(failures), present, failures
+
+
+def add_download_args(p, what: str) -> None:
+    """The --download/--workers flags shared by the prepare_*.py scripts (``what`` names the files)."""
+    p.add_argument("--download", action="store_true", help=f"download the {what} with yt-dlp")
+    p.add_argument("--workers", type=int, default=4, help="parallel yt-dlp processes")
+
+
+def download_and_report(items: List[Download], out_root: Path, workers: int) -> int:
+    """Download ``items``, write ``download_failures.csv`` and print a summary; returns the exit status
+    (2 when yt-dlp is missing)."""
+    try:
+        done, present, failures = download_videos(items, out_root, workers=workers)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    report = Path(out_root) / "download_failures.csv"
+    write_csv_atomic(report, ["class", "id", "url", "reason"], [(d.label, d.vid, d.url, r) for d, r in failures])
+    print(f"downloaded {done}, already present {present}, failed {len(failures)} (see {report})")
+    return 0

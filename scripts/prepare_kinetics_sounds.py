@@ -21,7 +21,8 @@ from typing import Dict, List, Sequence, Tuple
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataset.index import IndexFormatError  # noqa: E402
-from dataset.media import YOUTUBE_ID_RE, Download, download_videos, write_csv_atomic, youtube_url  # noqa: E402
+from dataset.media import (YOUTUBE_ID_RE, Download, add_download_args, download_and_report,  # noqa: E402
+                           write_csv_atomic, youtube_url)
 from dataset.specs import get_spec  # noqa: E402
 
 REQUIRED = ("label", "youtube_id", "time_start", "time_end", "split")
@@ -72,8 +73,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--csv", type=Path, required=True, help="Kinetics-400 annotation CSV")
     p.add_argument("--out", type=Path, required=True, help="output folder (download list, <class>/<id>.mp4)")
-    p.add_argument("--download", action="store_true", help="download the clips' segments with yt-dlp")
-    p.add_argument("--workers", type=int, default=4, help="parallel yt-dlp processes")
+    add_download_args(p, "clips' segments")
     return p
 
 
@@ -98,16 +98,7 @@ def main(argv=None) -> int:
         print(f"classes with no rows ({len(empty)}): {', '.join(empty)}")
     if not args.download:
         return 0
-    try:
-        done, present, failures = download_videos([d for d, _ in items], args.out, workers=args.workers)
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    write_csv_atomic(args.out / "download_failures.csv", ["class", "id", "url", "reason"],
-                     [(d.label, d.vid, d.url, r) for d, r in failures])
-    print(f"downloaded {done}, already present {present}, failed {len(failures)} "
-          f"(see {args.out / 'download_failures.csv'})")
-    return 0
+    return download_and_report([d for d, _ in items], args.out, args.workers)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ from typing import Dict, List, Sequence, Tuple
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataset.index import IndexFormatError  # noqa: E402
-from dataset.media import YOUTUBE_ID_RE, Download, download_videos, write_csv_atomic, youtube_url  # noqa: E402
+from dataset.media import (YOUTUBE_ID_RE, Download, add_download_args, download_and_report,  # noqa: E402
+                           write_csv_atomic, youtube_url)
 from dataset.specs import get_spec  # noqa: E402
 
 
@@ -76,14 +77,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", type=Path, required=True, help="MUSIC_solo_videos.json")
     p.add_argument("--out", type=Path, required=True, help="output folder (download list, <class>/<id>.mp4)")
-    p.add_argument("--download", action="store_true", help="download the videos with yt-dlp")
-    p.add_argument("--workers", type=int, default=4, help="parallel yt-dlp processes")
+    add_download_args(p, "videos")
     return p
-
-
-def write_failures(path: Path, failures: List[Tuple[Download, str]]) -> None:
-    """``class,id,url,reason`` rows for the videos that could not be downloaded."""
-    write_csv_atomic(path, ["class", "id", "url", "reason"], [(d.label, d.vid, d.url, r) for d, r in failures])
 
 
 def main(argv=None) -> int:
@@ -101,15 +96,7 @@ def main(argv=None) -> int:
     print(f"MUSIC: {len(items)} videos in {len({d.label for d in items})} classes -> {out_list}")
     if not args.download:
         return 0
-    try:
-        done, present, failures = download_videos(items, args.out, workers=args.workers)
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    write_failures(args.out / "download_failures.csv", failures)
-    print(f"downloaded {done}, already present {present}, failed {len(failures)} "
-          f"(see {args.out / 'download_failures.csv'})")
-    return 0
+    return download_and_report(items, args.out, args.workers)
 
 
 if __name__ == "__main__":
