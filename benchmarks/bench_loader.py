@@ -28,8 +28,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dataset import transforms as T  # noqa: E402
-from dataset.av_dataset import AVDataset, IndexRow, build_loader, read_index, worker_init  # noqa: E402
-from dataset.specs import get_spec  # noqa: E402
+from dataset import windows as W  # noqa: E402
+from dataset.av_dataset import AVDataset, build_loader, worker_init  # noqa: E402
+from dataset.index import IndexRow, read_index  # noqa: E402
+from dataset.specs import get_spec, list_datasets  # noqa: E402
 
 FAKE_CATEGORIES = [f"class{c}" for c in range(8)]
 
@@ -37,11 +39,13 @@ FAKE_CATEGORIES = [f"class{c}" for c in range(8)]
 class PlainAVDataset(Dataset):
     """The straightforward loader: PIL + torchvision per frame, librosa.load of the whole clip."""
 
-    def __init__(self, rows: List[IndexRow], audio_root: str, frame_root: str, train: bool, num_frames: int,
-                 stride: int, fps: int, aud_len: int, aud_rate: int, img_size: int) -> None:
+    def __init__(self, rows: List[IndexRow], categories: Sequence[str], audio_root: str, frame_root: str,
+                 train: bool, num_frames: int, stride: int, fps: int, aud_len: int, aud_rate: int,
+                 img_size: int) -> None:
         from torchvision import transforms as tv
 
         self.rows, self.audio_root, self.frame_root, self.train = rows, audio_root, frame_root, train
+        self.labels = [list(categories).index(r.label) for r in rows]
         self.num_frames, self.stride, self.fps = num_frames, stride, fps
         self.aud_len, self.aud_rate = aud_len, aud_rate
         resize = tv.Resize(T.resize_target(img_size))
@@ -56,11 +60,11 @@ class PlainAVDataset(Dataset):
         from PIL import Image
 
         row = self.rows[i]
-        lo, hi = T.centre_range(row.num_frames, self.num_frames, self.stride)
-        centre = random.randint(lo, hi) if self.train else T.middle_frame(row.num_frames, self.num_frames,
+        lo, hi = W.centre_range(row.num_frames, self.num_frames, self.stride)
+        centre = random.randint(lo, hi) if self.train else W.middle_frame(row.num_frames, self.num_frames,
                                                                          self.stride)
         frames = []
-        for k in T.frame_indices(centre, self.num_frames, self.stride):
+        for k in W.frame_indices(centre, self.num_frames, self.stride):
             img = Image.open(f"{self.frame_root}{row.frames}/{k:06d}.jpg").convert("RGB")
             frames.append(self.tf(img))
         wave, _ = librosa.load(f"{self.audio_root}{row.audio}", sr=self.aud_rate, mono=True)
@@ -68,7 +72,7 @@ class PlainAVDataset(Dataset):
         if self.train:
             wave = np.clip(wave * random.uniform(0.5, 1.5), -1, 1)
         return {"audio": torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)).unsqueeze(0),
-                "visual": torch.stack(frames, dim=1), "label": row.label, "id": row.clip_id, "index": i}
+                "visual": torch.stack(frames, dim=1), "label": self.labels[i], "id": row.clip_id, "index": i}
 
 
 def clips_per_second(loader: DataLoader, batches: int) -> float:
@@ -92,7 +96,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--root", default="", help="media root holding data/audio and data/frames")
     p.add_argument("--list", default="", help="index CSV (with --root); default: a fake dataset")
     p.add_argument("--categories", default="", help="comma-separated classes of --list")
-    p.add_argument("--categories_from", default="", help="take the classes from this dataset spec (e.g. ave)")
+    p.add_argument("--categories_from", default="", choices=["", *list_datasets()],
+                   help="take the classes from this dataset spec")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--batches", type=int, default=20, help="timed batches per loader")
@@ -109,6 +114,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if bool(args.root) != bool(args.list):
         p.error("--root and --list go together (or give neither for a fake dataset)")
+    if args.list and not (args.categories or args.categories_from):
+        p.error("--list needs --categories or --categories_from")
     return args
 
 
@@ -116,13 +123,9 @@ def resolve_data(args: argparse.Namespace, tmp: str) -> tuple:
     """(list_csv, audio_root, frame_root, categories), writing a fake dataset when none is given."""
     if args.list:
         if args.categories_from:
-            from dataset.specs import get_spec
-
             cats = list(get_spec(args.categories_from).categories)
-        elif args.categories:
-            cats = args.categories.split(",")
         else:
-            raise SystemExit("error: --list needs --categories or --categories_from")
+            cats = args.categories.split(",")
         root = Path(args.root)
         return args.list, str(root / "data" / "audio"), str(root / "data" / "frames"), cats
     from tests.fake_media import make_fake_media
@@ -147,7 +150,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         common = dict(num_frames=args.num_frames, stride_frames=args.stride_frames, frame_rate=8,
                       aud_len=args.aud_len, aud_rate=11025, img_size=args.img_size, seed=args.seed)
         fast = AVDataset(list_path, audio_root, frame_root, cats, train, **common)
-        plain = PlainAVDataset(read_index(list_path, cats), audio_root, frame_root, train, args.num_frames,
+        plain = PlainAVDataset(read_index(list_path, cats), cats, audio_root, frame_root, train, args.num_frames,
                                args.stride_frames, 8, args.aud_len, 11025, args.img_size)
         count = args.batch * (args.batches + 1)
         loaders = {

@@ -1,17 +1,18 @@
 """The audio-visual dataset: one index CSV row -> {audio, visual, label, id, index}.
 
-Layout (docs/ARCHITECTURE.md): ``<audio_path>/<class>/<vid>.wav`` (mono, 16-bit, ``aud_rate`` Hz) and
+Layout (docs/paper.md, Preprocessing and layout): ``<audio_path>/<class>/<vid>.wav`` (mono, 16-bit, ``aud_rate`` Hz) and
 ``<frame_path>/<class>/<vid>.mp4/000001.jpg ...`` (``frame_rate`` fps, numbered from 1). Index rows have no
 header: ``/<class>/<vid>.wav,/<class>/<vid>.mp4,<num_frames>``.
 
 Randomness (training only) comes from a generator seeded by (seed, epoch, index), never from global or
 per-worker state, so a sample is the same whatever the worker count or order; evaluation has none.
-Every missing, unreadable or inconsistent file raises :class:`MediaError` naming the path and the index
-row; nothing is ever replaced by zeros or silently resampled.
+Index rows are read by :func:`dataset.index.read_index` (the one parser; a malformed row or a class not in
+``categories`` is a :class:`dataset.errors.IndexFormatError`). Every missing, unreadable or inconsistent
+media file raises :class:`dataset.errors.MediaError` naming the path and the index row; nothing is ever
+replaced by zeros or silently resampled.
 """
 from __future__ import annotations
 
-import csv
 import logging
 import os
 import struct
@@ -27,62 +28,14 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from dataset import index as index_format
 from dataset import transforms as T
-from dataset.index import IndexFormatError  # noqa: F401  (re-exported: the loader's format errors)
+from dataset import windows as W
+from dataset.errors import MediaError
+from dataset.index import IndexRow, read_index
 
 log = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
-
-
-class MediaError(RuntimeError):
-    """A frame or audio file that is missing, unreadable or inconsistent with its index row."""
-
-
-@dataclass(frozen=True)
-class IndexRow:
-    """One parsed index CSV row; ``line`` is its 1-based line number in ``source``."""
-
-    source: str
-    line: int
-    audio: str
-    frames: str
-    num_frames: int
-    label: int
-    clip_id: str
-
-    def where(self) -> str:
-        """Location used in every error message: '<csv> row <n>'."""
-        return f"{self.source} row {self.line}"
-
-
-def parse_row(fields: Sequence[str], source: str, line: int, categories: Sequence[str]) -> IndexRow:
-    """Validate one CSV row (format by :func:`dataset.index.parse_row`) and its class against ``categories``."""
-    clip = index_format.parse_row(fields, f"{source} row {line}")
-    if clip.label not in categories:
-        raise IndexFormatError(f"{source} row {line}: class {clip.label!r} is not one of the {len(categories)} "
-                               f"categories ({', '.join(categories)})")
-    return IndexRow(source, line, clip.audio, clip.frames, clip.num_frames, list(categories).index(clip.label),
-                    clip.clip_id)
-
-
-def read_index(list_path: PathLike, categories: Sequence[str]) -> List[IndexRow]:
-    """Parse an index CSV (no header). Empty lines are skipped; any other malformed row raises."""
-    source = str(list_path)
-    if len(set(categories)) != len(categories) or not categories:
-        raise ValueError(f"categories must be non-empty and unique, got {list(categories)}")
-    if not os.path.isfile(source):
-        raise FileNotFoundError(f"index CSV {source} does not exist")
-    rows: List[IndexRow] = []
-    with open(source, newline="") as fh:
-        for line, fields in enumerate(csv.reader(fh), start=1):
-            if not fields or all(not f.strip() for f in fields):
-                continue
-            rows.append(parse_row(fields, source, line, categories))
-    if not rows:
-        raise IndexFormatError(f"{source}: the index has no rows")
-    return rows
 
 
 _WAVE_PCM, _WAVE_EXTENSIBLE = 1, 0xFFFE  # WAVE format tags (Microsoft RIFF spec)
@@ -182,7 +135,9 @@ class AVDataset(Dataset):
         self.fps, self.aud_len, self.aud_rate = int(frame_rate), int(aud_len), int(aud_rate)
         self.img_size, self.seed = int(img_size), int(seed)
         self.short = T.resize_target(self.img_size)
-        self.rows = read_index(self.list_path, self.categories)
+        self.rows: List[IndexRow] = read_index(self.list_path, self.categories)
+        position = {c: i for i, c in enumerate(self.categories)}
+        self._labels: List[int] = [position[r.label] for r in self.rows]  # categories.index(row.label)
         # shared with DataLoader workers, so set_epoch reaches persistent workers too
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
         self._flags: Dict[int, int] = {}  # row -> cv2 decode flag (from the first frame's header)
@@ -200,8 +155,8 @@ class AVDataset(Dataset):
 
     @property
     def labels(self) -> List[int]:
-        """Label of every row, in order."""
-        return [r.label for r in self.rows]
+        """Integer label of every row (its class's position in ``categories``), in order."""
+        return list(self._labels)
 
     @property
     def epoch(self) -> int:
@@ -225,18 +180,18 @@ class AVDataset(Dataset):
         centre = self._choose_centre(row, rng)  # draw order: centre, crop+flip, volume
         visual = self._visual(index, row, centre, rng)
         audio = self._audio(index, row, centre, rng)
-        return {"audio": torch.from_numpy(audio).unsqueeze(0), "visual": visual, "label": row.label,
+        return {"audio": torch.from_numpy(audio).unsqueeze(0), "visual": visual, "label": self._labels[index],
                 "id": row.clip_id, "index": index}
 
     # ---------------------------------------------------------------------------------- frame selection
     def _choose_centre(self, row: IndexRow, rng: Optional[np.random.Generator]) -> int:
-        lo, hi = T.centre_range(row.num_frames, self.num_frames, self.stride)
+        lo, hi = W.centre_range(row.num_frames, self.num_frames, self.stride)
         if lo > hi:
-            span = (self.num_frames - 1) * self.stride + 1
-            raise MediaError(f"{self.frame_root}{row.frames}: {row.num_frames} frames cannot hold "
+            span = W.frames_needed(self.num_frames, self.stride)
+            raise MediaError(f"{self.frame_root}{row.frames}", f"{row.num_frames} frames cannot hold "
                              f"{self.num_frames} frames with stride {self.stride} ({span} needed) [{row.where()}]")
         if rng is None:
-            return T.middle_frame(row.num_frames, self.num_frames, self.stride)
+            return W.middle_frame(row.num_frames, self.num_frames, self.stride)
         return int(rng.integers(lo, hi + 1))
 
     def frame_file(self, row: IndexRow, k: int) -> str:
@@ -245,7 +200,7 @@ class AVDataset(Dataset):
 
     # ------------------------------------------------------------------------------------------- visual
     def _visual(self, index: int, row: IndexRow, centre: int, rng: Optional[np.random.Generator]) -> torch.Tensor:
-        ks = T.frame_indices(centre, self.num_frames, self.stride)
+        ks = W.frame_indices(centre, self.num_frames, self.stride)
         if self._frame_cache is not None:
             frames = [self._frame_cache[(index, k)] for k in ks]
         else:
@@ -253,7 +208,7 @@ class AVDataset(Dataset):
             frames = [self._load_frame(index, row, k) for k in ks]
         h, w = frames[0].shape[:2]
         if any(f.shape[:2] != (h, w) for f in frames):
-            raise MediaError(f"{self.frame_root}{row.frames}: frames {ks} differ in size [{row.where()}]")
+            raise MediaError(f"{self.frame_root}{row.frames}", f"frames {ks} differ in size [{row.where()}]")
         if rng is None:
             top, left, flip = T.center_crop_params(h, w, self.img_size)
         else:
@@ -265,7 +220,7 @@ class AVDataset(Dataset):
         if not os.path.isfile(last):
             folder = f"{self.frame_root}{row.frames}"
             on_disk = len([f for f in os.listdir(folder) if f.endswith(".jpg")]) if os.path.isdir(folder) else 0
-            raise MediaError(f"{last}: missing; the index says {row.num_frames} frames, {folder} holds "
+            raise MediaError(last, f"missing; the index says {row.num_frames} frames, {folder} holds "
                              f"{on_disk} [{row.where()}]")
 
     def _decode_flag(self, index: int, row: IndexRow, path: str) -> int:
@@ -277,9 +232,9 @@ class AVDataset(Dataset):
                 with Image.open(path) as im:
                     w, h = im.size
             except FileNotFoundError:
-                raise MediaError(f"{path}: missing frame [{row.where()}]") from None
+                raise MediaError(path, f"missing frame [{row.where()}]") from None
             except (OSError, ValueError) as e:
-                raise MediaError(f"{path}: unreadable image ({e}) [{row.where()}]") from None
+                raise MediaError(path, f"unreadable image ({e}) [{row.where()}]") from None
             flag = self._flags[index] = T.decode_flag(h, w, self.short)
         return flag
 
@@ -289,7 +244,7 @@ class AVDataset(Dataset):
         img = cv2.imread(path, self._decode_flag(index, row, path))
         if img is None:  # stat only on failure, to tell a missing file from a broken one
             reason = "unreadable image (cv2 could not decode it)" if os.path.isfile(path) else "missing frame"
-            raise MediaError(f"{path}: {reason} (frame {k} of {row.num_frames}) [{row.where()}]")
+            raise MediaError(path, f"{reason} (frame {k} of {row.num_frames}) [{row.where()}]")
         return T.resize_short(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), self.short)
 
     # -------------------------------------------------------------------------------------------- audio
@@ -314,14 +269,14 @@ class AVDataset(Dataset):
         try:
             fh = open(path, "rb")
         except FileNotFoundError:
-            raise MediaError(f"{path}: missing audio file [{row.where()}]") from None
+            raise MediaError(path, f"missing audio file [{row.where()}]") from None
         except OSError as e:
-            raise MediaError(f"{path}: unreadable audio ({e}) [{row.where()}]") from None
+            raise MediaError(path, f"unreadable audio ({e}) [{row.where()}]") from None
         with fh:
             try:
                 info = read_wav_header(fh, os.fstat(fh.fileno()).st_size)
             except (ValueError, struct.error) as e:
-                raise MediaError(f"{path}: unreadable audio ({e}) [{row.where()}]") from None
+                raise MediaError(path, f"unreadable audio ({e}) [{row.where()}]") from None
             self._check_wav(path, row, info)
             window = centre is not None and info.frames >= self.aud_len
             start = T.window_start(info.frames, centre, self.aud_len) if window else 0
@@ -331,7 +286,7 @@ class AVDataset(Dataset):
             else:  # other encodings (24-bit, float, ...) through libsndfile
                 wave = self._read_soundfile(path, row, start, count)
         if wave.shape[0] != count:
-            raise MediaError(f"{path}: read {wave.shape[0]} samples, the header promised {count} "
+            raise MediaError(path, f"read {wave.shape[0]} samples, the header promised {count} "
                              f"(truncated file?) [{row.where()}]")
         return T.take_window(wave, centre, self.aud_len) if centre is not None and not window else wave
 
@@ -344,14 +299,14 @@ class AVDataset(Dataset):
         elif info.frames < 1:
             problem = "no samples"
         if problem:
-            raise MediaError(f"{path}: {problem} [{row.where()}]")
+            raise MediaError(path, f"{problem} [{row.where()}]")
 
     @staticmethod
     def _read_soundfile(path: str, row: IndexRow, start: int, count: int) -> np.ndarray:
         try:
             return sf.read(path, start=start, frames=count, dtype="float32", always_2d=False)[0]
         except (sf.LibsndfileError, RuntimeError, OSError) as e:
-            raise MediaError(f"{path}: unreadable audio ({e}) [{row.where()}]") from None
+            raise MediaError(path, f"unreadable audio ({e}) [{row.where()}]") from None
 
     # ------------------------------------------------------------------------------------------ preload
     def _preload(self) -> None:
@@ -364,7 +319,7 @@ class AVDataset(Dataset):
             if self.train:
                 ks = range(1, row.num_frames + 1)
             else:
-                ks = T.frame_indices(centre, self.num_frames, self.stride)
+                ks = W.frame_indices(centre, self.num_frames, self.stride)
             self._check_last_frame(row)
             for k in ks:
                 frames[(i, k)] = self._load_frame(i, row, k)

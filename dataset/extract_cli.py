@@ -1,4 +1,9 @@
-"""The command line shared by scripts/extract_frames.py and scripts/extract_audio.py."""
+"""The command line shared by scripts/extract_frames.py and scripts/extract_audio.py.
+
+User errors (a bad flag value, a missing --video_path, no ffmpeg, another extraction running into the same
+output folder) are raised as :class:`utils.errors.UsageError`; the scripts turn them into one ``error:``
+line and exit status 2 through :func:`utils.errors.run_cli`.
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,12 +12,15 @@ import os
 from pathlib import Path
 from typing import Optional, Sequence
 
-from dataset.media import FPS, SAMPLE_RATE, run_extraction
+from dataset.extraction import run_extraction
+from dataset.media import FPS, SAMPLE_RATE
+from utils.errors import UsageError
 
-# kind -> (rate flag, default, help, output folder, unit of the coverage check)
+# kind -> (rate flag, default, help, unit of the coverage check)
 _KINDS = {
-    "frames": ("--fps", FPS, "frames per second (paper: 8)", "frames"),
-    "audio": ("--sample_rate", SAMPLE_RATE, "audio rate in Hz (paper: 11025)", "samples"),
+    "frames": ("--fps", FPS, "frames per second (docs/paper.md, Preprocessing and layout: 8)", "frames"),
+    "audio": ("--sample_rate", SAMPLE_RATE, "audio rate in Hz (docs/paper.md, Preprocessing and layout: 11025)",
+              "samples"),
 }
 
 
@@ -21,7 +29,8 @@ def get_args_parser(kind: str, description: str) -> argparse.ArgumentParser:
     flag, default, helptext, unit = _KINDS[kind]
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--video_path", type=Path, required=True, help="folder of <class>/<vid>.mp4 videos")
-    p.add_argument("--out_dir", type=Path, required=True, help=f"media root; output goes to <out_dir>/data/{kind}")
+    p.add_argument("--out_dir", type=Path, required=True,
+                   help=f"media root; output goes to <out_dir>/data/{kind} (one run at a time per folder)")
     p.add_argument(flag, dest="rate", type=int, default=default, help=helptext)
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="parallel ffmpeg processes")
     p.add_argument("--min_coverage", type=float, default=0.5,
@@ -32,20 +41,23 @@ def get_args_parser(kind: str, description: str) -> argparse.ArgumentParser:
 
 
 def main(kind: str, description: str, argv: Optional[Sequence[str]] = None) -> int:
-    """Run the extractor of ``kind``; prints a summary and the skip report's path; exits 0 unless the
-    input folder or ffmpeg is missing."""
+    """Run the extractor of ``kind``; prints a summary and the skip report's path and returns 0 when the run
+    finished (whatever was skipped). Raises :class:`UsageError` for a bad flag, a missing input folder, no
+    ffmpeg, or another run holding the output folder's lock."""
     args = get_args_parser(kind, description).parse_args(argv)
     if args.rate <= 0:
-        raise SystemExit(f"{_KINDS[kind][0]} must be positive, got {args.rate}")
+        raise UsageError(_KINDS[kind][0], f"must be positive, got {args.rate}")
     if args.workers < 1:
-        raise SystemExit(f"--workers must be >= 1, got {args.workers}")
+        raise UsageError("--workers", f"must be >= 1, got {args.workers}")
+    if not 0 <= args.min_coverage <= 1:
+        raise UsageError("--min_coverage", f"must be in [0, 1], got {args.min_coverage}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     report = args.out_dir / f"skipped_{kind}.csv"
     try:
         summary = run_extraction(kind, args.video_path, args.out_dir, args.rate, workers=args.workers,
                                  min_coverage=args.min_coverage, report_path=report, progress=not args.no_progress)
-    except (NotADirectoryError, FileNotFoundError) as err:  # no input folder or no ffmpeg: nothing to run
-        raise SystemExit(f"error: {err}") from None
+    except FileNotFoundError as err:  # no ffmpeg at all: nothing can run
+        raise UsageError("", str(err)) from None
     print(summary.line())
     for s in summary.skipped:
         print(f"  skipped {s.clip_id}: {s.reason}")

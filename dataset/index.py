@@ -1,8 +1,16 @@
-"""Index CSVs: read/write, build stratified splits from extracted media, and check splits for leakage.
+"""Index CSVs: the one reader/writer, clip-length checks, stratified splits from extracted media, and the
+leakage check.
 
-Row format (PAPER.md, no header): ``/<class>/<vid>.wav,/<class>/<vid>.mp4,<num_frames>``. The class is the
-first path component and the clip id is ``<class>/<vid>``. Leakage means a clip listed twice in one file or
-in more than one split; a YouTube id filed under two classes is reported too.
+Row format (docs/paper.md, Preprocessing and layout; no header): ``/<class>/<vid>.wav,/<class>/<vid>.mp4,
+<num_frames>``. The class is the first path component and the clip id is ``<class>/<vid>``. Leakage means a
+clip listed twice in one file or in more than one split; a YouTube id filed under two classes is reported
+too.
+
+:func:`read_index` is the only parser of index files: the loader (dataset/av_dataset.py), ``make_index.py
+--check`` and the pre-flight checks all read through it, so they accept and reject the same files. Files are
+read as bytes and decoded row by row, so an undecodable or binary file is an :class:`IndexFormatError`
+naming the file and the row, never a ``UnicodeDecodeError``. Blank (whitespace-only) lines are skipped; a
+file without rows is an error.
 """
 from __future__ import annotations
 
@@ -16,29 +24,34 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
-from dataset.media import (SAMPLE_RATE, MediaError, atomic_write_text, check_frame_dir, check_wav, is_partial_name,
-                           write_csv_atomic)
+from dataset.errors import IndexFormatError, MediaError
+from dataset.media import SAMPLE_RATE, check_frame_dir, check_wav, is_partial_name
+from dataset.windows import centre_range, frames_needed
+from utils.fileio import atomic_write_csv, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
+PathLike = Union[str, "os.PathLike[str]"]
 SPLITS = ("train", "val", "test")
 _AUDIO_RE = re.compile(r"^/([^/]+)/([^/]+)\.wav$")
 _FRAMES_RE = re.compile(r"^/([^/]+)/([^/]+)\.mp4$")
-
-
-class IndexFormatError(ValueError):
-    """A malformed index file; the message names the file and the 1-based row number."""
+_COUNT_RE = re.compile(r"[0-9]+")  # ASCII digits only: str.isdigit() also accepts '²', '٣', ...
+_BOM = "\ufeff"
 
 
 @dataclass(frozen=True)
 class IndexRow:
-    """One clip of an index CSV."""
+    """One clip of an index CSV: ``label`` is the class name. ``line`` (1-based row in the file) and
+    ``source`` (the file's path) say where it was read; they are 0 and "" for rows built in memory and take
+    no part in equality or hashing (a row is its clip and frame count, wherever it was read)."""
 
     label: str
     vid: str
     num_frames: int
+    line: int = field(default=0, compare=False)
+    source: str = field(default="", compare=False)
 
     @property
     def clip_id(self) -> str:
@@ -56,38 +69,108 @@ class IndexRow:
         """The three CSV fields of this row."""
         return [self.audio, self.frames, str(self.num_frames)]
 
+    def where(self) -> str:
+        """Location used in error messages: ``<file>, row <n>`` (the form of :class:`IndexFormatError`)."""
+        return f"{self.source}, row {self.line}"
 
-def parse_row(fields: Sequence[str], where: str) -> IndexRow:
-    """Parse the fields of one CSV row; ``where`` (``file:row``) prefixes any :class:`IndexFormatError`."""
+
+def read_text_lines(path: PathLike) -> List[Tuple[int, str]]:
+    """``(row number from 1, text)`` of every line of a UTF-8 text file (a leading BOM is dropped; line ends
+    are stripped). A NUL byte (binary data) or bytes that are not UTF-8 raise :class:`IndexFormatError`
+    naming the file and the row; a missing path raises ``FileNotFoundError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file" if not path.exists() else f"{path}: not a regular file")
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()  # the newline that ends the last row
+    out: List[Tuple[int, str]] = []
+    for number, raw in enumerate(lines, start=1):
+        raw = raw[:-1] if raw.endswith(b"\r") else raw
+        if b"\x00" in raw:
+            raise IndexFormatError(path, "binary data (NUL byte), not a text file", row=number)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise IndexFormatError(path, f"not UTF-8 text (byte 0x{raw[err.start]:02x} at column {err.start + 1})",
+                                   row=number) from None
+        if number == 1 and text.startswith(_BOM):
+            text = text[1:]
+        out.append((number, text))
+    return out
+
+
+def parse_row(fields: Sequence[str], source: PathLike, line: int) -> IndexRow:
+    """Parse the fields of one CSV row (``line``: its 1-based row in ``source``); a malformed row raises
+    :class:`IndexFormatError` naming the file and the row."""
+    def bad(reason: str) -> IndexFormatError:
+        return IndexFormatError(source, reason, row=line)
+
     if len(fields) != 3:
-        raise IndexFormatError(f"{where}: expected 3 fields (audio,frames,num_frames), got {len(fields)}: "
-                               f"{','.join(fields)!r}")
+        raise bad(f"expected 3 fields (audio,frames,num_frames), got {len(fields)}: {','.join(fields)!r}")
     audio, frames, count = (f.strip() for f in fields)
     a, v = _AUDIO_RE.match(audio), _FRAMES_RE.match(frames)
     if a is None:
-        raise IndexFormatError(f"{where}: audio path {audio!r} is not /<class>/<vid>.wav")
+        raise bad(f"audio path {audio!r} is not /<class>/<vid>.wav")
     if v is None:
-        raise IndexFormatError(f"{where}: frame path {frames!r} is not /<class>/<vid>.mp4")
+        raise bad(f"frame path {frames!r} is not /<class>/<vid>.mp4")
     if a.groups() != v.groups():
-        raise IndexFormatError(f"{where}: audio {audio!r} and frames {frames!r} name different clips")
-    if not count.isdigit() or int(count) <= 0:
-        raise IndexFormatError(f"{where}: num_frames {count!r} is not a positive integer")
-    return IndexRow(a.group(1), a.group(2), int(count))
+        raise bad(f"audio {audio!r} and frames {frames!r} name different clips")
+    if not _COUNT_RE.fullmatch(count) or int(count) <= 0:
+        raise bad(f"num_frames {count!r} is not a positive integer")
+    return IndexRow(a.group(1), a.group(2), int(count), line, str(source))
 
 
-def read_index(path: Path) -> List[IndexRow]:
-    """Rows of an index CSV; raises :class:`IndexFormatError` naming the file and row of a malformed row."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"index file {path} not found")
-    rows = []
-    with open(path, newline="") as f:
-        for lineno, fields in enumerate(csv.reader(f), start=1):
-            rows.append(parse_row(fields, f"{path}:{lineno}"))
+def _check_categories(categories: Sequence[str]) -> List[str]:
+    cats = list(categories)
+    if not cats or len(set(cats)) != len(cats):
+        raise ValueError(f"categories must be non-empty and unique, got {cats}")
+    return cats
+
+
+def read_index(path: PathLike, categories: Optional[Sequence[str]] = None) -> List[IndexRow]:
+    """Rows of an index CSV (no header), in file order; blank lines are skipped.
+
+    Raises :class:`IndexFormatError` naming the file and the row for an undecodable or malformed row, a
+    class not in ``categories`` (when given), or a file with no rows; ``FileNotFoundError`` for a missing
+    file.
+    """
+    source = str(path)
+    cats = _check_categories(categories) if categories is not None else None
+    rows: List[IndexRow] = []
+    for line, text in read_text_lines(path):
+        if not text.strip():
+            continue
+        try:
+            fields = next(csv.reader([text], strict=True))
+        except csv.Error as err:
+            raise IndexFormatError(source, f"not a CSV row ({err}): {text!r}", row=line) from None
+        row = parse_row(fields, source, line)
+        if cats is not None and row.label not in cats:
+            raise IndexFormatError(source, f"class {row.label!r} is not one of the {len(cats)} categories "
+                                           f"({', '.join(cats)})", row=line)
+        rows.append(row)
+    if not rows:
+        raise IndexFormatError(source, "the index has no rows")
     return rows
 
 
-def write_index(path: Path, rows: Iterable[IndexRow]) -> None:
+def check_clip_lengths(rows: Iterable[IndexRow], num_frames: int, stride_frames: int) -> None:
+    """Raise :class:`IndexFormatError` naming the file and row of the first clip with too few frames for a
+    window of ``num_frames`` frames at stride ``stride_frames`` (the window the loader reads, see
+    dataset/windows.py); such a clip would otherwise fail in the middle of training."""
+    if num_frames < 1 or stride_frames < 1:
+        raise ValueError(f"num_frames and stride_frames must be >= 1, got {num_frames}, {stride_frames}")
+    for row in rows:
+        lo, hi = centre_range(row.num_frames, num_frames, stride_frames)
+        if lo > hi:
+            raise IndexFormatError(row.source or "<rows>", f"clip {row.clip_id} has {row.num_frames} frames; a "
+                                   f"window of {num_frames} frames at stride {stride_frames} needs "
+                                   f"{frames_needed(num_frames, stride_frames)}", row=row.line or None)
+
+
+def write_index(path: PathLike, rows: Iterable[IndexRow]) -> None:
     """Write rows (no header) atomically: a reader sees the old file or the complete new one."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -150,7 +233,7 @@ def check_leakage(splits: Mapping[str, Sequence[IndexRow]]) -> LeakageReport:
     return report
 
 
-def check_files(paths: Sequence[Path]) -> LeakageReport:
+def check_files(paths: Sequence[PathLike]) -> LeakageReport:
     """Read index files (named by file name) and check them together for leakage."""
     names = [Path(p).name for p in paths]
     if len(set(names)) != len(names):
@@ -261,18 +344,18 @@ def stratified_split(rows: Iterable[IndexRow], val: float, test: float, seed: in
     return {s: sorted(r, key=lambda x: x.clip_id) for s, r in out.items()}
 
 
-def read_clip_list(path: Path) -> List[str]:
-    """Clip ids ``<class>/<vid>`` one per line (blank lines and ``#`` comments skipped); malformed lines raise."""
+def read_clip_list(path: PathLike) -> List[str]:
+    """Clip ids ``<class>/<vid>`` one per line (blank lines and ``#`` comments skipped); a malformed or
+    undecodable line raises :class:`IndexFormatError` naming the file and the row."""
     ids = []
-    with open(path) as f:
-        for lineno, line in enumerate(f, start=1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            parts = line.split("/")
-            if len(parts) != 2 or not all(parts):
-                raise IndexFormatError(f"{path}:{lineno}: expected <class>/<vid>, got {line!r}")
-            ids.append(line)
+    for lineno, line in read_text_lines(path):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split("/")
+        if len(parts) != 2 or not all(parts):
+            raise IndexFormatError(path, f"expected <class>/<vid>, got {line!r}", row=lineno)
+        ids.append(line)
     return ids
 
 
@@ -300,7 +383,7 @@ def split_from_lists(rows: Mapping[str, IndexRow], lists: Mapping[str, Sequence[
 
 def write_excluded(path: Path, excluded: Sequence[Excluded]) -> None:
     """Write ``clip_id,reason`` rows (with a header) atomically."""
-    write_csv_atomic(Path(path), ["clip_id", "reason"], [(e.clip_id, e.reason) for e in excluded])
+    atomic_write_csv(Path(path), ["clip_id", "reason"], [(e.clip_id, e.reason) for e in excluded])
 
 
 def write_splits(out_dir: Path, splits: Mapping[str, Sequence[IndexRow]]) -> List[Path]:

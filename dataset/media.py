@@ -1,13 +1,16 @@
-"""ffmpeg helpers for preprocessing real videos: locate ffmpeg, probe streams, extract frames and audio.
+"""ffmpeg helpers for one file: locate ffmpeg, probe a video's streams, extract its frames or its audio, and
+check an extracted frame folder or WAV. The run over a folder of videos is dataset/extraction.py; downloads
+are dataset/download.py.
 
 Every output is completed atomically: frames are written into a hidden ``.<name>.partial`` folder that is
 renamed to its final name when ffmpeg is done, audio into a hidden temporary file that ``os.replace`` moves
 into place. So a final name on disk always means a complete output, and a run killed mid-video leaves only
 a partial folder/file that the next run deletes and redoes. Nothing is ever replaced by silence or blank
-frames: a video that cannot give its frames or audio raises :class:`MediaError` with the reason.
+frames: a video that cannot give its frames or audio raises :class:`dataset.errors.MediaError` with the
+reason.
 
-Layout (PAPER.md): ``<ROOT>/data/frames/<class>/<vid>.mp4/000001.jpg`` (8 fps JPEG, numbered from 1) and
-``<ROOT>/data/audio/<class>/<vid>.wav`` (mono 16-bit PCM, 11025 Hz).
+Layout (docs/paper.md, Preprocessing and layout): ``<ROOT>/data/frames/<class>/<vid>.mp4/000001.jpg`` (8 fps
+JPEG, numbered from 1) and ``<ROOT>/data/audio/<class>/<vid>.wav`` (mono 16-bit PCM, 11025 Hz).
 """
 from __future__ import annotations
 
@@ -16,31 +19,23 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import wave
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import List, Optional
+
+from dataset.errors import MediaError
 
 logger = logging.getLogger(__name__)
 
-FPS = 8  # frames are extracted at 8 fps (paper, preprocessing)
-SAMPLE_RATE = 11025  # audio is mono WAV at 11025 Hz (paper, preprocessing)
+FPS = 8  # frames are extracted at 8 fps (docs/paper.md, Preprocessing and layout)
+SAMPLE_RATE = 11025  # audio is mono WAV at 11025 Hz (docs/paper.md, Preprocessing and layout)
 FRAME_PATTERN = "%06d.jpg"  # 000001.jpg, 000002.jpg, ... (reference layout)
 FRAME_NAME_RE = re.compile(r"^(\d{6})\.jpg$")
 PARTIAL_SUFFIX = ".partial"  # temporary outputs are named ".<final name>.partial"
 JPEG_QUALITY = 2  # ffmpeg -q:v for mjpeg: 2 is near-lossless (scale 2..31, lower is better)
 # ffmpeg's mov demuxer prints this when the file ends before the data its index points to (truncated download)
 TRUNCATION_MARKER = "partial file"
-
-
-class MediaError(RuntimeError):
-    """A video that cannot give the requested output; ``reason`` is a short human-readable cause."""
-
-    def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(f"{path}: {reason}")
-        self.path = Path(path)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -78,7 +73,8 @@ def _run_ffmpeg(args: List[str]) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
 
 
-def _last_error_line(stderr: str) -> str:
+def last_error_line(stderr: str) -> str:
+    """The last non-empty line of a tool's stderr (its error message), or "no message"."""
     lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
     return lines[-1] if lines else "no message"
 
@@ -119,7 +115,7 @@ def _open_failure_reason(path: Path, stderr: str) -> str:
     is_mp4 = head[4:8] == b"ftyp"  # ISO base media files start with a 'ftyp' box
     if is_mp4 and "moov atom not found" in stderr:
         return "truncated or corrupt MP4 (moov atom not found)"
-    return f"not a readable media file (ffmpeg: {_last_error_line(stderr)})"
+    return f"not a readable media file (ffmpeg: {last_error_line(stderr)})"
 
 
 def probe(path: Path) -> StreamInfo:
@@ -163,27 +159,6 @@ def remove_partial(final: Path) -> bool:
         tmp.unlink()
         return True
     return False
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace`` (never a half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_path(path)
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_csv_atomic(path: Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
-    """Write a CSV with a header row atomically (through :func:`atomic_write_text`)."""
-    import csv
-    import io
-
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(list(header))
-    writer.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
 
 
 def list_frames(frame_dir: Path) -> List[str]:
@@ -252,7 +227,7 @@ def extract_frames(video: Path, out_dir: Path, fps: int = FPS, min_coverage: flo
         proc = _run_ffmpeg(["-v", "error", "-i", str(video), "-map", "0:v:0", "-vf", f"fps={fps}",
                             "-q:v", str(JPEG_QUALITY), "-start_number", "1", str(tmp / FRAME_PATTERN)])
         if proc.returncode != 0:
-            raise MediaError(video, f"ffmpeg failed decoding video ({_last_error_line(proc.stderr)})")
+            raise MediaError(video, f"ffmpeg failed decoding video ({last_error_line(proc.stderr)})")
         if TRUNCATION_MARKER in proc.stderr:
             raise MediaError(video, f"truncated file (ffmpeg: {TRUNCATION_MARKER})")
         n = len(list_frames(tmp))
@@ -283,7 +258,7 @@ def extract_audio(video: Path, out_wav: Path, sample_rate: int = SAMPLE_RATE, mi
         proc = _run_ffmpeg(["-v", "error", "-i", str(video), "-map", "0:a:0", "-vn", "-ac", "1",
                             "-ar", str(sample_rate), "-c:a", "pcm_s16le", "-f", "wav", str(tmp)])
         if proc.returncode != 0:
-            raise MediaError(video, f"ffmpeg failed decoding audio ({_last_error_line(proc.stderr)})")
+            raise MediaError(video, f"ffmpeg failed decoding audio ({last_error_line(proc.stderr)})")
         if TRUNCATION_MARKER in proc.stderr:
             raise MediaError(video, f"truncated file (ffmpeg: {TRUNCATION_MARKER})")
         try:
@@ -297,271 +272,3 @@ def extract_audio(video: Path, out_wav: Path, sample_rate: int = SAMPLE_RATE, mi
             tmp.unlink()
         raise
     return n
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Batch extraction over a folder of class subfolders (used by scripts/extract_frames.py and extract_audio.py)
-
-@dataclass(frozen=True)
-class VideoJob:
-    """One input video: ``<video_root>/<label>/<vid>.<ext>``; its clip id is ``<label>/<vid>``."""
-
-    label: str
-    vid: str
-    video: Path
-
-    @property
-    def clip_id(self) -> str:
-        return f"{self.label}/{self.vid}"
-
-
-@dataclass(frozen=True)
-class Skip:
-    """A video left out of a run, with the reason."""
-
-    video: str
-    clip_id: str
-    reason: str
-
-
-@dataclass
-class ExtractionSummary:
-    """Counts of one extraction run (``skipped`` holds the reasons)."""
-
-    kind: str
-    total: int = 0
-    extracted: int = 0
-    already_complete: int = 0
-    skipped: List[Skip] = field(default_factory=list)
-
-    def line(self) -> str:
-        """One-line human summary."""
-        return (f"{self.kind}: {self.total} videos: {self.extracted} extracted, {self.already_complete} already "
-                f"complete, {len(self.skipped)} skipped")
-
-
-def discover_videos(video_root: Path) -> Tuple[List[VideoJob], List[Skip]]:
-    """Every file under ``video_root/<class>/``; returns the jobs and the entries that cannot be jobs.
-
-    Hidden names (temporaries, ``.DS_Store``) are ignored; files directly in ``video_root`` are not in a class
-    folder and are ignored with a log line (download lists live there). A sub-folder inside a class folder
-    and a second file with the same clip id (``a.mp4`` and ``a.mkv``) are reported as skipped.
-    """
-    video_root = Path(video_root)
-    if not video_root.is_dir():
-        raise NotADirectoryError(f"--video_path {video_root}: not a directory")
-    jobs: List[VideoJob] = []
-    skipped: List[Skip] = []
-    top_files = 0
-    for class_dir in sorted(video_root.iterdir()):
-        if is_partial_name(class_dir.name):
-            continue
-        if not class_dir.is_dir():
-            top_files += 1
-            continue
-        seen: dict = {}
-        for entry in sorted(class_dir.iterdir()):
-            if is_partial_name(entry.name):
-                continue
-            vid = entry.stem if not entry.is_dir() else entry.name
-            clip_id = f"{class_dir.name}/{vid}"
-            if entry.is_dir():
-                skipped.append(Skip(str(entry), clip_id, "a folder inside a class folder, not a video"))
-            elif vid in seen:
-                skipped.append(Skip(str(entry), clip_id, f"duplicate clip id (also {seen[vid].name})"))
-            else:
-                seen[vid] = entry
-                jobs.append(VideoJob(class_dir.name, vid, entry))
-    if top_files:
-        logger.info("ignored %d file(s) directly in %s (videos must be in class folders)", top_files, video_root)
-    if not jobs and not skipped:
-        logger.warning("no videos found under %s/<class>/", video_root)
-    return jobs, skipped
-
-
-def frames_output(out_root: Path, job: VideoJob) -> Path:
-    """``<ROOT>/data/frames/<class>/<vid>.mp4`` (the reference names frame folders after the .mp4)."""
-    return Path(out_root) / "data" / "frames" / job.label / f"{job.vid}.mp4"
-
-
-def audio_output(out_root: Path, job: VideoJob) -> Path:
-    """``<ROOT>/data/audio/<class>/<vid>.wav``."""
-    return Path(out_root) / "data" / "audio" / job.label / f"{job.vid}.wav"
-
-
-def _frames_worker(job: VideoJob, out: Path, rate: int, min_coverage: float) -> int:
-    return extract_frames(job.video, out, fps=rate, min_coverage=min_coverage)
-
-
-def _audio_worker(job: VideoJob, out: Path, rate: int, min_coverage: float) -> int:
-    return extract_audio(job.video, out, sample_rate=rate, min_coverage=min_coverage)
-
-
-# kind -> (output path, worker, completeness test). The final name only ever appears through an atomic
-# rename/replace, so an existing output is a complete one.
-EXTRACTORS = {"frames": (frames_output, _frames_worker, Path.is_dir),
-              "audio": (audio_output, _audio_worker, Path.is_file)}
-
-
-def _run_one(kind: str, job: VideoJob, out: Path, rate: int,
-             min_coverage: float) -> Tuple[VideoJob, Optional[str]]:
-    """Worker body: extract one video; returns the job and None, or the skip reason."""
-    _, worker, _ = EXTRACTORS[kind]
-    try:
-        worker(job, out, rate, min_coverage)
-    except MediaError as err:
-        return job, err.reason
-    except OSError as err:  # e.g. permission denied on the input: report it, keep the run going
-        return job, f"I/O error: {err}"
-    return job, None
-
-
-def write_skip_report(path: Path, skipped: List[Skip]) -> None:
-    """Write ``video,clip_id,reason`` rows (with a header) atomically; an empty report is still written."""
-    write_csv_atomic(path, ["video", "clip_id", "reason"], [(s.video, s.clip_id, s.reason) for s in skipped])
-
-
-def run_extraction(kind: str, video_root: Path, out_root: Path, rate: int, workers: int = 1,
-                   min_coverage: float = 0.5, report_path: Optional[Path] = None,
-                   progress: bool = True) -> ExtractionSummary:
-    """Extract ``kind`` ("frames" or "audio") for every video under ``video_root/<class>/``.
-
-    Complete outputs are left untouched; everything else is (re)done in a process pool of ``workers``.
-    Videos that fail are collected with their reason and written to ``report_path`` (default
-    ``<out_root>/skipped_<kind>.csv``); the run itself does not stop for them.
-    """
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    from tqdm import tqdm
-
-    if kind not in EXTRACTORS:
-        raise KeyError(f"unknown extraction kind {kind!r}; valid: {', '.join(sorted(EXTRACTORS))}")
-    if workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {workers}")
-    out_fn, _, is_complete = EXTRACTORS[kind]
-    find_ffmpeg()  # fail before starting a pool when there is no ffmpeg at all
-    jobs, skipped = discover_videos(video_root)
-    summary = ExtractionSummary(kind, total=len(jobs) + len(skipped), skipped=list(skipped))
-    todo = []
-    for job in jobs:
-        out = out_fn(out_root, job)
-        if is_complete(out):
-            summary.already_complete += 1
-        else:
-            todo.append((job, out))
-    bar = tqdm(total=len(todo), desc=f"extract {kind}", unit="video", disable=not progress)
-    results = []
-    if workers == 1:
-        for job, out in todo:
-            results.append(_run_one(kind, job, out, rate, min_coverage))
-            bar.update()
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(_run_one, kind, job, out, rate, min_coverage) for job, out in todo]
-            for fut in as_completed(futures):
-                results.append(fut.result())
-                bar.update()
-    bar.close()
-    for job, reason in sorted(results, key=lambda r: r[0].clip_id):
-        if reason is None:
-            summary.extracted += 1
-        else:
-            summary.skipped.append(Skip(str(job.video), job.clip_id, reason))
-    summary.skipped.sort(key=lambda s: s.clip_id)
-    write_skip_report(Path(report_path) if report_path else Path(out_root) / f"skipped_{kind}.csv", summary.skipped)
-    return summary
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Download lists (MUSIC, Kinetics-Sounds) and resumable downloads with yt-dlp
-
-YOUTUBE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{11}$")  # YouTube video ids are 11 characters of this alphabet
-
-
-def youtube_url(vid: str) -> str:
-    """Watch URL of a YouTube id (the full URL keeps ids that start with '-' from looking like options)."""
-    return f"https://www.youtube.com/watch?v={vid}"
-
-
-@dataclass(frozen=True)
-class Download:
-    """One video to fetch into ``<out>/<label>/<vid>.mp4``; ``section`` is ``(start_s, end_s)`` or None."""
-
-    label: str
-    vid: str
-    url: str
-    section: Optional[Tuple[float, float]] = None
-
-
-def find_yt_dlp() -> str:
-    """Path of ``yt-dlp`` on PATH; raises ``FileNotFoundError`` with an install hint when absent."""
-    exe = shutil.which("yt-dlp")
-    if exe is None:
-        raise FileNotFoundError("--download needs yt-dlp on PATH (e.g. `pip install yt-dlp`); "
-                                "without --download only the download list is written")
-    return exe
-
-
-def _download_one(exe: str, item: Download, out_root: Path) -> Optional[str]:
-    """Fetch one video; returns None on success or the failure reason. Partial files resume on the next run."""
-    dest = Path(out_root) / item.label / f"{item.vid}.mp4"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    # a fixed hidden name: yt-dlp keeps its own .part file next to it and resumes it on the next run
-    template = dest.parent / f".{item.vid}.download.%(ext)s"
-    cmd = [exe, "--no-playlist", "--quiet", "--no-progress", "--continue",
-           "-f", "bv*[ext=mp4]+ba[ext=m4a]/b[ext=mp4]/bv*+ba/b", "--merge-output-format", "mp4",
-           "-o", str(template)]
-    if item.section is not None:
-        cmd += ["--download-sections", f"*{item.section[0]}-{item.section[1]}"]
-    proc = subprocess.run(cmd + [item.url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          errors="replace")
-    if proc.returncode != 0:
-        return f"yt-dlp exit {proc.returncode}: {_last_error_line(proc.stderr)}"
-    produced = dest.parent / f".{item.vid}.download.mp4"
-    if not produced.is_file() or produced.stat().st_size == 0:
-        return "yt-dlp reported success but wrote no .mp4"
-    os.replace(produced, dest)
-    return None
-
-
-def download_videos(items: List[Download], out_root: Path, workers: int = 4,
-                    progress: bool = True) -> Tuple[int, int, List[Tuple[Download, str]]]:
-    """Download ``items`` with yt-dlp into ``out_root/<label>/<vid>.mp4``, skipping complete files.
-
-    Returns (downloaded, already present, failures with reasons). A file appears under its final name only
-    once yt-dlp has finished it, so an interrupted run resumes where it stopped.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from tqdm import tqdm
-
-    exe = find_yt_dlp()
-    todo = [it for it in items if not (Path(out_root) / it.label / f"{it.vid}.mp4").is_file()]
-    present = len(items) - len(todo)
-    failures: List[Tuple[Download, str]] = []
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # threads: the work is in yt-dlp processes
-        results = pool.map(lambda it: (it, _download_one(exe, it, out_root)), todo)
-        for item, reason in tqdm(results, total=len(todo), desc="download", unit="video", disable=not progress):
-            if reason is not None:
-                failures.append((item, reason))
-    return len(todo) - len(failures), present, failures
-
-
-def add_download_args(p, what: str) -> None:
-    """The --download/--workers flags shared by the prepare_*.py scripts (``what`` names the files)."""
-    p.add_argument("--download", action="store_true", help=f"download the {what} with yt-dlp")
-    p.add_argument("--workers", type=int, default=4, help="parallel yt-dlp processes")
-
-
-def download_and_report(items: List[Download], out_root: Path, workers: int) -> int:
-    """Download ``items``, write ``download_failures.csv`` and print a summary; returns the exit status
-    (2 when yt-dlp is missing)."""
-    try:
-        done, present, failures = download_videos(items, out_root, workers=workers)
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    report = Path(out_root) / "download_failures.csv"
-    write_csv_atomic(report, ["class", "id", "url", "reason"], [(d.label, d.vid, d.url, r) for d, r in failures])
-    print(f"downloaded {done}, already present {present}, failed {len(failures)} (see {report})")
-    return 0

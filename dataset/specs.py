@@ -1,8 +1,9 @@
 """Dataset specifications: categories and paper defaults, registered by name.
 
-Every number below comes from the paper's reference settings (../shared/PAPER.md) unless the comment says
-otherwise. Index CSVs live in ``data/<name>/{train,val,test}.csv``; media (frames, audio) live under a root
-given by the ``DATA_ROOT`` environment variable or ``--audio_path``/``--frame_path``.
+Every number below comes from the paper's reference settings (docs/paper.md; each comment names the
+section) unless the comment says otherwise. Index CSVs live in ``data/<name>/{train,val,test}.csv``; media
+(frames, audio) live under a root given by the ``DATA_ROOT`` environment variable or
+``--audio_path``/``--frame_path``.
 """
 from __future__ import annotations
 
@@ -22,16 +23,16 @@ class DatasetSpec:
 
     name: str
     categories: Tuple[str, ...]
-    fps: int = 8  # frames extracted at 8 fps (paper, preprocessing)
-    audio_rate: int = 11025  # mono WAV at 11025 Hz (paper, preprocessing)
-    audio_len: int = 65535  # ~5.9 s of audio centred on the frame (paper, audio net input)
-    img_size: int = 224  # ResNet input (paper, visual net)
-    num_epoch: int = 30  # AVE/KS: 30 epochs (paper, training)
-    lr_steps: Tuple[int, ...] = (10, 20)  # AVE/KS lr steps (paper, training)
-    minsim_weight: float = 1.0  # MinSim w = 1.0 (0.8 noted for KS in the paper)
-    mix: float = 0.5  # memory-bank mix m = 0.5 (0.6 noted for KS in the paper)
-    alpha_audio: float = 7e-7  # ISTA step for the audio bank (paper, per dataset)
-    alpha_visual: float = 2e-6  # ISTA step for the visual bank (paper, per dataset)
+    fps: int = 8  # frames extracted at 8 fps (docs/paper.md, Preprocessing and layout)
+    audio_rate: int = 11025  # mono WAV at 11025 Hz (docs/paper.md, Preprocessing and layout)
+    audio_len: int = 65535  # ~5.9 s of audio centred on the frame (docs/paper.md, Model)
+    img_size: int = 224  # ResNet input (docs/paper.md, Model)
+    num_epoch: int = 30  # AVE/KS: 30 epochs (docs/paper.md, Model)
+    lr_steps: Tuple[int, ...] = (10, 20)  # AVE/KS lr steps (docs/paper.md, Model)
+    minsim_weight: float = 1.0  # MinSim w = 1.0 (docs/paper.md, Defense; 0.8 for KS)
+    mix: float = 0.5  # memory-bank mix m = 0.5 (docs/paper.md, Defense; 0.6 for KS)
+    alpha_audio: float = 7e-7  # ISTA step for the audio bank (docs/paper.md, Defense; per dataset)
+    alpha_visual: float = 2e-6  # ISTA step for the visual bank (docs/paper.md, Defense; per dataset)
     default_root: str = ""  # where media live when DATA_ROOT is unset (relative to the repo)
     index_dir: str = ""  # where train/val/test.csv live (relative to the repo)
 
@@ -71,11 +72,11 @@ def list_datasets() -> List[str]:
 def _music() -> DatasetSpec:
     return DatasetSpec(
         name="music",
-        # MUSIC solo, 11 instruments, order of the paper's list
+        # MUSIC solo, 11 instruments, order of the paper's list (docs/paper.md, Datasets)
         categories=("flute", "acoustic_guitar", "accordion", "xylophone", "erhu", "tuba", "saxophone",
                     "cello", "violin", "clarinet", "trumpet"),
-        num_epoch=100, lr_steps=(30, 60, 90),  # MUSIC: 100 epochs, steps 30 60 90 (paper)
-        alpha_audio=1e-6, alpha_visual=6e-6,  # MUSIC ISTA steps (paper)
+        num_epoch=100, lr_steps=(30, 60, 90),  # MUSIC: 100 epochs, steps 30 60 90 (docs/paper.md, Model)
+        alpha_audio=1e-6, alpha_visual=6e-6,  # MUSIC ISTA steps (docs/paper.md, Defense)
         default_root="media/music", index_dir="data/music",
     )
 
@@ -88,7 +89,7 @@ def _ave() -> DatasetSpec:
                     "Helicopter", "Violin", "Flute", "Ukulele", "Frying", "Truck", "Shofar", "Motorcycle",
                     "Chainsaw", "Acoustic_guitar", "Train_horn", "Clock", "Banjo", "Goat", "Baby_cry", "Bus",
                     "Cat", "Horse", "Toilet_flush", "Rodents", "Accordion", "Mandolin"),
-        alpha_audio=7e-7, alpha_visual=2e-6,  # AVE ISTA steps (paper)
+        alpha_audio=7e-7, alpha_visual=2e-6,  # AVE ISTA steps (docs/paper.md, Defense)
         default_root="media/ave", index_dir="data/ave",
     )
 
@@ -103,8 +104,8 @@ def _kinetics_sounds() -> DatasetSpec:
                     "tapping_pen", "playing_organ", "tap_dancing", "playing_accordion", "blowing_nose",
                     "shuffling_cards", "playing_guitar", "playing_trombone", "playing_bagpipes",
                     "shoveling_snow", "bowling", "playing_violin", "chopping_wood"),
-        minsim_weight=0.8, mix=0.6,  # KS: w = 0.8, m = 0.6 (paper notes)
-        alpha_audio=5.8e-7, alpha_visual=2e-6,  # KS ISTA steps (paper)
+        minsim_weight=0.8, mix=0.6,  # KS: w = 0.8, m = 0.6 (docs/paper.md, Defense)
+        alpha_audio=5.8e-7, alpha_visual=2e-6,  # KS ISTA steps (docs/paper.md, Defense)
         default_root="media/kinetics_sounds", index_dir="data/kinetics_sounds",
     )
 

@@ -37,9 +37,10 @@ if TYPE_CHECKING:  # PIL is imported lazily: the class table must stay importabl
 
 logger = logging.getLogger(__name__)
 
-VIDEO_FPS = 16  # rendered video rate; preprocessing later extracts 8 fps frames (PAPER.md)
+# rendered rates; preprocessing later extracts 8 fps frames and 11025 Hz audio (docs/paper.md, Preprocessing and layout)
+VIDEO_FPS = 16  # rendered video rate
 VIDEO_SIZE = 128  # rendered frame side in px; the synthetic spec trains on 64 px (dataset/specs.py)
-AUDIO_RATE = 22050  # rendered audio rate in Hz; preprocessing later resamples to 11025 Hz (PAPER.md)
+AUDIO_RATE = 22050  # rendered audio rate in Hz
 GLYPH_RENDER_PX = 128  # font size at which glyphs are rasterised once, then scaled down per frame
 AAC_BITRATE = "96k"  # mono AAC, transparent enough for instrument timbre at 22050 Hz
 X264_CRF = "20"  # visually near-lossless at 128 px; small files

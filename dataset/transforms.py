@@ -1,23 +1,24 @@
 """Sample-level transforms on uint8 frames and float32 waveforms (numpy, no PIL).
 
 Everything here is a small pure function so that the dataset, the tests and the benchmark share one
-definition of each step. Randomness always comes from an explicit ``numpy.random.Generator``.
+definition of each step (which frames a sample reads is in dataset/windows.py). Randomness always comes
+from an explicit ``numpy.random.Generator``.
 
-Paper settings (../shared/PAPER.md, "Model"): frames are resized to 1.1x the input size, then randomly
+Paper settings (docs/paper.md, Model): frames are resized to 1.1x the input size, then randomly
 cropped and horizontally flipped for training, centre-cropped for evaluation; audio is a window of
 ``aud_len`` samples centred on the chosen frame, tiled when the clip is too short, and its volume is scaled
 by U(0.5, 1.5) and clipped to [-1, 1] for training.
 """
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import Sequence, Tuple
 
 import cv2
 import numpy as np
 import torch
 
-RESIZE_NUM, RESIZE_DEN = 11, 10  # resize to 1.1 x img_size before cropping (paper, visual preprocessing)
-VOLUME_RANGE = (0.5, 1.5)  # training volume scale U(0.5, 1.5) (paper, audio augmentation)
+RESIZE_NUM, RESIZE_DEN = 11, 10  # resize to 1.1 x img_size before cropping (docs/paper.md, Model)
+VOLUME_RANGE = (0.5, 1.5)  # training volume scale U(0.5, 1.5) (docs/paper.md, Model)
 # cv2 decodes a JPEG at 1/2, 1/4 or 1/8 of its size almost for free (DCT scaling): flags by factor
 _REDUCED_FLAGS = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
                   (2, cv2.IMREAD_REDUCED_COLOR_2))
@@ -93,25 +94,6 @@ def frames_to_tensor(stack: np.ndarray) -> torch.Tensor:
         raise ValueError(f"expected a (T, H, W, 3) uint8 array, got {stack.dtype} {stack.shape}")
     chw = np.ascontiguousarray(stack.transpose(3, 0, 1, 2))
     return torch.from_numpy(chw).float().div_(255.0)
-
-
-def frame_indices(centre: int, num_frames: int, stride: int) -> List[int]:
-    """Frame numbers (from 1) of ``num_frames`` frames ``stride`` apart around ``centre``: the centre is
-    frame ``num_frames // 2`` of the window (0-based), e.g. T=3, s=2, c=10 -> [8, 10, 12]."""
-    return [centre + (k - num_frames // 2) * stride for k in range(num_frames)]
-
-
-def centre_range(total: int, num_frames: int, stride: int) -> Tuple[int, int]:
-    """Inclusive (lo, hi) of the centres whose whole window lies in frames 1..total; lo > hi if none."""
-    lo = 1 + (num_frames // 2) * stride
-    hi = total - (num_frames - 1 - num_frames // 2) * stride
-    return lo, hi
-
-
-def middle_frame(total: int, num_frames: int, stride: int) -> int:
-    """Eval centre: the middle frame (total + 1) // 2, moved inside the valid range if the window needs it."""
-    lo, hi = centre_range(total, num_frames, stride)
-    return min(max((total + 1) // 2, lo), hi)
 
 
 def centre_sample(frame: int, fps: int, rate: int) -> int:

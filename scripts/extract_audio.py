@@ -1,10 +1,13 @@
-"""Extract mono 16-bit 11025 Hz WAV audio from every video under --video_path/<class>/ (PAPER.md layout).
+"""Extract mono 16-bit 11025 Hz WAV audio from every video under --video_path/<class>/ (layout: docs/paper.md,
+Preprocessing and layout).
 
     python scripts/extract_audio.py --video_path videos/ --out_dir media/ave --workers 2
 
 writes ``<out_dir>/data/audio/<class>/<vid>.wav``. Complete outputs are kept, so the command
 resumes after a kill; videos without usable audio are listed in ``<out_dir>/skipped_audio.csv`` with the
-reason and left out (never replaced by silence). Exits 0 when the run finished, whatever was skipped.
+reason and left out (never replaced by silence). Exits 0 when the run finished, whatever was skipped;
+exits 2 with one line for a bad flag, a missing --video_path, no ffmpeg, or another extraction already
+running into the same <out_dir>/data/audio (the run holds a lock there).
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataset import extract_cli  # noqa: E402
+from utils.errors import run_cli  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -21,4 +25,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -7,11 +7,15 @@ Build (stratified by class, deterministic for --seed, only clips with complete a
 
 Clips left out are printed and written to ``<out>/excluded.csv`` with the reason.
 
-Check (format, duplicate rows within a file, clips in more than one file):
+Check (format, duplicate rows within a file, clips in more than one file), with the same reader as training
+(dataset.index.read_index):
 
     python scripts/make_index.py --check train.csv val.csv test.csv
 
-exits 0 when clean, 1 when leakage is found, 2 when a file is malformed or missing.
+Exit status of --check: 0 when the files are well-formed and free of leakage; 1 when leakage is found
+(duplicates, a clip in two files, a video under two classes: the report names every clip); 2 when a file is
+missing, undecodable (not UTF-8, binary) or malformed (one line naming the file and the row, no traceback).
+A build exits 0 when the files are written, 1 when a split list leaks, 2 on bad flags or input.
 """
 from __future__ import annotations
 
@@ -23,11 +27,14 @@ from typing import List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dataset.index import (SPLITS, IndexFormatError, check_files, check_leakage, filter_categories,  # noqa: E402
-                           read_clip_list, scan_media, split_from_lists, stratified_split, write_excluded,
-                           write_splits)
+from dataset.errors import IndexFormatError  # noqa: E402
+from dataset.index import (SPLITS, check_files, check_leakage, filter_categories, read_clip_list,  # noqa: E402
+                           scan_media, split_from_lists, stratified_split, write_excluded, write_splits)
 from dataset.media import SAMPLE_RATE  # noqa: E402
+from dataset.specs import get_spec, list_datasets  # noqa: E402
+from utils.errors import UsageError, run_cli  # noqa: E402
 
+EXIT_CLEAN = 0
 EXIT_LEAKAGE = 1
 EXIT_BAD_INPUT = 2
 
@@ -35,14 +42,16 @@ EXIT_BAD_INPUT = 2
 def get_args_parser() -> argparse.ArgumentParser:
     """Command-line flags of the index builder/checker."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--check", type=Path, nargs="+", metavar="FILE", help="check these index files and exit")
+    p.add_argument("--check", type=Path, nargs="+", metavar="FILE",
+                   help="check these index files and exit: 0 clean, 1 leakage, 2 missing/undecodable/malformed")
     p.add_argument("--root", type=Path, help="media root holding data/audio and data/frames")
     p.add_argument("--out", type=Path, help="folder for train.csv, val.csv, test.csv (e.g. data/NAME)")
     p.add_argument("--val", type=float, default=0.15, help="fraction of each class for val")
     p.add_argument("--test", type=float, default=0.15, help="fraction of each class for test")
     p.add_argument("--seed", type=int, default=0, help="split seed (same seed, same media -> same files)")
     p.add_argument("--categories", type=str, default=None, help="comma-separated classes to keep (default all)")
-    p.add_argument("--dataset", type=str, default=None, help="keep the categories of this dataset spec")
+    p.add_argument("--dataset", type=str, default=None, choices=list_datasets(),
+                   help="keep the categories of this dataset spec")
     p.add_argument("--splits_from", type=Path, default=None,
                    help="folder with train.txt/val.txt/test.txt clip lists (<class>/<vid>) to use instead of a "
                         "random split (prepare_ave.py writes the official AVE split there)")
@@ -51,27 +60,25 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def run_check(files: List[Path]) -> int:
-    """Print a leakage report for ``files``; returns the exit status."""
+    """Print a leakage report for ``files``; returns the exit status (0 clean, 1 leakage, 2 bad file)."""
     try:
         report = check_files(files)
-    except (IndexFormatError, FileNotFoundError) as err:
+    except (IndexFormatError, OSError) as err:  # malformed/undecodable, missing or unreadable
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print("\n".join(report.lines()))
-    return 0 if report.clean else EXIT_LEAKAGE
+    return EXIT_CLEAN if report.clean else EXIT_LEAKAGE
 
 
 def _categories(args: argparse.Namespace) -> Optional[List[str]]:
     if args.categories and args.dataset:
-        raise SystemExit("give --categories or --dataset, not both")
+        raise UsageError("--categories", "give --categories or --dataset, not both")
     if args.categories:
         cats = [c.strip() for c in args.categories.split(",")]
         if not all(cats) or len(set(cats)) != len(cats):
-            raise SystemExit(f"--categories {args.categories!r}: empty or repeated names")
+            raise UsageError("--categories", f"{args.categories!r}: empty or repeated names")
         return cats
     if args.dataset:
-        from dataset.specs import get_spec
-
         return list(get_spec(args.dataset).categories)
     return None
 
@@ -79,7 +86,7 @@ def _categories(args: argparse.Namespace) -> Optional[List[str]]:
 def run_build(args: argparse.Namespace) -> int:
     """Scan media, split, write the CSVs and the excluded report; returns the exit status."""
     if args.root is None or args.out is None:
-        raise SystemExit("--root and --out are required unless --check is given")
+        raise UsageError("--root", "--root and --out are required unless --check is given")
     categories = _categories(args)
     try:
         rows, excluded = scan_media(args.root, args.sample_rate)
@@ -95,7 +102,7 @@ def run_build(args: argparse.Namespace) -> int:
             excluded += missing
         else:
             splits = stratified_split(rows.values(), args.val, args.test, args.seed)
-    except (FileNotFoundError, IndexFormatError, ValueError) as err:
+    except (OSError, IndexFormatError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     report = check_leakage(splits)
@@ -122,4 +129,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -45,9 +45,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tqdm import tqdm  # noqa: E402
 
-from dataset.media import atomic_write_text, is_partial_name  # noqa: E402
+from dataset.media import is_partial_name  # noqa: E402
 from dataset.synthetic import (AUDIO_RATE, SYNTHETIC_CATEGORIES, VIDEO_FPS, VIDEO_SIZE, ClipJob,  # noqa: E402
                                make_clip)
+from utils.errors import MalformedFileError, UsageError, run_cli  # noqa: E402
+from utils.fileio import atomic_write_text  # noqa: E402
 
 GENERATOR_VERSION = 1  # bump when the rendering changes, so old folders are not silently mixed with new clips
 META_NAME = "synthetic.json"
@@ -69,19 +71,19 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def validate(args: argparse.Namespace) -> None:
-    """Raise SystemExit naming the flag when an argument is out of range."""
+    """Raise :class:`UsageError` naming the flag when an argument is out of range."""
     if args.clips_per_class < 1:
-        raise SystemExit(f"error: --clips-per-class must be >= 1, got {args.clips_per_class}")
+        raise UsageError("--clips-per-class", f"must be >= 1, got {args.clips_per_class}")
     if not 0 < args.seconds <= MAX_SECONDS:
-        raise SystemExit(f"error: --seconds must be in (0, {MAX_SECONDS:g}], got {args.seconds}")
+        raise UsageError("--seconds", f"must be in (0, {MAX_SECONDS:g}], got {args.seconds}")
     if round(args.seconds * VIDEO_FPS) < 1:
-        raise SystemExit(f"error: --seconds {args.seconds} gives no video frame at {VIDEO_FPS} fps")
+        raise UsageError("--seconds", f"{args.seconds} gives no video frame at {VIDEO_FPS} fps")
     if args.seed < 0:
-        raise SystemExit(f"error: --seed must be >= 0, got {args.seed}")
+        raise UsageError("--seed", f"must be >= 0, got {args.seed}")
     if args.workers < 1:
-        raise SystemExit(f"error: --workers must be >= 1, got {args.workers}")
+        raise UsageError("--workers", f"must be >= 1, got {args.workers}")
     if args.out.exists() and not args.out.is_dir():
-        raise SystemExit(f"error: --out {args.out} exists and is not a directory")
+        raise UsageError("--out", f"{args.out} exists and is not a directory")
 
 
 def settings(args: argparse.Namespace) -> Dict[str, object]:
@@ -91,18 +93,22 @@ def settings(args: argparse.Namespace) -> Dict[str, object]:
 
 
 def check_or_write_meta(out: Path, current: Dict[str, object]) -> None:
-    """Write the settings file, or refuse (SystemExit) when the folder was made with other settings."""
+    """Write the settings file, or refuse when the folder was made with other settings (:class:`UsageError`)
+    or its settings file is unreadable (:class:`MalformedFileError`)."""
     meta = out / META_NAME
     if meta.exists():
         try:
-            old = json.loads(meta.read_text())
-        except json.JSONDecodeError as err:
-            raise SystemExit(f"error: {meta}: not valid JSON ({err}); delete it only if the clips are disposable")
+            old = json.loads(meta.read_bytes())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise MalformedFileError(meta, f"not valid JSON ({err}); delete it only if the clips are disposable",
+                                     getattr(err, "lineno", None)) from None
+        if not isinstance(old, dict):
+            raise MalformedFileError(meta, "expected a JSON object of settings")
         diff = sorted(k for k in set(old) | set(current) if old.get(k) != current.get(k))
         if diff:
             details = ", ".join(f"{k}: {old.get(k)!r} there vs {current.get(k)!r} now" for k in diff)
-            raise SystemExit(f"error: {meta}: folder made with other settings ({details}); "
-                             f"use another --out or the same settings")
+            raise UsageError("--out", f"{meta}: folder made with other settings ({details}); "
+                                      f"use another --out or the same settings")
         return
     atomic_write_text(meta, json.dumps(current, indent=2) + "\n")
 
@@ -165,4 +171,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -29,9 +29,11 @@ from typing import Dict, List, Sequence, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dataset.index import IndexFormatError  # noqa: E402
-from dataset.media import atomic_write_text, partial_path, write_csv_atomic  # noqa: E402
+from dataset.index import read_text_lines  # noqa: E402
+from dataset.media import partial_path  # noqa: E402
 from dataset.specs import get_spec  # noqa: E402
+from utils.errors import MalformedFileError, run_cli  # noqa: E402
+from utils.fileio import atomic_write_csv, atomic_write_text, atomic_write_with  # noqa: E402
 
 SPLIT_FILES = {"train": "trainSet.txt", "val": "valSet.txt", "test": "testSet.txt"}
 PRIORITY = ("test", "val", "train")  # a video listed in several splits stays in the first of these
@@ -55,33 +57,35 @@ def _normalise(name: str) -> str:
     return re.sub(r"[\s\-]+", "_", re.sub(r"\(.*?\)", "", name).strip()).lower()
 
 
-def category_to_class(category: str, classes: Sequence[str], where: str) -> str:
-    """Map an AVE category ("Race car, auto racing") to a spec class ("Race_car"); unknown names raise."""
+def category_to_class(category: str, classes: Sequence[str], path: Path, row: int) -> str:
+    """Map an AVE category ("Race car, auto racing") to a spec class ("Race_car"); unknown names raise
+    :class:`MalformedFileError` naming ``path`` and ``row``."""
     lookup = {c.lower(): c for c in classes}
     for part in category.split(","):
         key = _normalise(part)
         if key in lookup:
             return lookup[key]
-    raise IndexFormatError(f"{where}: category {category!r} matches no AVE class; valid: {', '.join(classes)}")
+    raise MalformedFileError(path, f"category {category!r} matches no AVE class; valid: {', '.join(classes)}", row)
 
 
 def read_ave_list(path: Path, classes: Sequence[str]) -> List[AveEntry]:
-    """Entries of an AVE list file; malformed lines raise :class:`IndexFormatError` naming file and line."""
+    """Entries of an AVE list file; malformed or undecodable lines raise :class:`MalformedFileError` naming
+    the file and the row."""
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found (expected in the AVE archive)")
     entries = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            line = line.strip()
-            if not line or (lineno == 1 and line.startswith(HEADER_PREFIX)):
-                continue
-            parts = line.split("&")
-            where = f"{path}:{lineno}"
-            if len(parts) != 5:
-                raise IndexFormatError(f"{where}: expected Category&VideoID&Quality&StartTime&EndTime, got {line!r}")
-            if not parts[1].strip():
-                raise IndexFormatError(f"{where}: empty VideoID")
-            entries.append(AveEntry(category_to_class(parts[0], classes, where), parts[1].strip(), where))
+    for lineno, line in read_text_lines(path):
+        line = line.strip()
+        if not line or (lineno == 1 and line.startswith(HEADER_PREFIX)):
+            continue
+        parts = line.split("&")
+        if len(parts) != 5:
+            raise MalformedFileError(path, f"expected Category&VideoID&Quality&StartTime&EndTime, got {line!r}",
+                                     lineno)
+        if not parts[1].strip():
+            raise MalformedFileError(path, "empty VideoID", lineno)
+        entries.append(AveEntry(category_to_class(parts[0], classes, path, lineno), parts[1].strip(),
+                                f"{path}, row {lineno}"))
     return entries
 
 
@@ -118,14 +122,15 @@ def place_video(src: Path, dest: Path, copy: bool) -> str:
     if copy and dest.is_file() and not dest.is_symlink() and dest.stat().st_size == target.stat().st_size:
         return "unchanged"
     status = "updated" if (dest.exists() or dest.is_symlink()) else "placed"
+    if copy:
+        with open(target, "rb") as src_file:
+            atomic_write_with(dest, lambda f: shutil.copyfileobj(src_file, f))
+        return status
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_path(dest)
+    tmp = partial_path(dest)  # a symlink cannot go through a temporary file: make it aside, rename it in
     if tmp.exists() or tmp.is_symlink():
         tmp.unlink()
-    if copy:
-        shutil.copyfile(target, tmp)
-    else:
-        os.symlink(target, tmp)
+    os.symlink(target, tmp)
     os.replace(tmp, dest)
     return status
 
@@ -164,8 +169,8 @@ def prepare(ave_root: Path, out: Path, copy: bool) -> Dict[str, int]:
             split_ids[split].append(e.clip_id)
     for split, ids in split_ids.items():
         atomic_write_text(out / "splits" / f"{split}.txt", "".join(f"{c}\n" for c in ids))
-    write_csv_atomic(out / "missing_videos.csv", ["clip_id", "video", "split"], missing)
-    write_csv_atomic(out / "split_issues.csv", ["clip_id", "issue"], issues)
+    atomic_write_csv(out / "missing_videos.csv", ["clip_id", "video", "split"], missing)
+    atomic_write_csv(out / "split_issues.csv", ["clip_id", "issue"], issues)
     listed = {e.vid for entries in lists.values() for e in entries}
     counts.update({f"{s}": len(ids) for s, ids in split_ids.items()})
     counts.update(missing=len(missing), issues=len(issues), annotated=len(annotated),
@@ -182,7 +187,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         c = prepare(args.ave_root, args.out, args.copy)
-    except (FileNotFoundError, IndexFormatError) as err:
+    except FileNotFoundError as err:  # malformed files reach run_cli, which exits 2 as well
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"AVE: train {c['train']}, val {c['val']}, test {c['test']} videos; {c['missing']} listed but missing "
@@ -194,4 +199,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

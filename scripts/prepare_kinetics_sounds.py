@@ -20,51 +20,58 @@ from typing import Dict, List, Sequence, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dataset.index import IndexFormatError  # noqa: E402
-from dataset.media import (YOUTUBE_ID_RE, Download, add_download_args, download_and_report,  # noqa: E402
-                           write_csv_atomic, youtube_url)
+from dataset.download import (YOUTUBE_ID_RE, Download, add_download_args, download_and_report,  # noqa: E402
+                              youtube_url)
+from dataset.index import read_text_lines  # noqa: E402
 from dataset.specs import get_spec  # noqa: E402
+from utils.errors import MalformedFileError, run_cli  # noqa: E402
+from utils.fileio import atomic_write_csv  # noqa: E402
 
 REQUIRED = ("label", "youtube_id", "time_start", "time_end", "split")
 
 
-def _seconds(value: str, where: str, column: str) -> float:
+def _seconds(value: str, path: Path, row: int, column: str) -> float:
     try:
         return float(value)
     except ValueError:
-        raise IndexFormatError(f"{where}: {column} {value!r} is not a number of seconds") from None
+        raise MalformedFileError(path, f"{column} {value!r} is not a number of seconds", row) from None
 
 
 def read_kinetics_csv(path: Path, classes: Sequence[str]) -> Tuple[List[Tuple[Download, str]], List[str]]:
-    """(download item, split) for the rows of ``classes``, and notes on repeated ids; bad rows raise."""
-    if not Path(path).is_file():
+    """(download item, split) for the rows of ``classes``, and notes on repeated ids; bad or undecodable rows
+    raise :class:`MalformedFileError` naming the file and the row."""
+    path = Path(path)
+    if not path.is_file():
         raise FileNotFoundError(f"--csv {path} not found")
     items: List[Tuple[Download, str]] = []
     notes: List[str] = []
     first_row: Dict[str, int] = {}
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
+    reader = csv.DictReader(text for _, text in read_text_lines(path))  # one string per physical line
+    try:
         missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
         if missing:
-            raise IndexFormatError(f"{path}:1: header lacks {', '.join(missing)} (expected {','.join(REQUIRED)})")
-        for rowno, row in enumerate(reader, start=2):
-            where = f"{path}:{rowno}"
+            raise MalformedFileError(path, f"header lacks {', '.join(missing)} (expected {','.join(REQUIRED)})", 1)
+        for row in reader:
+            rowno = reader.line_num
             if None in row or any(row[c] is None for c in REQUIRED):
-                raise IndexFormatError(f"{where}: expected {len(reader.fieldnames)} fields")
+                raise MalformedFileError(path, f"expected {len(reader.fieldnames)} fields", rowno)
             label = row["label"].strip().replace(" ", "_")
             if label not in classes:
                 continue
             vid = row["youtube_id"].strip()
             if not YOUTUBE_ID_RE.match(vid):
-                raise IndexFormatError(f"{where}: youtube_id {vid!r} is not an 11-character YouTube id")
-            start, end = _seconds(row["time_start"], where, "time_start"), _seconds(row["time_end"], where, "time_end")
+                raise MalformedFileError(path, f"youtube_id {vid!r} is not an 11-character YouTube id", rowno)
+            start = _seconds(row["time_start"], path, rowno, "time_start")
+            end = _seconds(row["time_end"], path, rowno, "time_end")
             if not 0 <= start < end:
-                raise IndexFormatError(f"{where}: time_start {start} / time_end {end} is not 0 <= start < end")
+                raise MalformedFileError(path, f"time_start {start} / time_end {end} is not 0 <= start < end", rowno)
             if vid in first_row:
                 notes.append(f"id {vid} repeated at row {rowno} (first at row {first_row[vid]}): kept once")
                 continue
             first_row[vid] = rowno
             items.append((Download(label, vid, youtube_url(vid), (start, end)), row["split"].strip()))
+    except csv.Error as err:
+        raise MalformedFileError(path, f"not a CSV row ({err})", reader.line_num) from None
     return items, notes
 
 
@@ -83,7 +90,7 @@ def main(argv=None) -> int:
     classes = get_spec("kinetics_sounds").categories
     try:
         items, notes = read_kinetics_csv(args.csv, classes)
-    except (FileNotFoundError, IndexFormatError) as err:
+    except FileNotFoundError as err:  # malformed files reach run_cli, which exits 2 as well
         print(f"error: {err}", file=sys.stderr)
         return 2
     for note in notes:
@@ -91,15 +98,16 @@ def main(argv=None) -> int:
     counts = {c: sum(1 for d, _ in items if d.label == c) for c in classes}
     empty = [c for c, n in counts.items() if n == 0]
     out_list = args.out / "download_list.csv"
-    write_csv_atomic(out_list, ["class", "id", "url", "time_start", "time_end", "split"],
+    atomic_write_csv(out_list, ["class", "id", "url", "time_start", "time_end", "split"],
                      [(d.label, d.vid, d.url, d.section[0], d.section[1], split) for d, split in items])
     print(f"Kinetics-Sounds: {len(items)} clips in {len(classes) - len(empty)} of {len(classes)} classes -> {out_list}")
     if empty:
         print(f"classes with no rows ({len(empty)}): {', '.join(empty)}")
     if not args.download:
         return 0
-    return download_and_report([d for d, _ in items], args.out, args.workers)
+    print(download_and_report([d for d, _ in items], args.out, args.workers))
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -19,29 +19,33 @@ from typing import Dict, List, Sequence, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dataset.index import IndexFormatError  # noqa: E402
-from dataset.media import (YOUTUBE_ID_RE, Download, add_download_args, download_and_report,  # noqa: E402
-                           write_csv_atomic, youtube_url)
+from dataset.download import (YOUTUBE_ID_RE, Download, add_download_args, download_and_report,  # noqa: E402
+                              youtube_url)
 from dataset.specs import get_spec  # noqa: E402
+from utils.errors import MalformedFileError, run_cli  # noqa: E402
+from utils.fileio import atomic_write_csv  # noqa: E402
 
 
 def read_music_json(path: Path) -> Dict[str, List[str]]:
-    """Instrument -> YouTube ids from the MUSIC json; structure or id errors raise :class:`IndexFormatError`."""
+    """Instrument -> YouTube ids from the MUSIC json; undecodable JSON, structure or id errors raise
+    :class:`MalformedFileError` naming the file."""
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_bytes())
     except FileNotFoundError:
         raise FileNotFoundError(f"--json {path} not found") from None
     except json.JSONDecodeError as err:
-        raise IndexFormatError(f"{path}: not valid JSON ({err})") from None
+        raise MalformedFileError(path, f"not valid JSON ({err.msg})", err.lineno) from None
+    except UnicodeDecodeError as err:
+        raise MalformedFileError(path, f"not UTF-8 JSON ({err.reason} at byte {err.start})") from None
     if not isinstance(data, dict) or not isinstance(data.get("videos"), dict):
-        raise IndexFormatError(f'{path}: expected {{"videos": {{"<instrument>": [ids...]}}}}')
+        raise MalformedFileError(path, 'expected {"videos": {"<instrument>": [ids...]}}')
     out: Dict[str, List[str]] = {}
     for name, ids in data["videos"].items():
         if not isinstance(ids, list):
-            raise IndexFormatError(f'{path}: videos["{name}"] is {type(ids).__name__}, expected a list of ids')
+            raise MalformedFileError(path, f'videos["{name}"] is {type(ids).__name__}, expected a list of ids')
         for i, vid in enumerate(ids):
             if not isinstance(vid, str) or not YOUTUBE_ID_RE.match(vid):
-                raise IndexFormatError(f'{path}: videos["{name}"][{i}] = {vid!r} is not an 11-character YouTube id')
+                raise MalformedFileError(path, f'videos["{name}"][{i}] = {vid!r} is not an 11-character YouTube id')
         out[name] = ids
     return out
 
@@ -86,18 +90,19 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         items, notes = build_list(read_music_json(args.json), get_spec("music").categories)
-    except (FileNotFoundError, IndexFormatError) as err:
+    except FileNotFoundError as err:  # malformed files reach run_cli, which exits 2 as well
         print(f"error: {err}", file=sys.stderr)
         return 2
     for note in notes:
         print(f"  {note}")
     out_list = args.out / "download_list.csv"
-    write_csv_atomic(out_list, ["class", "id", "url"], [(d.label, d.vid, d.url) for d in items])
+    atomic_write_csv(out_list, ["class", "id", "url"], [(d.label, d.vid, d.url) for d in items])
     print(f"MUSIC: {len(items)} videos in {len({d.label for d in items})} classes -> {out_list}")
     if not args.download:
         return 0
-    return download_and_report(items, args.out, args.workers)
+    print(download_and_report(items, args.out, args.workers))
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

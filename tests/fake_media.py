@@ -1,4 +1,5 @@
-"""A tiny fake preprocessed dataset in the layout of PAPER.md, for tests and benchmarks.
+"""A tiny fake preprocessed dataset in the layout of docs/paper.md (Preprocessing and layout), for tests and
+benchmarks.
 
     <root>/data/audio/<class>/<vid>.wav              mono 16-bit PCM at ``rate`` Hz
     <root>/data/frames/<class>/<vid>.mp4/000001.jpg  ``num_frames`` JPEG frames per clip

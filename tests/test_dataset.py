@@ -10,8 +10,10 @@ import pytest
 import soundfile as sf
 import torch
 
+from dataset import index
 from dataset import transforms as T
-from dataset.av_dataset import AVDataset, IndexFormatError, MediaError, build_loader
+from dataset.av_dataset import AVDataset, build_loader
+from dataset.errors import IndexFormatError, MediaError
 from tests.fake_media import make_fake_media, write_clip
 
 CATS = ["alpha", "beta", "gamma"]
@@ -260,8 +262,17 @@ def test_truncated_wav_is_an_error(tmp_path):
 def test_unknown_class_names_file_row_and_categories(tmp_path):
     csv = tmp_path / "l.csv"
     csv.write_text("/alpha/a.wav,/alpha/a.mp4,4\n\n/delta/d.wav,/delta/d.mp4,4\n")
-    with pytest.raises(IndexFormatError, match=r"l\.csv row 3: class 'delta'.*alpha, beta, gamma"):
+    with pytest.raises(IndexFormatError, match=r"l\.csv, row 3: class 'delta'.*alpha, beta, gamma"):
         AVDataset(csv, tmp_path, tmp_path, CATS, False)
+
+
+def test_rows_come_from_the_one_index_reader(media):
+    """AVDataset reads its rows with dataset.index.read_index; the integer label is the class's position."""
+    ds = make_ds(media)
+    rows = index.read_index(media["train"], CATS)
+    assert ds.rows == rows and [r.line for r in ds.rows] == [r.line for r in rows]
+    assert ds.labels == [CATS.index(r.label) for r in rows]
+    assert all(isinstance(r.label, str) for r in ds.rows)
 
 
 @pytest.mark.parametrize("line, reason", [
@@ -294,7 +305,7 @@ def test_missing_frame_names_path_and_row(tmp_path):
     ds = _two_clip_ds(tmp_path)
     missing = tmp_path / "data/frames/beta/bad.mp4/000008.jpg"
     missing.unlink()
-    with pytest.raises(MediaError, match=rf"{missing}: missing.*list\.csv row 2"):
+    with pytest.raises(MediaError, match=rf"{missing}: missing.*list\.csv, row 2"):
         ds[1]
     ds[0]  # the other clip still loads
 
@@ -346,6 +357,34 @@ def test_clip_too_short_for_frame_window(tmp_path):
     ds = ramp_ds(tmp_path, [ramp_clip(tmp_path, "alpha", "tiny", 4, 20000)], num_frames=3, stride_frames=2)
     with pytest.raises(MediaError, match=r"tiny\.mp4: 4 frames cannot hold 3 frames with stride 2.*row 1"):
         ds[0]
+    # the pre-flight check finds the same clip before any training step
+    with pytest.raises(IndexFormatError, match=r"list\.csv, row 1: clip alpha/tiny has 4 frames.*needs 5"):
+        index.check_clip_lengths(ds.rows, 3, 2)
+
+
+@pytest.mark.parametrize("num_frames, stride", [(1, 1), (2, 1), (3, 2), (4, 3), (5, 2)])
+def test_clip_length_check_matches_the_loader(tmp_path, num_frames, stride):
+    """check_clip_lengths rejects exactly the clips whose window the loader cannot place (train and eval)."""
+    needed = (num_frames - 1) * stride + 1
+    for n in (needed - 1, needed):
+        if n < 1:
+            continue
+        root = tmp_path / f"n{n}"
+        ds = ramp_ds(root, [ramp_clip(root, "alpha", "c", n, 20000)], num_frames=num_frames, stride_frames=stride)
+        try:
+            index.check_clip_lengths(ds.rows, num_frames, stride)
+            check_ok = True
+        except IndexFormatError:
+            check_ok = False
+        loads = []
+        for train in (False, True):
+            ds.train = train
+            try:
+                ds[0]
+                loads.append(True)
+            except MediaError:
+                loads.append(False)
+        assert loads == [check_ok, check_ok] == [n >= needed] * 2, (num_frames, stride, n)
 
 
 def test_fake_media_layout(tmp_path):

@@ -11,8 +11,10 @@ from pathlib import Path
 import pytest
 
 from dataset import index
-from dataset.index import IndexFormatError, IndexRow
+from dataset.errors import IndexFormatError
+from dataset.index import IndexRow
 from dataset.specs import get_spec
+from utils.errors import MalformedFileError, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 # the reference splits as shipped in data/ (byte copies of ../shared/reference/splits)
@@ -48,14 +50,116 @@ def test_round_trip(tmp_path: Path) -> None:
     ("/a/x.wav,/b/x.mp4,5", "different clips"),
     ("a/x.wav,/a/x.mp4,5", "is not /<class>/<vid>.wav"),
     ("/a/x.wav,/a/x.avi,5", "is not /<class>/<vid>.mp4"),
-    ("", "expected 3 fields"),
+    ("/a/x.wav,/a/x.mp4,\u00b2", "num_frames '\u00b2'"),  # '²'.isdigit() is True: must still be refused
+    ("/a/x.wav,/a/x.mp4,\u0663", "num_frames '\u0663'"),  # Arabic-Indic three
+    ("/a/x.wav,/a/x.mp4,-3", "num_frames '-3'"),
+    ("/a/x.wav,/a/x.mp4,5,", "expected 3 fields"),
+    (",,", "audio path ''"),
+    ('"/a/x.wav,/a/x.mp4,5', "not a CSV row"),
 ])
 def test_malformed_row_names_file_and_row(tmp_path: Path, bad: str, fragment: str) -> None:
     path = tmp_path / "split.csv"
-    path.write_text(f"/a/ok.wav,/a/ok.mp4,4\n/a/ok2.wav,/a/ok2.mp4,4\n{bad}\n")
+    path.write_text(f"/a/ok.wav,/a/ok.mp4,4\n/a/ok2.wav,/a/ok2.mp4,4\n{bad}\n", encoding="utf-8")
     with pytest.raises(IndexFormatError) as err:
         index.read_index(path)
-    assert f"{path}:3:" in str(err.value) and fragment in str(err.value)
+    assert f"{path}, row 3: " in str(err.value) and fragment in str(err.value)
+    assert (err.value.path, err.value.row) == (str(path), 3)
+    assert isinstance(err.value, MalformedFileError)  # entry points exit 2 on it through run_cli
+
+
+def test_superscript_count_is_refused_by_check_too(tmp_path: Path) -> None:
+    path = tmp_path / "sup.csv"
+    path.write_text("/a/x.wav,/a/x.mp4,\u00b2\n", encoding="utf-8")
+    proc = _run("--check", str(path))
+    assert proc.returncode == 2 and f"{path}, row 1" in proc.stderr and "num_frames" in proc.stderr
+
+
+def test_rows_know_where_they_came_from(tmp_path: Path) -> None:
+    path = tmp_path / "i.csv"
+    path.write_text("/a/x.wav,/a/x.mp4,4\n/b/y.wav,/b/y.mp4,7\n")
+    rows = index.read_index(path)
+    assert [(r.label, r.vid, r.num_frames, r.line, r.source) for r in rows] == [
+        ("a", "x", 4, 1, str(path)), ("b", "y", 7, 2, str(path))]
+    assert rows[1].clip_id == "b/y" and rows[1].audio == "/b/y.wav" and rows[1].frames == "/b/y.mp4"
+    assert rows[1].fields() == ["/b/y.wav", "/b/y.mp4", "7"]
+    with pytest.raises(AttributeError):
+        rows[0].label = "c"  # frozen
+
+
+def test_class_not_in_categories_names_file_row_and_class(tmp_path: Path) -> None:
+    path = tmp_path / "i.csv"
+    path.write_text("/a/x.wav,/a/x.mp4,4\n/b/y.wav,/b/y.mp4,7\n")
+    assert len(index.read_index(path, ["a", "b"])) == 2
+    with pytest.raises(IndexFormatError, match=rf"{path}, row 2: class 'b' is not one of the 1 categories \(a\)"):
+        index.read_index(path, ["a"])
+    with pytest.raises(ValueError, match="unique"):
+        index.read_index(path, ["a", "a"])
+
+
+# undecodable content: (bytes, row named in the error, fragment)
+UNDECODABLE = {
+    "latin1": (b"/a/x.wav,/a/x.mp4,4\n/caf\xe9/y.wav,/caf\xe9/y.mp4,3\n", 2, "not UTF-8"),
+    "binary_nul": (b"/a/x.wav,/a/x.mp4,4\n\x00\x01\x02\x03\x04\n", 2, "binary data"),
+    "binary_png": (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", 1, "not UTF-8"),
+    "binary_high": (bytes(range(128, 256)) * 4, 1, "not UTF-8"),
+    "utf16": ("/a/x.wav,/a/x.mp4,4\n".encode("utf-16"), 1, "binary data"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(UNDECODABLE))
+def test_undecodable_index_names_file_and_row(tmp_path: Path, name: str) -> None:
+    data, row, fragment = UNDECODABLE[name]
+    path = tmp_path / f"{name}.csv"
+    path.write_bytes(data)
+    with pytest.raises(IndexFormatError) as err:
+        index.read_index(path)
+    assert f"{path}, row {row}: " in str(err.value) and fragment in str(err.value)
+    assert run_cli(lambda argv: index.read_index(path) and 0) == 2  # one line, exit 2 at an entry point
+    proc = _run("--check", str(path))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"error: {err.value}"]  # one line, no traceback
+    assert proc.stdout == ""
+
+
+def test_blank_lines_are_skipped_by_reader_and_check_alike(tmp_path: Path) -> None:
+    path = tmp_path / "blank.csv"
+    path.write_bytes(b"\xef\xbb\xbf/a/x.wav,/a/x.mp4,4\r\n\r\n   \n/a/y.wav,/a/y.mp4,5\n\t\n\n")
+    rows = index.read_index(path)
+    assert [(r.clip_id, r.line) for r in rows] == [("a/x", 1), ("a/y", 4)]  # rows keep their file line
+    proc = _run("--check", str(path))
+    assert proc.returncode == 0 and "blank.csv: 2 rows" in proc.stdout, proc.stderr
+    bad = tmp_path / "blank_bad.csv"
+    bad.write_text("/a/x.wav,/a/x.mp4,4\n\n\n/a/y.wav,/a/y.mp4\n")
+    with pytest.raises(IndexFormatError, match=rf"{bad}, row 4: expected 3 fields"):
+        index.read_index(bad)
+    proc = _run("--check", str(bad))
+    assert proc.returncode == 2 and f"{bad}, row 4: expected 3 fields" in proc.stderr
+
+
+@pytest.mark.parametrize("content", [b"", b"\n\n  \n"])
+def test_index_without_rows_is_an_error(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "empty.csv"
+    path.write_bytes(content)
+    with pytest.raises(IndexFormatError, match="no rows"):
+        index.read_index(path)
+    proc = _run("--check", str(path))
+    assert proc.returncode == 2 and "no rows" in proc.stderr
+
+
+def test_check_clip_lengths_finds_the_first_short_clip(tmp_path: Path) -> None:
+    path = tmp_path / "train.csv"
+    path.write_text("/a/x.wav,/a/x.mp4,9\n\n/a/y.wav,/a/y.mp4,4\n/a/z.wav,/a/z.mp4,2\n")
+    rows = index.read_index(path)
+    index.check_clip_lengths(rows, 1, 1)
+    index.check_clip_lengths(rows, 2, 1)  # needs 2 frames: every clip has them
+    with pytest.raises(IndexFormatError) as err:
+        index.check_clip_lengths(rows, 3, 2)  # needs (3 - 1) * 2 + 1 = 5 frames: y (row 3) is the first short
+    assert str(err.value).startswith(f"{path}, row 3: clip a/y has 4 frames")
+    assert "needs 5" in str(err.value) and err.value.row == 3
+    with pytest.raises(IndexFormatError, match=r"row 4: clip a/z has 2 frames"):
+        index.check_clip_lengths(rows[:1] + rows[2:], 2, 2)
+    with pytest.raises(ValueError):
+        index.check_clip_lengths(rows, 0, 1)
 
 
 def test_reads_reference_files() -> None:
@@ -88,11 +192,30 @@ def test_check_cli_exit_status_and_names() -> None:
     assert clean.returncode == 0 and "no leakage found" in clean.stdout
 
 
-def test_check_cli_malformed_file(tmp_path: Path) -> None:
+def test_check_cli_malformed_or_missing_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("/a/x.wav,/a/x.mp4,1\n/a/y.wav,/a/y.mp4\n")
     proc = _run("--check", str(bad))
-    assert proc.returncode == 2 and f"{bad}:2" in proc.stderr
+    assert proc.returncode == 2 and f"{bad}, row 2" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    missing = _run("--check", str(tmp_path / "nope.csv"), *(str(p) for p in MUSIC))
+    assert missing.returncode == 2 and "nope.csv" in missing.stderr and "Traceback" not in missing.stderr
+    folder = _run("--check", str(tmp_path))
+    assert folder.returncode == 2 and "Traceback" not in folder.stderr
+
+
+def test_check_cli_exit_codes_on_small_files(tmp_path: Path) -> None:
+    """0 clean, 1 leakage (a clip in two files), 2 malformed: the exit status alone tells them apart."""
+    a, b = tmp_path / "train.csv", tmp_path / "test.csv"
+    a.write_text("/a/x.wav,/a/x.mp4,4\n/a/y.wav,/a/y.mp4,4\n")
+    b.write_text("/a/z.wav,/a/z.mp4,4\n")
+    assert _run("--check", str(a), str(b)).returncode == 0
+    b.write_text("/a/z.wav,/a/z.mp4,4\n/a/x.wav,/a/x.mp4,4\n")
+    leak = _run("--check", str(a), str(b))
+    assert leak.returncode == 1 and "a/x" in leak.stdout
+    b.write_text("/a/z.wav,/a/z.mp4,4\n/a/x.wav,/a/x.mp4,\u00b2\n", encoding="utf-8")
+    bad = _run("--check", str(a), str(b))
+    assert bad.returncode == 2 and f"{b}, row 2" in bad.stderr
 
 
 def test_cross_class_video_is_leakage() -> None:

@@ -70,7 +70,12 @@ def test_prepare_ave_copy_and_bad_inputs(tmp_path: Path) -> None:
     with open(ave / "valSet.txt", "a") as f:
         f.write("Unicorn&zzzzzzzzzzz&good&0&10\n")
     bad = _run("prepare_ave.py", "--ave_root", str(ave), "--out", str(out))
-    assert bad.returncode == 2 and f"{ave / 'valSet.txt'}:3" in bad.stderr and "Unicorn" in bad.stderr
+    assert bad.returncode == 2 and f"{ave / 'valSet.txt'}, row 3" in bad.stderr and "Unicorn" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
+    (ave / "valSet.txt").write_bytes(b"Race car, auto racing&ddddddddddd&good&0&10\nCaf\xe9&x&good&0&10\n")
+    latin1 = _run("prepare_ave.py", "--ave_root", str(ave), "--out", str(out))
+    assert latin1.returncode == 2 and "Traceback" not in latin1.stderr
+    assert f"{ave / 'valSet.txt'}, row 2" in latin1.stderr and "not UTF-8" in latin1.stderr
 
 
 # ---------------------------------------------------------------------------------------------------- MUSIC
@@ -135,6 +140,10 @@ def test_prepare_music_errors(tmp_path: Path) -> None:
     bad = _music_json(tmp_path / "bad.json", {"cello": ["bbbbbbbbbbb", "short"]})
     proc = _run("prepare_music.py", "--json", str(bad), "--out", str(tmp_path / "o"))
     assert proc.returncode == 2 and 'videos["cello"][1]' in proc.stderr and str(bad) in proc.stderr
+    latin1 = tmp_path / "latin1.json"
+    latin1.write_bytes('{"videos": {"caf\u00e9": ["bbbbbbbbbbb"]}}'.encode("latin-1"))
+    proc = _run("prepare_music.py", "--json", str(latin1), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and str(latin1) in proc.stderr and "Traceback" not in proc.stderr
 
 
 # ---------------------------------------------------------------------------------------------------- Kinetics
@@ -164,9 +173,13 @@ def test_prepare_kinetics_sounds_bad_inputs(tmp_path: Path) -> None:
     bad_header = tmp_path / "h.csv"
     bad_header.write_text("label,youtube_id,start,end,split\nbowling,ddddddddddd,5,15,train\n")
     proc = _run("prepare_kinetics_sounds.py", "--csv", str(bad_header), "--out", str(tmp_path / "o"))
-    assert proc.returncode == 2 and "time_start" in proc.stderr and f"{bad_header}:1" in proc.stderr
+    assert proc.returncode == 2 and "time_start" in proc.stderr and f"{bad_header}, row 1" in proc.stderr
     bad_row = tmp_path / "r.csv"
     bad_row.write_text("label,youtube_id,time_start,time_end,split\nbowling,ddddddddddd,5,15,train\n"
                        "bowling,eeeeeeeeeee,x,15,train\n")
     proc = _run("prepare_kinetics_sounds.py", "--csv", str(bad_row), "--out", str(tmp_path / "o"))
-    assert proc.returncode == 2 and f"{bad_row}:3" in proc.stderr and "time_start 'x'" in proc.stderr
+    assert proc.returncode == 2 and f"{bad_row}, row 3" in proc.stderr and "time_start 'x'" in proc.stderr
+    binary = tmp_path / "b.csv"
+    binary.write_bytes(b"label,youtube_id,time_start,time_end,split\n\x00\x01\x02\x03\n")
+    proc = _run("prepare_kinetics_sounds.py", "--csv", str(binary), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and f"{binary}, row 2" in proc.stderr and "Traceback" not in proc.stderr

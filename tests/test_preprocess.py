@@ -1,17 +1,20 @@
-"""ffmpeg preprocessing: probing, frame/audio extraction layout and counts, resume, and the skip report."""
+"""ffmpeg preprocessing: probing, frame/audio extraction layout and counts, resume, the skip report, and the
+output folder's lock (a second concurrent run is refused, the first one's output stays complete)."""
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import subprocess
 import sys
+import time
 import wave
 from pathlib import Path
 
 import pytest
 
-from dataset import media
-from dataset.media import MediaError
+from dataset import extraction, media
+from dataset.errors import ExtractionBusyError, MediaError
 
 REPO = Path(__file__).resolve().parents[1]
 FPS, RATE = 8, 11025
@@ -90,7 +93,7 @@ def test_probe_real_files(videos: Path) -> None:
 
 def test_extract_frames_layout_counts_and_skip_report(videos: Path, tmp_path: Path) -> None:
     out = tmp_path / "root"
-    summary = media.run_extraction("frames", videos, out, FPS, workers=2, progress=False)
+    summary = extraction.run_extraction("frames", videos, out, FPS, workers=2, progress=False)
     for clip, seconds in [("dog/a1", 2.0), ("cat/c1", 1.0), ("dog/silent", 1.0)]:
         folder = out / "data" / "frames" / f"{clip}.mp4"
         n = media.check_frame_dir(folder)  # also asserts 000001..N numbering
@@ -107,7 +110,7 @@ def test_extract_frames_layout_counts_and_skip_report(videos: Path, tmp_path: Pa
 
 def test_extract_audio_counts_and_skip_report(videos: Path, tmp_path: Path) -> None:
     out = tmp_path / "root"
-    summary = media.run_extraction("audio", videos, out, RATE, workers=2, progress=False)
+    summary = extraction.run_extraction("audio", videos, out, RATE, workers=2, progress=False)
     for clip, seconds in [("dog/a1", 2.0), ("cat/c1", 1.0), ("cat/sound", 1.0)]:
         with wave.open(str(out / "data" / "audio" / f"{clip}.wav")) as w:
             assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (1, 2, RATE)
@@ -126,8 +129,8 @@ def test_resume_redoes_only_interrupted_outputs(videos: Path, tmp_path: Path) ->
     for clip in ("dog/a1", "cat/c1"):
         (src / clip).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(videos / f"{clip}.mp4", src / f"{clip}.mp4")
-    media.run_extraction("frames", src, out, FPS, workers=1, progress=False)
-    media.run_extraction("audio", src, out, RATE, workers=1, progress=False)
+    extraction.run_extraction("frames", src, out, FPS, workers=1, progress=False)
+    extraction.run_extraction("audio", src, out, RATE, workers=1, progress=False)
     done_frames = out / "data" / "frames" / "dog" / "a1.mp4"
     done_wav = out / "data" / "audio" / "dog" / "a1.wav"
     before = {p: p.stat().st_mtime_ns for p in [done_frames, done_wav, *done_frames.iterdir()]}
@@ -142,8 +145,8 @@ def test_resume_redoes_only_interrupted_outputs(videos: Path, tmp_path: Path) ->
     (partial_dir / "000050.jpg").write_bytes(b"stale")
     media.partial_path(wav_c1).write_bytes(b"RIFF")
 
-    s_frames = media.run_extraction("frames", src, out, FPS, workers=2, progress=False)
-    s_audio = media.run_extraction("audio", src, out, RATE, workers=2, progress=False)
+    s_frames = extraction.run_extraction("frames", src, out, FPS, workers=2, progress=False)
+    s_audio = extraction.run_extraction("audio", src, out, RATE, workers=2, progress=False)
     assert (s_frames.extracted, s_frames.already_complete) == (1, 1)
     assert (s_audio.extracted, s_audio.already_complete) == (1, 1)
     assert abs(media.check_frame_dir(frames_c1) - FPS) <= 1  # redone from scratch: no stale 000050.jpg
@@ -167,4 +170,71 @@ def test_scripts_exit_zero_and_print_summary(videos: Path, tmp_path: Path) -> No
 def test_script_rejects_missing_input_folder(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / "extract_frames.py"), "--video_path",
                            str(tmp_path / "nope"), "--out_dir", str(tmp_path / "o")], capture_output=True, text=True)
-    assert proc.returncode != 0 and "nope" in proc.stderr and "not a directory" in proc.stderr
+    assert proc.returncode == 2 and "nope" in proc.stderr and "not a directory" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: --video_path")
+    assert "Traceback" not in proc.stderr and not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------------------------------ extraction lock
+
+def _gated_ffmpeg(tmp_path: Path, gate: Path) -> dict:
+    """Environment whose ffmpeg (IMAGEIO_FFMPEG_EXE) waits until ``gate`` exists, then runs the real one:
+    a run started with it stays in the middle of its work, holding its lock, until the test opens the gate."""
+    wrapper = tmp_path / "gated_ffmpeg"
+    wrapper.write_text(f"#!/bin/sh\nwhile [ ! -e '{gate}' ]; do sleep 0.05; done\n"
+                       f"exec '{media.find_ffmpeg()}' \"$@\"\n")
+    wrapper.chmod(0o755)
+    return {**os.environ, "IMAGEIO_FFMPEG_EXE": str(wrapper)}
+
+
+def _extract_cmd(script: str, videos: Path, out: Path) -> list:
+    return [sys.executable, str(REPO / "scripts" / script), "--video_path", str(videos), "--out_dir", str(out),
+            "--workers", "1", "--no_progress"]
+
+
+def test_concurrent_extraction_into_one_folder_is_refused(videos: Path, tmp_path: Path) -> None:
+    """Two real processes: the first holds the lock mid-run; the second exits 2 at once naming the folder
+    and the first one's pid; the first then finishes with complete, uncorrupted output."""
+    out, gate = tmp_path / "root", tmp_path / "gate"
+    lock = out / "data" / "frames" / extraction.LOCK_NAME
+    first = subprocess.Popen(_extract_cmd("extract_frames.py", videos, out), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=_gated_ffmpeg(tmp_path, gate))
+    try:
+        deadline = time.monotonic() + 120
+        while not (lock.is_file() and lock.read_text().strip() == str(first.pid)):
+            assert first.poll() is None, first.communicate()
+            assert time.monotonic() < deadline, "the first run never took the lock"
+            time.sleep(0.05)
+        second = subprocess.run(_extract_cmd("extract_frames.py", videos, out), capture_output=True, text=True,
+                                timeout=120)  # the first is blocked on the gate: waiting for it would hang
+        assert second.returncode == 2, second.stderr
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in second.stderr
+        assert "another extraction is running into" in lines[0] and str(out / "data" / "frames") in lines[0]
+        assert f"(pid {first.pid})" in lines[0]
+        assert first.poll() is None  # refused without disturbing the running one
+    finally:
+        gate.touch()
+        stdout, stderr = first.communicate(timeout=300)
+    assert first.returncode == 0, stderr
+    assert "frames: 8 videos: 3 extracted, 0 already complete, 5 skipped" in stdout
+    for clip, seconds in [("dog/a1", 2.0), ("cat/c1", 1.0), ("dog/silent", 1.0)]:
+        n = media.check_frame_dir(out / "data" / "frames" / f"{clip}.mp4")  # numbered 000001..N, no gap
+        assert abs(n - FPS * seconds) <= 1, (clip, n)
+    assert set(_report(out / "skipped_frames.csv")) == set(BAD_FOR_FRAMES)
+    assert not [p for p in out.rglob("*") if p.name.endswith(media.PARTIAL_SUFFIX)]
+    assert lock.read_text() == ""  # released: no pid left behind
+    again = subprocess.run(_extract_cmd("extract_frames.py", videos, out), capture_output=True, text=True)
+    assert again.returncode == 0 and "0 extracted, 3 already complete" in again.stdout  # lock free again
+
+
+def test_lock_is_per_output_folder_and_released(videos: Path, tmp_path: Path) -> None:
+    out = tmp_path / "root"
+    with extraction.extraction_lock(extraction.output_folder(out, "audio")):
+        busy = rf"another extraction is running into .*audio \(pid {os.getpid()}\)"
+        with pytest.raises(ExtractionBusyError, match=busy):
+            extraction.run_extraction("audio", videos, out, RATE, progress=False)
+        assert not (out / "data" / "audio" / "dog").exists()  # refused before writing anything
+        summary = extraction.run_extraction("frames", videos, out, FPS, progress=False)  # other folder: runs
+        assert summary.extracted == 3
+    assert extraction.run_extraction("audio", videos, out, RATE, progress=False).extracted == 3

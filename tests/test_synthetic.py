@@ -18,6 +18,7 @@ import pytest
 
 from dataset import synthetic as S
 from dataset.media import find_ffmpeg, partial_path
+from utils.errors import UsageError
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "make_synthetic_dataset.py"
@@ -178,28 +179,44 @@ def test_other_settings_in_the_same_folder_are_refused(datasets, tmp_path) -> No
     out = tmp_path / "mixed"
     out.mkdir()
     shutil.copy(datasets["a"] / maker.META_NAME, out / maker.META_NAME)
-    with pytest.raises(SystemExit, match=r"synthetic\.json.*seed: 0 there vs 5 now"):
+    with pytest.raises(UsageError, match=r"^--out: .*synthetic\.json.*seed: 0 there vs 5 now"):
         generate(out, seed=5)
     assert not (out / "videos").exists()
 
 
 # ------------------------------------------------------------------------------------------ bad arguments
 @pytest.mark.parametrize("flag,value,message", [
-    ("--clips-per-class", "-3", "--clips-per-class must be >= 1"),
-    ("--clips-per-class", "0", "--clips-per-class must be >= 1"),
-    ("--seconds", "0", "--seconds must be in"),
-    ("--seconds", "0.01", "gives no video frame"),
-    ("--seed", "-1", "--seed must be >= 0"),
-    ("--workers", "0", "--workers must be >= 1"),
+    ("--clips-per-class", "-3", "--clips-per-class: must be >= 1"),
+    ("--clips-per-class", "0", "--clips-per-class: must be >= 1"),
+    ("--seconds", "0", "--seconds: must be in"),
+    ("--seconds", "0.01", "--seconds: 0.01 gives no video frame"),
+    ("--seed", "-1", "--seed: must be >= 0"),
+    ("--workers", "0", "--workers: must be >= 1"),
 ])
 def test_bad_arguments_name_the_flag(tmp_path, flag, value, message) -> None:
-    with pytest.raises(SystemExit, match=message):
+    with pytest.raises(UsageError, match=message) as err:
         maker.main(["--out", str(tmp_path / "x"), flag, value, "--no_progress"])
+    assert err.value.flag == flag
     assert not (tmp_path / "x").exists()
+
+
+def test_script_reports_user_errors_in_one_line(tmp_path) -> None:
+    """The entry point turns a user error into one 'error:' line and exit status 2 (no traceback)."""
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "x"), "--seed", "-1"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == ["error: --seed: must be >= 0, got -1"]
+    meta = tmp_path / "m"
+    meta.mkdir()
+    (meta / maker.META_NAME).write_bytes(b"\xff\xfe not json")
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(meta), "--no_progress"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "synthetic.json" in proc.stderr
 
 
 def test_cli_negative_clips_exits_nonzero_with_message(tmp_path) -> None:
     proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "x"), "--clips-per-class", "-2"],
                           capture_output=True, text=True)
-    assert proc.returncode != 0
-    assert "--clips-per-class must be >= 1, got -2" in proc.stderr
+    assert proc.returncode == 2
+    assert proc.stderr == "error: --clips-per-class: must be >= 1, got -2\n"

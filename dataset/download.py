@@ -1,0 +1,105 @@
+"""Download lists (MUSIC, Kinetics-Sounds) and resumable downloads with yt-dlp, shared by
+scripts/prepare_music.py and scripts/prepare_kinetics_sounds.py.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+from dataset.media import last_error_line
+from utils.errors import UsageError
+from utils.fileio import atomic_write_csv
+
+YOUTUBE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{11}$")  # YouTube video ids are 11 characters of this alphabet
+
+
+def youtube_url(vid: str) -> str:
+    """Watch URL of a YouTube id (the full URL keeps ids that start with '-' from looking like options)."""
+    return f"https://www.youtube.com/watch?v={vid}"
+
+
+@dataclass(frozen=True)
+class Download:
+    """One video to fetch into ``<out>/<label>/<vid>.mp4``; ``section`` is ``(start_s, end_s)`` or None."""
+
+    label: str
+    vid: str
+    url: str
+    section: Optional[Tuple[float, float]] = None
+
+
+def find_yt_dlp() -> str:
+    """Path of ``yt-dlp`` on PATH; raises ``FileNotFoundError`` with an install hint when absent."""
+    exe = shutil.which("yt-dlp")
+    if exe is None:
+        raise FileNotFoundError("yt-dlp not found on PATH (install it, e.g. `pip install yt-dlp`); "
+                                "without --download only the download list is written")
+    return exe
+
+
+def _download_one(exe: str, item: Download, out_root: Path) -> Optional[str]:
+    """Fetch one video; returns None on success or the failure reason. Partial files resume on the next run."""
+    dest = Path(out_root) / item.label / f"{item.vid}.mp4"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # a fixed hidden name: yt-dlp keeps its own .part file next to it and resumes it on the next run
+    template = dest.parent / f".{item.vid}.download.%(ext)s"
+    cmd = [exe, "--no-playlist", "--quiet", "--no-progress", "--continue",
+           "-f", "bv*[ext=mp4]+ba[ext=m4a]/b[ext=mp4]/bv*+ba/b", "--merge-output-format", "mp4",
+           "-o", str(template)]
+    if item.section is not None:
+        cmd += ["--download-sections", f"*{item.section[0]}-{item.section[1]}"]
+    proc = subprocess.run(cmd + [item.url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          errors="replace")
+    if proc.returncode != 0:
+        return f"yt-dlp exit {proc.returncode}: {last_error_line(proc.stderr)}"
+    produced = dest.parent / f".{item.vid}.download.mp4"
+    if not produced.is_file() or produced.stat().st_size == 0:
+        return "yt-dlp reported success but wrote no .mp4"
+    os.replace(produced, dest)
+    return None
+
+
+def download_videos(items: List[Download], out_root: Path, workers: int = 4,
+                    progress: bool = True) -> Tuple[int, int, List[Tuple[Download, str]]]:
+    """Download ``items`` with yt-dlp into ``out_root/<label>/<vid>.mp4``, skipping complete files.
+
+    Returns (downloaded, already present, failures with reasons). A file appears under its final name only
+    once yt-dlp has finished it, so an interrupted run resumes where it stopped.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+
+    exe = find_yt_dlp()
+    todo = [it for it in items if not (Path(out_root) / it.label / f"{it.vid}.mp4").is_file()]
+    present = len(items) - len(todo)
+    failures: List[Tuple[Download, str]] = []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # threads: the work is in yt-dlp processes
+        results = pool.map(lambda it: (it, _download_one(exe, it, out_root)), todo)
+        for item, reason in tqdm(results, total=len(todo), desc="download", unit="video", disable=not progress):
+            if reason is not None:
+                failures.append((item, reason))
+    return len(todo) - len(failures), present, failures
+
+
+def add_download_args(p, what: str) -> None:
+    """The --download/--workers flags shared by the prepare_*.py scripts (``what`` names the files)."""
+    p.add_argument("--download", action="store_true", help=f"download the {what} with yt-dlp")
+    p.add_argument("--workers", type=int, default=4, help="parallel yt-dlp processes")
+
+
+def download_and_report(items: List[Download], out_root: Path, workers: int) -> str:
+    """Download ``items``, write ``<out_root>/download_failures.csv`` and return a one-line summary.
+    Raises :class:`UsageError` (``--download``) when yt-dlp is not installed."""
+    try:
+        done, present, failures = download_videos(items, out_root, workers=workers)
+    except FileNotFoundError as err:
+        raise UsageError("--download", str(err)) from None
+    report = Path(out_root) / "download_failures.csv"
+    atomic_write_csv(report, ["class", "id", "url", "reason"], [(d.label, d.vid, d.url, r) for d, r in failures])
+    return f"downloaded {done}, already present {present}, failed {len(failures)} (see {report})"
