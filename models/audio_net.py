@@ -3,7 +3,7 @@
 Every net takes a waveform ``(B, 1, L)`` in [-1, 1] and returns a ``(B, out_dim)`` feature. Each exposes
 ``out_dim`` and ``min_length`` (the shortest ``L`` it accepts); shorter inputs raise a ``ValueError``.
 
-* ``anet``: the reference raw-waveform VGG-style 1-D CNN (PAPER.md, "Model"): 4 blocks of two stride-2
+* ``anet``: the reference raw-waveform VGG-style 1-D CNN (docs/paper.md, Model): 4 blocks of two stride-2
   Conv1d+BN+ReLU followed by MaxPool, channels 64/128/256/512, global max pool -> 512-d.
 * ``vggish``: a VGGish-style 2-D CNN on a log-mel spectrogram computed *inside* the model (torch.stft and
   a librosa mel filterbank held as a buffer), so attacks and gradients stay on the waveform.
@@ -40,7 +40,7 @@ def check_waveform(x: Tensor, min_length: int, name: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- anet
-_ANET_CHANNELS = (64, 128, 256, 512)  # PAPER.md, "Model": channels 64,128,256,512
+_ANET_CHANNELS = (64, 128, 256, 512)  # docs/paper.md, Model: channels 64,128,256,512
 _ANET_KERNEL = 3  # VGG-style 3-tap kernels (our choice; the paper only fixes stride 2 and the channels)
 _ANET_POOL = 2  # MaxPool1d(2) closing each block (our choice of pool size)
 

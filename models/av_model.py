@@ -18,7 +18,7 @@ from models.visual_net import IMG_POOLS, PRETRAINED_CHOICES, VISUAL_NETS, create
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_AUDIO_RATE = 11025  # PAPER.md, preprocessing: mono WAV at 11025 Hz
+DEFAULT_AUDIO_RATE = 11025  # docs/paper.md, Preprocessing and layout: mono WAV at 11025 Hz
 
 
 def _given(path: Optional[str]) -> bool:

@@ -113,7 +113,7 @@ class SumFusion(_Bimodal):
 
 @_register("concat")
 class ConcatFusion(_Bimodal):
-    """Concat: a linear classifier on ``[f_visual; f_audio]`` (PAPER.md, fusion heads)."""
+    """Concat: a linear classifier on ``[f_visual; f_audio]`` (docs/paper.md, Model: fusion heads)."""
 
     def __init__(self, num_classes: int, dim_audio: int, dim_visual: int) -> None:
         super().__init__(num_classes, dim_audio, dim_visual)

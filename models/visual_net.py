@@ -150,8 +150,28 @@ class ResNetTrunk(nn.Module):
         return fmap.mean(dim=(2, 3, 4))
 
 
-for _name in _RESNETS:
-    VISUAL_NETS.register(_name)(functools.partial(ResNetTrunk, _name))
+@VISUAL_NETS.register("resnet18")
+def resnet18(**kwargs) -> ResNetTrunk:
+    """ResNet-18 trunk (the paper's visual net)."""
+    return ResNetTrunk("resnet18", **kwargs)
+
+
+@VISUAL_NETS.register("resnet34")
+def resnet34(**kwargs) -> ResNetTrunk:
+    """ResNet-34 trunk."""
+    return ResNetTrunk("resnet34", **kwargs)
+
+
+@VISUAL_NETS.register("resnet50")
+def resnet50(**kwargs) -> ResNetTrunk:
+    """ResNet-50 trunk (2048-d features)."""
+    return ResNetTrunk("resnet50", **kwargs)
+
+
+@VISUAL_NETS.register("resnet10")
+def resnet10(**kwargs) -> ResNetTrunk:
+    """ResNet-10 trunk (one BasicBlock per stage; CPU runs, no ImageNet weights)."""
+    return ResNetTrunk("resnet10", **kwargs)
 
 
 def create_visual_net(name: str, img_pool: str = "avgpool", pretrained: Optional[str] = None,

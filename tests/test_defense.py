@@ -1,7 +1,10 @@
-"""Tests of the memory-bank defense (models/defense.py): solver, gradient modes, banks, wrapper."""
+"""Tests of the memory-bank defense (package models/defense/): solver, gradient modes, banks, wrapper, layout."""
 from __future__ import annotations
 
+import ast
+import errno
 import hashlib
+import os
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
@@ -22,6 +25,7 @@ from models.defense import (
     sparse_code,
     sparse_code_with_info,
 )
+from utils.errors import MalformedFileError
 
 LAM = 0.1  # paper's lambda
 
@@ -219,6 +223,96 @@ def test_save_load_and_hash_mismatch(tmp_path: Path) -> None:
         MemoryBank.load(tmp_path / "nope.pt", expected_checkpoint_sha256="a" * 64)
 
 
+def _bank() -> MemoryBank:
+    f = _features()
+    return MemoryBank.build(f["audio"], 10, "random", "a" * 64, labels=f["labels"], seed=0, modality="audio")
+
+
+def test_save_is_atomic_and_leaves_no_temp_file(tmp_path: Path) -> None:
+    bank = _bank()
+    path = tmp_path / "sub" / "bank_audio.pt"  # the folder is created
+    bank.save(path)
+    assert os.listdir(path.parent) == ["bank_audio.pt"]
+    back = MemoryBank.load(path, expected_checkpoint_sha256="a" * 64)
+    assert torch.equal(back.atoms, bank.atoms) and torch.equal(back.atom_labels, bank.atom_labels)
+    bank.save(path)  # overwrite in place
+    assert os.listdir(path.parent) == ["bank_audio.pt"]
+
+
+def test_failed_save_keeps_old_file_and_no_temp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bank = _bank()
+    path = tmp_path / "bank_audio.pt"
+    bank.save(path)
+    before = path.read_bytes()
+
+    def half_write(obj: object, f: object) -> None:  # writes part of a file, then the disk is full
+        fh = open(f, "wb") if isinstance(f, (str, os.PathLike)) else f
+        fh.write(b"partial")
+        fh.flush()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", half_write)
+    with pytest.raises(OSError, match="bank_audio.pt"):
+        bank.save(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["bank_audio.pt"]
+    assert torch.equal(MemoryBank.load(path, expected_checkpoint_sha256="a" * 64).atoms, bank.atoms)
+
+
+def test_load_missing_or_unreadable_names_the_path(tmp_path: Path) -> None:
+    missing = tmp_path / "no_such_bank.pt"
+    with pytest.raises(FileNotFoundError, match=f"memory bank file '{missing}' does not exist"):
+        MemoryBank.load(missing, expected_checkpoint_sha256="a" * 64)
+    with pytest.raises(FileNotFoundError, match="no_such_bank.pt"):
+        MemoryBank.load(str(missing), expected_checkpoint_sha256=None)
+    folder = tmp_path / "a_folder.pt"
+    folder.mkdir()
+    with pytest.raises(MalformedFileError, match="a_folder.pt.*not a regular file"):
+        MemoryBank.load(folder, expected_checkpoint_sha256="a" * 64)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x00not a torch file" * 10)
+    with pytest.raises(MalformedFileError, match="garbage.pt.*cannot be read as a memory bank file"):
+        MemoryBank.load(garbage, expected_checkpoint_sha256="a" * 64)
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(MalformedFileError, match="empty.pt"):
+        MemoryBank.load(empty, expected_checkpoint_sha256="a" * 64)
+    not_dict = tmp_path / "list.pt"
+    torch.save([1, 2], not_dict)
+    with pytest.raises(MalformedFileError, match="list.pt.*expected a dict, got list"):
+        MemoryBank.load(not_dict, expected_checkpoint_sha256="a" * 64)
+    no_hash = tmp_path / "nohash.pt"
+    torch.save({"atoms": torch.randn(3, 2)}, no_hash)
+    with pytest.raises(MalformedFileError, match="nohash.pt.*checkpoint_sha256"):
+        MemoryBank.load(no_hash, expected_checkpoint_sha256="a" * 64)
+    nan = tmp_path / "nan.pt"
+    torch.save({"atoms": torch.full((3, 2), float("nan")), "checkpoint_sha256": "a" * 64}, nan)
+    with pytest.raises(MalformedFileError, match="nan.pt.*NaN"):
+        MemoryBank.load(nan, expected_checkpoint_sha256="a" * 64)
+
+
+def test_load_for_wrong_checkpoint_names_file_and_both_hashes(tmp_path: Path) -> None:
+    path = tmp_path / "bank_audio.pt"
+    _bank().save(path)
+    with pytest.raises(ValueError, match=f"bank_audio.pt.*built from checkpoint sha256 {'a' * 64}.*{'c' * 64}"):
+        MemoryBank.load(path, expected_checkpoint_sha256="c" * 64)
+    assert MemoryBank.load(path, expected_checkpoint_sha256=None).checkpoint_sha256 == "a" * 64  # check skipped
+
+
+def test_build_banks_unreadable_features_names_the_path(tmp_path: Path) -> None:
+    garbage = tmp_path / "feats_garbage.pt"
+    garbage.write_bytes(b"junk" * 50)
+    with pytest.raises(MalformedFileError, match="feats_garbage.pt.*cannot be read as a features file"):
+        build_banks(garbage, size=4)
+    f = _features()
+    f["labels"] = f["labels"][:-1]
+    short = tmp_path / "feats_short.pt"
+    torch.save(f, short)
+    with pytest.raises(MalformedFileError, match="feats_short.pt.*'audio' must be \\(N, d\\)"):
+        build_banks(short, size=4)
+
+
 def test_sha256_file(tmp_path: Path) -> None:
     p = tmp_path / "ckpt.pth"
     p.write_bytes(b"weights" * 1000)
@@ -357,3 +451,44 @@ def test_defended_model_bad_input() -> None:
     dm = DefendedModel(model, wrong)
     with pytest.raises(ValueError, match="visual features have shape \\(4, 5\\).*dimension 7"):
         dm(audio=a, visual=v)
+
+
+# ---------------------------------------------------------------------------------------------- layout
+_PKG = Path(__file__).resolve().parent.parent / "models" / "defense"
+
+
+def test_package_modules_small_documented_and_layered() -> None:
+    """Each module of models/defense/ is under 500 lines, has a docstring, and imports (at any level,
+    function bodies included) nothing of the project but models/ and utils/."""
+    files = sorted(_PKG.glob("*.py"))
+    assert {p.name for p in files} >= {"__init__.py", "sparse_coding.py", "banks.py", "defended.py"}
+    project = {p.name.split(".")[0] for p in _PKG.parent.parent.iterdir() if p.is_dir() or p.suffix == ".py"}
+    project -= {"tests", ".venv"}
+    for p in files:
+        text = p.read_text()
+        assert len(text.splitlines()) <= 500, p.name
+        tree = ast.parse(text)
+        assert ast.get_docstring(tree), f"{p.name} has no module docstring"
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                assert node.level == 0, f"{p.name}: relative import"
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                top = name.split(".")[0]
+                if top in project:
+                    assert top in ("models", "utils"), f"{p.name} imports {name} (a higher layer)"
+
+
+def test_public_names_keep_their_paths() -> None:
+    import models.defense as pkg
+
+    for name in pkg.__all__:
+        assert hasattr(pkg, name), name
+    from models.defense import DEFAULT_BANK_SIZE, DEFAULT_LAM, DEFAULT_MAX_ITER, DEFAULT_MIX, DEFAULT_TOL, PAPER_STEPS
+
+    assert (DEFAULT_LAM, DEFAULT_TOL, DEFAULT_MAX_ITER, DEFAULT_MIX, DEFAULT_BANK_SIZE) == (0.1, 8e-4, 2000, 0.5, 1024)
+    assert PAPER_STEPS["ave"] == {"audio": 7e-7, "visual": 2e-6}
