@@ -1,7 +1,7 @@
 """Evaluate a model under a grid of attacks and per-modality budgets.
 
-``evaluate_attack_grid`` runs every (attack, eps) pair over a loader and returns one dict per row;
-``format_markdown`` renders the rows as a table.
+``evaluate_attack_grid`` runs every (attack, eps) pair over a loader and returns one dict per row
+(tables of them: ``reporting.results.markdown_table``).
 
 Rows whose budget falls on a modality the model does not read (e.g. the paper grid's audio-only row
 against a visual-only model) are evaluated, not skipped: that part of the budget is dropped (the model's
@@ -13,7 +13,6 @@ and audio-visual models line up row by row on the same grid (the comparison the 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
@@ -231,24 +230,3 @@ def _finish(row: _Row, s: Dict[str, float], mx: Dict[str, float], eps_unit: str)
         "seconds": mx["seconds"],
     }
 
-
-def _fmt(value: Any, spec: str) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    return format(value, spec)
-
-
-def format_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
-    """A Markdown table of ``evaluate_attack_grid`` rows (accuracies in percent, "-" where not applicable)."""
-    head = ["attack", "eps visual", "eps audio", "attacked", "clean acc", "adv acc", "success",
-            "max|d| visual", "max|d| audio", "PSNR visual dB", "SNR audio dB", "n", "s"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        pct = lambda v: None if v is None else 100.0 * v  # noqa: E731
-        cells = [str(r["attack"]), _fmt(r["eps_visual"], "g"), _fmt(r["eps_audio"], "g"), str(r["attacked"]),
-                 _fmt(pct(r["clean_acc"]), ".2f"), _fmt(pct(r["adv_acc"]), ".2f"),
-                 _fmt(pct(r["success_rate"]), ".2f"), _fmt(r["max_delta_visual"], ".4g"),
-                 _fmt(r["max_delta_audio"], ".4g"), _fmt(r["psnr_db_visual"], ".2f"),
-                 _fmt(r["snr_db_audio"], ".2f"), str(r["n_samples"]), _fmt(r["seconds"], ".1f")]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"

@@ -14,7 +14,8 @@ from attacks.base import MODALITIES
 
 EPS_FORM = "'visual=<float>,audio=<float>' (e.g. 'visual=0.006,audio=0.006'; a missing modality means 0)"
 
-# The paper's attack grid (PAPER.md "Grid"): (visual, audio) in {(0,0), (0,0.012), (0.012,0), (0.006,0.006)}.
+# The paper's attack grid (docs/paper.md, section "Attacks", item "Grid"):
+# (visual, audio) in {(0,0), (0,0.012), (0.012,0), (0.006,0.006)}.
 PAPER_EPS_GRID: List[Dict[str, float]] = [
     {"visual": 0.0, "audio": 0.0},
     {"visual": 0.0, "audio": 0.012},
@@ -78,11 +79,14 @@ def linf(clean: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
 def snr_db(clean: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
     """Per-sample signal-to-noise ratio of an audio perturbation, ``10 log10(sum x^2 / sum delta^2)`` (B,).
 
-    +inf where the sample is unperturbed, -inf where the clean signal is silent.
+    +inf where the sample is unperturbed (also when it is silent), -inf where the clean signal is silent
+    and the perturbation is not.
     """
     delta = _per_sample(clean, adv)
     signal = clean.double().flatten(1).pow(2).sum(dim=1)
-    return 10.0 * torch.log10(signal / delta.pow(2).sum(dim=1))
+    noise = delta.pow(2).sum(dim=1)
+    snr = 10.0 * torch.log10(signal / noise)
+    return torch.where(noise == 0, torch.full_like(snr, math.inf), snr)
 
 
 def psnr_db(clean: torch.Tensor, adv: torch.Tensor, peak: float = 1.0) -> torch.Tensor:

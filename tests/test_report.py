@@ -1,4 +1,5 @@
-"""Tests of utils/report.py and utils/html_page.py: result files, tables, plots and the examples page."""
+"""Tests of the reporting package: the table model, result files, tables, plots, the examples page and the
+study report."""
 from __future__ import annotations
 
 import csv
@@ -17,8 +18,11 @@ import soundfile as sf
 import torch
 from PIL import Image
 
-from utils import report
-from utils.html_page import PCM_MAX, difference_image
+from attacks.metrics import psnr_db, snr_db
+from reporting import examples_page, plots, results, study_report, tables
+from reporting.examples_page import PCM_MAX, difference_image
+from reporting.study_report import Block
+from reporting.tables import Column, Table
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -62,7 +66,7 @@ def test_write_results_files_parse_and_keep_other_files(tmp_path: Path, rows: Li
     (tmp_path / "keep.txt").write_text("mine")
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "ckpt.pth").write_bytes(b"x")
-    paths = report.write_results(rows, tmp_path, name="results")
+    paths = results.write_results(rows, tmp_path, name="results")
     assert set(paths) == {"json", "csv", "md"}
     assert (tmp_path / "keep.txt").read_text() == "mine" and (tmp_path / "sub" / "ckpt.pth").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt", "results.csv", "results.json",
@@ -72,7 +76,7 @@ def test_write_results_files_parse_and_keep_other_files(tmp_path: Path, rows: Li
     assert len(loaded) == len(rows)
     assert loaded[0]["adv_acc"] == 0.25 and loaded[0]["snr_db_audio"] == "inf"
     assert loaded[3]["adv_acc"] is None and loaded[3]["model"] == "a|b"
-    back = report.read_results(paths["json"])
+    back = results.read_results(paths["json"])
     assert back[0]["snr_db_audio"] == math.inf and math.isnan(back[3]["adv_acc"])
 
     with open(paths["csv"], newline="") as f:
@@ -84,17 +88,17 @@ def test_write_results_files_parse_and_keep_other_files(tmp_path: Path, rows: Li
     assert csv_rows[0]["model"] == "" and csv_rows[2]["model"] == "concat" and csv_rows[3]["snr_db_audio"] == ""
 
     md = paths["md"].read_text()
-    assert md == report.markdown_table(rows)
+    assert md == results.markdown_table(rows)
 
     # rewriting replaces the files in place, still leaving the rest alone
-    report.write_results(rows[:1], tmp_path, name="results")
+    results.write_results(rows[:1], tmp_path, name="results")
     assert len(_strict_json(paths["json"].read_text())) == 1 and (tmp_path / "keep.txt").exists()
     with pytest.raises(ValueError, match="plain file stem"):
-        report.write_results(rows, tmp_path, name="../escape")
+        results.write_results(rows, tmp_path, name="../escape")
 
 
 def test_markdown_table_content(rows: List[Dict[str, Any]]) -> None:
-    cells = _md_cells(report.markdown_table(rows))
+    cells = _md_cells(results.markdown_table(rows))
     header, body = cells[0], cells[2:]
     assert len(body) == len(rows)
     col = {h: i for i, h in enumerate(header)}
@@ -110,22 +114,22 @@ def test_markdown_table_content(rows: List[Dict[str, Any]]) -> None:
     assert body[0][col["ε visual"]] == "0.012" and body[0][col["ε audio"]] == "0"
     assert body[0][col["n"]] == "104" and body[0][col["time (s)"]] == "12.3"
 
-    only = _md_cells(report.markdown_table(rows, columns=["attack", "adv_acc", "extra"]))
+    only = _md_cells(results.markdown_table(rows, columns=["attack", "adv_acc", "extra"]))
     assert only[0] == ["attack", "adv acc (%)", "extra"] and only[2] == ["pgd", "25.00", "—"]
 
 
 def test_markdown_table_rejects_percent_accuracies() -> None:
     with pytest.raises(ValueError, match="fraction"):
-        report.markdown_table([_row("pgd", 0.0, 0.012, adv=25.0, clean=91.35)])
+        results.markdown_table([_row("pgd", 0.0, 0.012, adv=25.0, clean=91.35)])
 
 
 def test_numpy_and_tensor_values_are_accepted(tmp_path: Path) -> None:
     row = _row("pgd", 0.0, 0.012, 0.25)
     row["adv_acc"], row["n_samples"] = torch.tensor(0.25), np.int64(104)
-    paths = report.write_results([row], tmp_path)
+    paths = results.write_results([row], tmp_path)
     assert _strict_json(paths["json"].read_text())[0]["adv_acc"] == 0.25
     with pytest.raises(TypeError, match="unsupported type"):
-        report.write_results([{"attack": object()}], tmp_path)
+        results.write_results([{"attack": object()}], tmp_path)
 
 
 def test_pivot_table_maps_eps_patterns() -> None:
@@ -135,26 +139,26 @@ def test_pivot_table_maps_eps_patterns() -> None:
                    _row("fgsm", 0.012, 0.0, 0.77)],
         "audio|only": [_row("pgd", 0.012, 0.0, 0.05, clean=0.6)],
     }
-    cells = _md_cells(report.pivot_table(by_model, "pgd"))
+    cells = _md_cells(results.pivot_table(by_model, "pgd"))
     header, body = cells[0], cells[2:]
     assert header == ["model", "clean (%)", "audio, ε=0.012 input (%)", "visual, ε=0.012 input (%)",
                       "both, ε=0.006 input (%)"]
     assert body[0] == ["concat", "91.35", "20.00", "30.00", "10.00"]
     assert body[1] == ["audio\\|only", "60.00", "5.00", "—", "—"]
-    assert report.attacked_modalities(_row("x", 0, 0.1, 0.5)) == "visual"
+    assert results.attacked_modalities(_row("x", 0, 0.1, 0.5)) == "visual"
 
     # a column whose eps differs between models carries the eps in each cell
     by_model["audio|only"] = [_row("pgd", 0.024, 0.0, 0.05, clean=0.6)]
-    cells = _md_cells(report.pivot_table(by_model, "pgd"))
+    cells = _md_cells(results.pivot_table(by_model, "pgd"))
     assert cells[0][2] == "audio (%)" and cells[2][2] == "20.00 (ε=0.012 input)"
     assert cells[3][2] == "5.00 (ε=0.024 input)"
 
     with pytest.raises(ValueError, match="several rows map to column 'audio'"):
-        report.pivot_table({"m": [_row("pgd", 0.012, 0, 0.2), _row("pgd", 0.024, 0, 0.1)]}, "pgd")
+        results.pivot_table({"m": [_row("pgd", 0.012, 0, 0.2), _row("pgd", 0.024, 0, 0.1)]}, "pgd")
     with pytest.raises(ValueError, match="attacks present"):
-        report.pivot_table(by_model, "cw")
+        results.pivot_table(by_model, "cw")
     with pytest.raises(ValueError, match="disagree on clean_acc"):
-        report.pivot_table({"m": [_row("pgd", 0.012, 0, 0.2, clean=0.9), _row("pgd", 0, 0.012, 0.1, clean=0.8)]}, "pgd")
+        results.pivot_table({"m": [_row("pgd", 0.012, 0, 0.2, clean=0.9), _row("pgd", 0, 0.012, 0.1, clean=0.8)]}, "pgd")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -176,27 +180,27 @@ def test_sweep_curves_and_accuracy_plot(tmp_path: Path) -> None:
         sweep += [_row("pgd", eps, 0.0, 0.8 - 0.2 * k), _row("pgd", 0.0, eps, 0.7 - 0.2 * k),
                   _row("pgd", eps, eps, 0.5 - 0.2 * k), _row("fgsm", eps, eps, 0.6 - 0.2 * k),
                   _row("pgd", 2 * eps, eps, 0.4 - 0.1 * k)]
-    curves = report.sweep_curves(sweep)
+    curves = plots.sweep_curves(sweep)
     assert set(curves) == {("pgd", "audio"), ("pgd", "visual"), ("pgd", "both"), ("fgsm", "both"),
                            ("pgd", "both (ε_audio = 2·ε_visual)")}
     np.testing.assert_allclose(curves[("pgd", "visual")], [(0.002, 0.7), (0.004, 0.5), (0.008, 0.3)])
     np.testing.assert_allclose(curves[("pgd", "both (ε_audio = 2·ε_visual)")], [(0.002, 0.4), (0.004, 0.3), (0.008, 0.2)])
-    out = report.plot_accuracy_vs_eps(sweep, tmp_path / "plots" / "acc.png", "PGD sweep")
+    out = plots.plot_accuracy_vs_eps(sweep, tmp_path / "plots" / "acc.png", "PGD sweep")
     _assert_png(out)
     with pytest.raises(ValueError, match="several models"):
-        report.plot_accuracy_vs_eps([_row("pgd", 0.1, 0, 0.5, model="a"), _row("pgd", 0.1, 0, 0.5, model="b")],
+        plots.plot_accuracy_vs_eps([_row("pgd", 0.1, 0, 0.5, model="a"), _row("pgd", 0.1, 0, 0.5, model="b")],
                                     tmp_path / "x.png", "t")
     with pytest.raises(ValueError, match="two rows"):
-        report.sweep_curves([_row("pgd", 0.1, 0, 0.5, steps=10), _row("pgd", 0.1, 0, 0.4, steps=20)])
+        plots.sweep_curves([_row("pgd", 0.1, 0, 0.5, steps=10), _row("pgd", 0.1, 0, 0.4, steps=20)])
 
 
 def test_cosine_hist(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    out = report.plot_cosine_hist(rng.uniform(0.2, 0.9, 200), torch.empty(200).uniform_(-0.5, 0.3),
+    out = plots.plot_cosine_hist(rng.uniform(0.2, 0.9, 200), torch.empty(200).uniform_(-0.5, 0.3),
                                   tmp_path / "cos.png", "cos(audio, visual)")
     _assert_png(out)
     with pytest.raises(ValueError, match="not a cosine"):
-        report.plot_cosine_hist(np.array([0.5, 1.5]), np.array([0.1]), tmp_path / "bad.png", "t")
+        plots.plot_cosine_hist(np.array([0.5, 1.5]), np.array([0.1]), tmp_path / "bad.png", "t")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -226,8 +230,9 @@ def _examples() -> List[Dict[str, Any]]:
     a_adv = np.clip(a_clean + rng.uniform(-0.006, 0.006, a_clean.shape), -1, 1).astype(np.float32)
     f_clean_u8 = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
     f_adv_u8 = np.clip(f_clean_u8.astype(int) + rng.integers(-3, 4, f_clean_u8.shape), 0, 255).astype(np.uint8)
-    f_clean = torch.rand(3, 32, 32)
-    f_adv = (f_clean + torch.empty_like(f_clean).uniform_(-0.01, 0.01)).clamp(0, 1)
+    gen = torch.Generator().manual_seed(1)  # the same examples whatever ran before
+    f_clean = torch.rand(3, 32, 32, generator=gen)
+    f_adv = (f_clean + 0.02 * torch.rand(f_clean.shape, generator=gen) - 0.01).clamp(0, 1)
     yy, xx = np.mgrid[0:7, 0:7]
     return [
         {"id": "../../etc/passwd <script>", "label": NASTY, "pred_clean": NASTY, "pred_adv": "tuba",
@@ -244,7 +249,7 @@ def _examples() -> List[Dict[str, Any]]:
 def test_examples_page_escaping_assets_audio_and_diff(tmp_path: Path) -> None:
     (tmp_path / "results.json").write_text("[]")
     examples = _examples()
-    index = report.write_examples_page(examples, tmp_path, title="Attacks on <MUSIC> & co")
+    index = examples_page.write_examples_page(examples, tmp_path, title="Attacks on <MUSIC> & co")
     assert index == tmp_path / "index.html" and (tmp_path / "results.json").read_text() == "[]"
     page = index.read_text(encoding="utf-8")
 
@@ -281,7 +286,7 @@ def test_examples_page_escaping_assets_audio_and_diff(tmp_path: Path) -> None:
     with Image.open(tmp_path / "assets" / "001_violin_abc_frame_clean.png") as im:
         assert im.size == (32, 32)
     saved = np.asarray(Image.open(tmp_path / "assets" / "001_violin_abc_frame_clean.png"))
-    np.testing.assert_array_equal(saved, np.round(examples[1]["frame_clean"].permute(1, 2, 0).numpy() * 255))
+    np.testing.assert_array_equal(saved, np.round(examples[1]["frame_clean"].permute(1, 2, 0).double().numpy() * 255))
     assert "∞" in page  # identical audio in example 1: SNR inf
     # the two localization overlays differ (hot spot moved)
     loc = [np.asarray(Image.open(tmp_path / "assets" / f"000_etc_passwd_script_{k}.png")) for k in ("loc_clean", "loc_adv")]
@@ -302,21 +307,21 @@ def test_difference_image_scale() -> None:
 def test_examples_page_rejects_bad_inputs(tmp_path: Path) -> None:
     good = _examples()[1]
     with pytest.raises(ValueError, match=r"outside \[0, 1\]"):
-        report.write_examples_page([{**good, "frame_adv": good["frame_adv"] * 2}], tmp_path, "t")
+        examples_page.write_examples_page([{**good, "frame_adv": good["frame_adv"] * 2}], tmp_path, "t")
     with pytest.raises(ValueError, match=r"outside \[-1, 1\]"):
-        report.write_examples_page([{**good, "audio_adv": good["audio_adv"] * 3}], tmp_path, "t")
+        examples_page.write_examples_page([{**good, "audio_adv": good["audio_adv"] * 3}], tmp_path, "t")
     with pytest.raises(ValueError, match="uint8 array"):
-        report.write_examples_page([{**good, "frame_clean": np.zeros((8, 8, 3), np.float32)}], tmp_path, "t")
+        examples_page.write_examples_page([{**good, "frame_clean": np.zeros((8, 8, 3), np.float32)}], tmp_path, "t")
     with pytest.raises(KeyError, match="pred_adv"):
-        report.write_examples_page([{k: v for k, v in good.items() if k != "pred_adv"}], tmp_path, "t")
+        examples_page.write_examples_page([{k: v for k, v in good.items() if k != "pred_adv"}], tmp_path, "t")
     with pytest.raises(ValueError, match="given together"):
-        report.write_examples_page([{**good, "frame_adv": None}], tmp_path, "t")
+        examples_page.write_examples_page([{**good, "frame_adv": None}], tmp_path, "t")
     assert not (tmp_path / "index.html").exists()
 
 
 @pytest.mark.skipif(not CHROMIUM.is_file(), reason="/usr/bin/chromium is not installed (apt-get install chromium)")
 def test_page_renders_in_headless_chromium(tmp_path: Path) -> None:
-    index = report.write_examples_page(_examples(), tmp_path / "page", title="Render check")
+    index = examples_page.write_examples_page(_examples(), tmp_path / "page", title="Render check")
     shot = tmp_path / "shot.png"
     script = ROOT / "scripts" / "check_html.py"
     proc = subprocess.run([sys.executable, str(script), str(index), str(shot)], capture_output=True, text=True,
@@ -332,3 +337,162 @@ def test_page_renders_in_headless_chromium(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, str(script), str(blank), str(tmp_path / "blank.png")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "BLANK" in proc.stderr  # the check itself can fail
+
+
+# --------------------------------------------------------------------------------------------------
+# the one table model, and everything that renders a table going through it
+# --------------------------------------------------------------------------------------------------
+class _HtmlTable(HTMLParser):
+    """The text of every <th>/<td> of a page, row by row (entities decoded)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: List[List[str]] = []
+        self.row_classes: List[str] = []
+        self._cell: Any = None
+
+    def handle_starttag(self, tag: str, attrs: List[Any]) -> None:
+        if tag == "tr":
+            self.rows.append([])
+            self.row_classes.append(dict(attrs).get("class", ""))
+        elif tag in ("th", "td"):
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("th", "td"):
+            self.rows[-1].append("".join(self._cell))
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def _html_cells(page: str) -> List[List[str]]:
+    parser = _HtmlTable()
+    parser.feed(page)
+    return parser.rows
+
+
+def _unescape_md(cell: str) -> str:
+    return cell.replace("\\|", "|").replace("\\\\", "\\")
+
+
+def test_one_table_renders_the_same_cells_to_markdown_and_html() -> None:
+    cols = [Column("name", "name <th>"), Column("acc", "acc (%)", tables.fmt_percent, numeric=True),
+            Column("snr", "SNR | dB", tables.fmt_db, numeric=True)]
+    rows = [{"name": NASTY, "acc": 0.5, "snr": float("inf")}, {"name": "a|b\\c", "acc": None, "snr": 31.25},
+            {"name": "line\nbreak", "acc": np.float32(0.125)}]
+    table = Table(cols, rows)
+    want = table.cells()
+    assert want == [[NASTY, "50.00", "∞"], ["a|b\\c", "—", "31.2"], ["line\nbreak", "12.50", "—"]]
+
+    md = _md_cells(table.to_markdown())
+    assert [_unescape_md(h) for h in md[0]] == table.headers == ["name <th>", "acc (%)", "SNR | dB"]
+    assert md[1] == [":---", "---:", "---:"]
+    assert [[_unescape_md(c) for c in r] for r in md[2:]] == [[c.replace("\n", " ") for c in r] for r in want]
+
+    page = table.to_html()
+    assert "<th>" not in page.replace("<th>", "", 4)  # header row + no stray markup from the data
+    assert _html_cells(page) == [table.headers] + want
+    kv = Table(cols[:2], rows[:2], row_classes=["ok", "wrong"]).to_html(css_class="meta", header=False,
+                                                                        row_headers=True, sep="")
+    assert kv.startswith('<table class="meta"><tr class="ok"><th>') and "\n" not in kv
+    assert _html_cells(kv) == [r[:2] for r in want[:2]]
+    with pytest.raises(ValueError, match="duplicate"):
+        Table([Column("a", "a"), Column("a", "b")])
+
+
+def test_results_tables_and_the_study_report_go_through_table(tmp_path: Path, rows: List[Dict[str, Any]],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    cols = ["model", "attack", "eps_visual", "clean_acc", "adv_acc", "snr_db_audio"]
+    by_model = {"concat": [_row("pgd", 0.006, 0.006, 0.1), _row("pgd", 0.0, 0.012, 0.3)],
+                "a|b": [_row("pgd", 0.012, 0.0, 0.05, clean=0.6)]}
+    blocks = [Block("h1", "Study"), Block("table", table=results.results_table(rows, cols)),
+              Block("table", table=results.comparison_table(by_model, "pgd")), Block("p", "done")]
+    out = study_report.write_report(blocks, tmp_path, "t <x>")
+    md_tables = [_md_cells(t) for t in out["md"].read_text().split("\n\n") if t.strip().startswith("|")]
+    html_cells = _html_cells(out["html"].read_text())
+    assert len(md_tables) == 2
+    md_rows = [[_unescape_md(c) for c in r] for t in md_tables for r in (t[:1] + t[2:])]
+    assert md_rows == html_cells  # the two formats show the same headers and cells
+    assert html_cells[0] == ["model", "attack", "ε visual", "clean acc (%)", "adv acc (%)", "SNR audio (dB)"]
+    assert results.markdown_table(rows, cols) == results.results_table(rows, cols).to_markdown()
+    assert results.pivot_table(by_model, "pgd") == results.comparison_table(by_model, "pgd").to_markdown()
+
+    # every renderer delegates to Table: a change of Table's cells shows up in all of them
+    monkeypatch.setattr(Table, "cells", lambda self: [["CELL"] * len(self.columns) for _ in self.rows])
+    assert _md_cells(results.markdown_table(rows, cols))[2] == ["CELL"] * len(cols)
+    assert _md_cells(results.pivot_table(by_model, "pgd"))[2] == ["CELL"] * 5
+    assert results.format_value("adv_acc", 0.25) == "CELL"
+    assert "| CELL |" in study_report.render_markdown(blocks)
+    assert "<td>CELL</td>" in study_report.render_html(blocks, "t")
+
+
+def test_block_api() -> None:
+    table = results.results_table([], ["attack"])
+    assert study_report.render_markdown([Block("table", table=table)]) == "(no rows)\n"
+    assert "<p>(no rows)</p>" in study_report.render_html([Block("table", table=table)], "t")
+    with pytest.raises(ValueError, match="needs table"):
+        Block("table")
+    with pytest.raises(ValueError, match="unknown block kind 'mdtable'"):
+        Block("mdtable", "| a |\n|---|\n")
+    with pytest.raises(ValueError, match="only a table block"):
+        Block("p", "x", table=table)
+    assert study_report.pct(0.1234) == "12.3%" and study_report.pct(None) == "—"
+    assert study_report.compare(0.9, 0.1, 100) == "higher than"
+    assert study_report.compare(0.5, 0.52, 100) == "about the same as"
+
+
+def test_examples_page_uses_the_evaluation_metrics(tmp_path: Path) -> None:
+    ex = _examples()[0]
+    examples_page.write_examples_page([ex], tmp_path, "t")
+    meta = {r[0]: r[1] for r in _html_cells((tmp_path / "index.html").read_text(encoding="utf-8")) if len(r) == 2}
+    a_clean, a_adv = (torch.from_numpy(ex[k].astype(np.float64))[None] for k in ("audio_clean", "audio_adv"))
+    f_clean, f_adv = (torch.from_numpy(ex[k].astype(np.float64) / 255)[None] for k in ("frame_clean", "frame_adv"))
+    assert meta["audio SNR (dB)"] == tables.fmt_db(float(snr_db(a_clean, a_adv)[0]))
+    assert meta["frame PSNR (dB)"] == tables.fmt_db(float(psnr_db(f_clean, f_adv)[0]))
+    assert meta["prediction (adversarial)"] == "tuba"
+    # one SNR: a silent, unperturbed clip is +inf (not NaN), as documented
+    silent = torch.zeros(2, 5)
+    assert snr_db(silent, silent).tolist() == [math.inf, math.inf]
+    assert snr_db(silent, silent + 0.1).tolist() == [-math.inf, -math.inf]
+    assert examples_page.clip_snr_db(np.zeros(4), np.zeros(4)) == math.inf
+
+
+def test_reporting_layer_structure() -> None:
+    """Old modules gone, modules under 500 lines, only allowed imports, utils/ never imports reporting."""
+    import ast
+
+    for old in ("utils/report.py", "utils/html_page.py", "utils/study_report.py"):
+        assert not (ROOT / old).exists(), old
+    assert "def format_markdown" not in (ROOT / "attacks" / "evaluate.py").read_text()
+    project = {p.name for p in ROOT.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+
+    def imports(path: Path) -> List[str]:
+        names = []
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):  # function-level imports too
+            if isinstance(node, ast.Import):
+                names += [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names.append(node.module)
+        return [n for n in names if n.split(".")[0] in project]
+
+    modules = sorted((ROOT / "reporting").glob("*.py"))
+    assert {p.stem for p in modules} >= {"tables", "results", "plots", "examples_page", "study_report"}
+    graph = {}
+    for path in modules:
+        assert len(path.read_text().splitlines()) <= 500, path
+        deps = imports(path)
+        bad = [d for d in deps if not (d.startswith(("reporting.", "utils.")) or d == "attacks.metrics")]
+        assert not bad, f"{path.name} imports {bad}"
+        graph[f"reporting.{path.stem}"] = [d for d in deps if d.startswith("reporting.")]
+    for path in (ROOT / "utils").glob("*.py"):
+        assert not [d for d in imports(path) if d.split(".")[0] == "reporting"], path
+    assert not [d for d in imports(ROOT / "attacks" / "metrics.py") if d.split(".")[0] == "reporting"]
+
+    def reaches(start: str, goal: str, seen: set) -> bool:
+        return any(d == goal or (d not in seen and not seen.add(d) and reaches(d, goal, seen))
+                   for d in graph.get(start, []))
+
+    assert not [m for m in graph if reaches(m, m, set())], "import cycle inside reporting/"

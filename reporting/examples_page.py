@@ -1,4 +1,4 @@
-"""A self-contained HTML page to see and hear adversarial examples.
+"""The HTML examples page: a self-contained page to see and hear adversarial examples.
 
 ``write_examples_page(examples, out_dir, title)`` writes ``out_dir/index.html`` and ``out_dir/assets/``
 (PNG frames, difference images, heat-map overlays and 16-bit PCM WAV files); the folder can be copied
@@ -27,7 +27,8 @@ frame and audio pairs must be given):
 
 For every example the page shows the true and predicted classes (red when wrong), the audio SNR
 ``10 log10(sum x^2 / sum delta^2)`` and the frame PSNR ``10 log10(1 / mse)`` (pixels in [0, 1]) computed
-from the arrays shown, the clean and adversarial frames, ``|delta|`` magnified so that its max maps to
+from the arrays shown with :func:`attacks.metrics.snr_db` / :func:`attacks.metrics.psnr_db` (the same
+functions as the evaluation's result rows), the clean and adversarial frames, ``|delta|`` magnified so that its max maps to
 255 (the factor is printed and stored in the image's ``data-scale`` attribute), and ``<audio controls>``
 players. Every string from the data is HTML-escaped; file names are sanitised and numbered.
 """
@@ -37,22 +38,37 @@ import html
 import io
 import logging
 import math
+import os
+import re
 import wave
 from pathlib import Path
-from typing import Any, List, Mapping, Sequence, Tuple
+from typing import Any, List, Mapping, Sequence, Tuple, Union
 from urllib.parse import quote
 
 import numpy as np
+import torch
 from PIL import Image
 
-from utils.report import PathLike, atomic_write_bytes, atomic_write_text, fmt_db, safe_filename
+from attacks.metrics import linf, psnr_db, snr_db
+from reporting.tables import Column, Table, fmt_db
+from utils.fileio import atomic_write_bytes, atomic_write_text
 
 logger = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
 
 ASSETS = "assets"
 HEATMAP_ALPHA = 0.5  # weight of the heat map in the overlay
 PCM_MAX = 32767  # int16 full scale used for the WAV files
 _RANGE_TOL = 1e-6  # float inputs may overshoot [0, 1] / [-1, 1] by rounding only
+
+
+def safe_filename(name: str, max_len: int = 60) -> str:
+    """A file-name-safe stem of ``name``: runs of characters outside ``[A-Za-z0-9-]`` (dots and slashes
+    included, so no ``..`` or hidden files) become one ``_``; at most ``max_len`` characters; "item" if empty.
+    """
+    safe = re.sub(r"[^A-Za-z0-9-]+", "_", str(name)).strip("_")[:max_len].strip("_")
+    return safe or "item"
 
 
 def _esc(value: Any) -> str:
@@ -141,21 +157,24 @@ def difference_image(clean: np.ndarray, adv: np.ndarray) -> Tuple[np.ndarray, fl
     return np.round(delta * scale * 255.0).astype(np.uint8), scale, max_abs
 
 
-def snr_db(clean: np.ndarray, adv: np.ndarray) -> float:
-    """10 log10(sum clean^2 / sum delta^2); inf for a zero perturbation."""
-    noise = float(np.sum((adv - clean) ** 2))
-    signal = float(np.sum(clean ** 2))
-    if noise == 0.0:
-        return float("inf")
-    if signal == 0.0:
-        return float("-inf")
-    return 10.0 * math.log10(signal / noise)
+def _one_sample(x: np.ndarray) -> torch.Tensor:
+    """A float64 array as a batch of one sample for :mod:`attacks.metrics`."""
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64))[None]
 
 
-def psnr_db(clean: np.ndarray, adv: np.ndarray) -> float:
-    """10 log10(1 / mse) for images in [0, 1]; inf for identical images."""
-    mse = float(np.mean((adv - clean) ** 2))
-    return float("inf") if mse == 0.0 else 10.0 * math.log10(1.0 / mse)
+def clip_snr_db(clean: np.ndarray, adv: np.ndarray) -> float:
+    """Audio SNR of one clip, :func:`attacks.metrics.snr_db` (inf for a zero perturbation)."""
+    return float(snr_db(_one_sample(clean), _one_sample(adv))[0])
+
+
+def frame_psnr_db(clean: np.ndarray, adv: np.ndarray) -> float:
+    """PSNR of one frame in [0, 1], :func:`attacks.metrics.psnr_db` (inf for identical frames)."""
+    return float(psnr_db(_one_sample(clean), _one_sample(adv))[0])
+
+
+def clip_max_delta(clean: np.ndarray, adv: np.ndarray) -> float:
+    """Largest |adv - clean| of one clip, :func:`attacks.metrics.linf`."""
+    return float(linf(_one_sample(clean), _one_sample(adv))[0])
 
 
 def heatmap_overlay(frame: np.ndarray, loc: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -200,6 +219,11 @@ def _require_pair(ex: Mapping[str, Any], a: str, b: str, i: int) -> bool:
     return has_a
 
 
+# The per-example key/value table: names as row headers, values (preformatted text) as cells; a row's
+# class ("ok" / "wrong") colours a prediction.
+_META_COLUMNS = (Column("name", "name"), Column("value", "value"))
+
+
 def _render_example(i: int, ex: Mapping[str, Any], asset_dir: Path) -> str:
     """Write one example's assets and return its HTML section."""
     for key in ("label", "pred_clean", "pred_adv"):
@@ -233,7 +257,7 @@ def _render_example(i: int, ex: Mapping[str, Any], asset_dir: Path) -> str:
         atomic_write_bytes(asset_dir / names["frame_clean"], png_bytes(clean))
         atomic_write_bytes(asset_dir / names["frame_adv"], png_bytes(adv))
         atomic_write_bytes(asset_dir / names["diff"], png_bytes(diff))
-        rows.append(("frame PSNR (dB)", fmt_db(psnr_db(clean, adv)), ""))
+        rows.append(("frame PSNR (dB)", fmt_db(frame_psnr_db(clean, adv)), ""))
         if max_abs > 0:
             diff_caption = f"|δ| × {scale:.1f} (max |δ| = {255 * max_abs:.2f}/255)"
         else:
@@ -260,8 +284,8 @@ def _render_example(i: int, ex: Mapping[str, Any], asset_dir: Path) -> str:
         a_adv = audio_to_1d(ex["audio_adv"], f"example {i} audio_adv")
         if a_clean.shape != a_adv.shape:
             raise ValueError(f"example {i}: audio lengths differ: {a_clean.size} vs {a_adv.size}")
-        rows.append(("audio SNR (dB)", fmt_db(snr_db(a_clean, a_adv)), ""))
-        rows.append(("audio max |δ|", f"{float(np.abs(a_adv - a_clean).max()):.4g}", ""))
+        rows.append(("audio SNR (dB)", fmt_db(clip_snr_db(a_clean, a_adv)), ""))
+        rows.append(("audio max |δ|", f"{clip_max_delta(a_clean, a_adv):.4g}", ""))
         for key, audio, caption in (("audio_clean", a_clean, "clean audio"),
                                     ("audio_adv", a_adv, "adversarial audio")):
             name = f"{stem}_{key}.wav"
@@ -272,10 +296,10 @@ def _render_example(i: int, ex: Mapping[str, Any], asset_dir: Path) -> str:
     for key, value in dict(ex.get("metrics") or {}).items():
         rows.append((str(key), _fmt_metric(value), ""))
 
-    table = "".join(f'<tr><th>{_esc(k)}</th><td class="{c}">{_esc(v)}</td></tr>' for k, v, c in rows)
+    table = Table(_META_COLUMNS, [{"name": k, "value": v} for k, v, _ in rows], row_classes=[c for _, _, c in rows])
     return (f'<section class="example" id="ex-{i:03d}"><h2>#{i} {_esc(ex_id)}</h2>'
-            f'<table class="meta">{table}</table>'
-            f'<div class="figures">{"".join(figures)}</div>'
+            + table.to_html(css_class="meta", header=False, row_headers=True, sep="")
+            +             f'<div class="figures">{"".join(figures)}</div>'
             f'<div class="audio">{"".join(players)}</div></section>')
 
 
@@ -288,7 +312,7 @@ section.example { background: #fff; border: 1px solid #ccc; border-radius: 6px; 
 table.meta { border-collapse: collapse; font-size: 13px; margin-bottom: 8px; }
 table.meta th { text-align: left; padding: 2px 10px 2px 0; font-weight: normal; color: #555; }
 table.meta td { padding: 2px 6px; font-family: monospace; }
-td.ok { color: #11772d; font-weight: bold; } td.wrong { color: #c0161c; font-weight: bold; }
+tr.ok td { color: #11772d; font-weight: bold; } tr.wrong td { color: #c0161c; font-weight: bold; }
 div.figures { display: flex; flex-wrap: wrap; gap: 8px; }
 figure { margin: 0; } figcaption { font-size: 12px; color: #444; max-width: 200px; }
 figure img { width: 200px; height: auto; image-rendering: pixelated; border: 1px solid #ddd; }
