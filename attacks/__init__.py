@@ -1,6 +1,6 @@
 """Adversarial attacks on audio-visual models: ``create_attack(name, model, eps=..., ...)``.
 
-Attacks are registered by name in ``ATTACKS`` (fgsm, pgd, mim); every one shares the L-infinity threat
+Attacks register themselves by name in ``ATTACKS`` (``@ATTACKS.register`` in their own module); every one shares the L-infinity threat
 model of ``attacks.base`` (per-modality budgets, projection around the clean input, valid ranges).
 """
 from __future__ import annotations
@@ -9,16 +9,8 @@ from typing import List, Mapping, Union
 
 import torch.nn as nn
 
-from attacks.base import EPS_UNITS, MODALITIES, Attack, LinfThreat
-from attacks.fgsm import FGSM
-from attacks.mim import MIM
-from attacks.pgd import PGD
-from utils.registry import Registry
-
-ATTACKS: Registry[type] = Registry("attack")
-ATTACKS.register("fgsm")(FGSM)
-ATTACKS.register("pgd")(PGD)
-ATTACKS.register("mim")(MIM)
+from attacks import fgsm, mim, pgd  # noqa: F401  (each module registers its attack in ATTACKS)
+from attacks.base import ATTACKS, EPS_UNITS, MODALITIES, Attack, LinfThreat
 
 __all__ = ["ATTACKS", "Attack", "EPS_UNITS", "LinfThreat", "MODALITIES", "create_attack", "list_attacks"]
 
@@ -45,7 +37,7 @@ def create_attack(
 
     ``eps`` maps modality -> L-infinity budget (e.g. ``{"audio": 0.006, "visual": 0.006}``); only
     modalities with eps > 0 are attacked. ``steps`` = 10 and ``alpha`` = eps/8 and ``decay`` = 1.0 are the
-    paper's settings (PAPER.md "Attacks"). ``eps_unit="normalized"`` reads the visual eps (and alpha) in
+    paper's settings (docs/paper.md, Attacks). ``eps_unit="normalized"`` reads the visual eps (and alpha) in
     ImageNet-normalised units like the reference code. Unknown names raise ``KeyError`` listing the
     valid ones. The returned object is called as ``attack({"audio": a, "visual": v}, labels)``.
 

@@ -5,7 +5,7 @@ valid input ranges, the signed-gradient step, the projection onto the eps-ball a
 the random start (``LinfThreat``, after MadryLab/robustness' attack-step objects). The attacks in
 ``fgsm.py``, ``pgd.py`` and ``mim.py`` only say how the step direction is formed.
 
-Design decisions (each fixes a bug of the reference code, see ../shared/PAPER.md):
+Design decisions (each fixes a bug of the reference code, see docs/paper.md, "Behaviours of the reference code that are bugs"):
 
 * The modalities attacked are exactly those with a non-zero eps; the fusion head is never consulted.
 * Projection is onto ``[x_clean - eps, x_clean + eps]`` and the valid range at every step, for every
@@ -30,16 +30,21 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from utils.modes import model_mode
+from utils.registry import Registry
+
 logger = logging.getLogger(__name__)
 
 MODALITIES: Tuple[str, ...] = ("audio", "visual")
+# Every attack registers itself in its own module with ``@ATTACKS.register("name")``.
+ATTACKS: "Registry[type]" = Registry("attack")
 # Physical input ranges (docs/ARCHITECTURE.md conventions): waveform in [-1, 1], pixels in [0, 1].
 VALID_RANGE: Dict[str, Tuple[float, float]] = {"audio": (-1.0, 1.0), "visual": (0.0, 1.0)}
 # ImageNet per-channel std of torchvision's normalisation; the reference code applies the visual eps in
-# this normalised space (PAPER.md "Units"), so eps_unit="normalized" scales the pixel budget by it.
+# this normalised space (docs/paper.md, Attacks: "Units"), so eps_unit="normalized" scales the pixel budget by it.
 IMAGENET_STD: Tuple[float, float, float] = (0.229, 0.224, 0.225)
 EPS_UNITS: Tuple[str, ...] = ("input", "normalized")
-# Default step size eps / ALPHA_DIVISOR (PAPER.md: PGD and MIM use 10 steps of size eps/8).
+# Default step size eps / ALPHA_DIVISOR (docs/paper.md, Attacks: PGD and MIM use 10 steps of size eps/8).
 ALPHA_DIVISOR = 8.0
 
 Budget = Union[float, torch.Tensor]
@@ -329,13 +334,8 @@ class Attack:
         labels = labels.detach()
         threats = {m: self.threat(m, clean[m]) for m in self.attacked}
 
-        modes = [mod.training for mod in self.model.modules()]
-        self.model.eval()
-        try:
+        with model_mode(self.model, training=False):
             best = self._run_restarts(clean, fixed, labels, threats)
-        finally:
-            for mod, mode in zip(self.model.modules(), modes):
-                mod.training = mode
         out.update(best)
         return out
 

@@ -1,9 +1,10 @@
 """FGSM: one signed-gradient step of size eps (Goodfellow et al., ICLR 2015)."""
 from __future__ import annotations
 
-from attacks.base import Attack
+from attacks.base import ATTACKS, Attack
 
 
+@ATTACKS.register("fgsm")
 class FGSM(Attack):
     """Fast Gradient Sign Method, "Explaining and Harnessing Adversarial Examples" (Goodfellow, Shlens,
     Szegedy, ICLR 2015, arXiv 1412.6572), with per-modality budgets as in Tian & Xu (CVPR 2021).
@@ -26,7 +27,7 @@ class FGSM(Attack):
     """
 
     name = "fgsm"
-    uses_alpha = False  # the single step has size eps (PAPER.md "FGSM: one signed-gradient step of size eps")
+    uses_alpha = False  # the single step has size eps (docs/paper.md, Attacks: "FGSM: one signed-gradient step of size eps")
 
     def _num_steps(self) -> int:
         return 1

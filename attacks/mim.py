@@ -5,12 +5,13 @@ from typing import Dict
 
 import torch
 
-from attacks.base import Attack
+from attacks.base import ATTACKS, Attack
 
 # Guards the per-sample normalisation against an all-zero gradient (a sample whose loss is flat).
 _TINY = 1e-12
 
 
+@ATTACKS.register("mim")
 class MIM(Attack):
     """Momentum Iterative Method, "Boosting Adversarial Attacks with Momentum" (Dong, Liao, Pang, Su, Zhu,
     Hu, Li, CVPR 2018, arXiv 1710.06081), with per-modality budgets as in Tian & Xu (CVPR 2021).

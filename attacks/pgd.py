@@ -1,9 +1,10 @@
 """PGD: projected gradient descent on the L-infinity ball (Madry et al., ICLR 2018)."""
 from __future__ import annotations
 
-from attacks.base import Attack
+from attacks.base import ATTACKS, Attack
 
 
+@ATTACKS.register("pgd")
 class PGD(Attack):
     """Projected Gradient Descent, "Towards Deep Learning Models Resistant to Adversarial Attacks"
     (Madry, Makelov, Schmidt, Tsipras, Vladu, ICLR 2018, arXiv 1706.06083), with per-modality budgets as

@@ -32,8 +32,8 @@ from attacks import create_attack  # noqa: E402
 from models import create_model  # noqa: E402
 from dataset.specs import get_spec  # noqa: E402
 
-EPS = 0.006  # PAPER.md grid: (0.006, 0.006) for the joint attack
-STEPS = 10  # PAPER.md: 10 steps of eps/8
+EPS = 0.006  # docs/paper.md, Attacks: grid point (0.006, 0.006) for the joint attack
+STEPS = 10  # docs/paper.md, Attacks: 10 steps of eps/8
 
 
 def bare_work(model: nn.Module, audio: torch.Tensor, visual: torch.Tensor, labels: torch.Tensor) -> None:
@@ -137,7 +137,7 @@ def main() -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.model(audio=None, visual=x)
 
-    alpha = EPS / 8  # PAPER.md: step eps/8
+    alpha = EPS / 8  # docs/paper.md, Attacks: step eps/8
     theirs = torchattacks.PGD(Wrapped(vmodel), eps=EPS, alpha=alpha, steps=STEPS, random_start=False)
     ours = create_attack("pgd", vmodel, eps={"visual": EPS}, alpha=alpha, steps=STEPS)
     times = race({"torchattacks": lambda: theirs(image, labels),

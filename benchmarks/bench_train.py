@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 from dataset.av_dataset import AVDataset, build_loader  # noqa: E402
 from dataset.specs import get_spec  # noqa: E402
 from models import create_model  # noqa: E402
-from utils.config import default_workers  # noqa: E402
+from pipeline.config import default_workers  # noqa: E402
 
 
 def step(model, opt, batch) -> None:

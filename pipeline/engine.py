@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from utils import distributed as du
+from utils.modes import model_mode
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +126,18 @@ def evaluate(model: nn.Module, loader, device: torch.device, amp: bool = False, 
              desc: str = "eval", max_batches: int = 0) -> Dict[str, Any]:
     """Clean accuracy and CE over ``loader``; counts are summed over processes (exact under DDP)."""
     bare = unwrap(model)
-    was_training = bare.training
-    bare.eval()
+    with model_mode(bare, training=False):
+        sums = _evaluate_sums(bare, loader, device, amp, progress, desc, max_batches)
+    sums = du.all_reduce_sum(sums)
+    n = sums[2].item()
+    if n == 0:
+        raise RuntimeError(f"{desc}: the loader yielded no samples")
+    return {"loss": sums[0].item() / n, "acc": sums[1].item() / n, "n": int(n),
+            "cos": sums[3].item() / n if not math.isnan(sums[3].item()) else float("nan")}
+
+
+def _evaluate_sums(bare: nn.Module, loader, device: torch.device, amp: bool, progress: bool, desc: str,
+                   max_batches: int) -> torch.Tensor:
     sums = torch.zeros(4, dtype=torch.float64)  # ce, correct, n, cos
     for i, batch in enumerate(tqdm(loader, desc=desc, disable=not (progress and du.is_main()), leave=False)):
         if max_batches and i >= max_batches:
@@ -142,31 +153,23 @@ def evaluate(model: nn.Module, loader, device: torch.device, amp: bool = False, 
         sums += torch.tensor([F.cross_entropy(logits, labels, reduction="sum").item(),
                               (logits.argmax(1) == labels).sum().item(), labels.numel(), cos],
                              dtype=torch.float64)
-    sums = du.all_reduce_sum(sums)
-    bare.train(was_training)
-    n = sums[2].item()
-    if n == 0:
-        raise RuntimeError(f"{desc}: the loader yielded no samples")
-    return {"loss": sums[0].item() / n, "acc": sums[1].item() / n, "n": int(n),
-            "cos": sums[3].item() / n if not math.isnan(sums[3].item()) else float("nan")}
+    return sums
 
 
 @torch.no_grad()
 def extract_features(model: nn.Module, loader, device: torch.device, progress: bool = True) -> Dict[str, Any]:
     """Clean eval-mode features of every sample of ``loader`` (no augmentation: pass an eval dataset)."""
     bare = unwrap(model)
-    was_training = bare.training
-    bare.eval()
     out: Dict[str, list] = {m: [] for m in bare.modalities}
     labels, ids, index = [], [], []
-    for batch in tqdm(loader, desc="features", disable=not progress, leave=False):
-        feats = bare.features(**to_inputs(batch, device, bare.modalities))
-        for m in bare.modalities:
-            out[m].append(feats[m].float().cpu())
-        labels.append(batch["label"])
-        ids.extend(batch["id"])
-        index.append(batch["index"])
-    bare.train(was_training)
+    with model_mode(bare, training=False):
+        for batch in tqdm(loader, desc="features", disable=not progress, leave=False):
+            feats = bare.features(**to_inputs(batch, device, bare.modalities))
+            for m in bare.modalities:
+                out[m].append(feats[m].float().cpu())
+            labels.append(batch["label"])
+            ids.extend(batch["id"])
+            index.append(batch["index"])
     order = torch.argsort(torch.cat(index))
     result: Dict[str, Any] = {m: torch.cat(v)[order] for m, v in out.items()}
     result["labels"] = torch.cat(labels)[order]

@@ -4,5 +4,5 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 default_root ave
 launch main_defense.py --dataset ave --mode eval --id "ave-minsim-banks" --ckpt "$CKPT" \
-  --base_weights "$CKPT/ave-minsim/checkpoint_best.pth" --attack_type fgsm,pgd --adaptive \
+  --base_weights "$(run_file "$CKPT/ave-minsim" checkpoint_best)" --attack_type fgsm,pgd --adaptive \
   --eps_unit "$EPS_UNIT" --eps "${PAPER_GRID[@]}" "$@"

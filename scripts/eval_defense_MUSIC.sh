@@ -4,5 +4,5 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 default_root music
 launch main_defense.py --dataset music --mode eval --id "music-minsim-banks" --ckpt "$CKPT" \
-  --base_weights "$CKPT/music-minsim/checkpoint_best.pth" --attack_type fgsm,pgd --adaptive \
+  --base_weights "$(run_file "$CKPT/music-minsim" checkpoint_best)" --attack_type fgsm,pgd --adaptive \
   --eps_unit "$EPS_UNIT" --eps "${PAPER_GRID[@]}" "$@"

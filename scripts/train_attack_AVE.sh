@@ -4,4 +4,4 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 default_root ave
 launch main_attack.py --dataset ave --mode train --arch_classifier "$FUSION" --id "ave-$FUSION" \
-  --ckpt "$CKPT" --eps_unit "$EPS_UNIT" --eps "${PAPER_GRID[@]}" "$@"
+  --ckpt "$CKPT" --eps_unit "$EPS_UNIT" "$@"

@@ -4,4 +4,4 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 default_root kinetics_sounds
 launch main_attack.py --dataset kinetics_sounds --mode train --arch_classifier "$FUSION" --id "kinetics_sounds-$FUSION" \
-  --ckpt "$CKPT" --eps_unit "$EPS_UNIT" --eps "${PAPER_GRID[@]}" "$@"
+  --ckpt "$CKPT" --eps_unit "$EPS_UNIT" "$@"

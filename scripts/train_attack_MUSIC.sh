@@ -4,4 +4,4 @@
 source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 default_root music
 launch main_attack.py --dataset music --mode train --arch_classifier "$FUSION" --id "music-$FUSION" \
-  --ckpt "$CKPT" --eps_unit "$EPS_UNIT" --eps "${PAPER_GRID[@]}" "$@"
+  --ckpt "$CKPT" --eps_unit "$EPS_UNIT" "$@"

@@ -8,4 +8,4 @@ default_root ave
 launch main_attack.py --dataset ave --mode train --id "ave-minsim" --ckpt "$CKPT" \
   --minsim_weight "${MINSIM:-spec}" --save_features "${COMMON_ARGS[@]}"
 launch main_defense.py --dataset ave --mode train --id "ave-minsim-banks" --ckpt "$CKPT" \
-  --base_weights "$CKPT/ave-minsim/checkpoint_best.pth" --features "$CKPT/ave-minsim/features_train.pt" "${COMMON_ARGS[@]}" "${DEFENSE_ARGS[@]}"
+  --base_weights "$(run_file "$CKPT/ave-minsim" checkpoint_best)" --features "$(run_file "$CKPT/ave-minsim" features)" "${COMMON_ARGS[@]}" "${DEFENSE_ARGS[@]}"

@@ -8,4 +8,4 @@ default_root kinetics_sounds
 launch main_attack.py --dataset kinetics_sounds --mode train --id "kinetics_sounds-minsim" --ckpt "$CKPT" \
   --minsim_weight "${MINSIM:-spec}" --save_features "${COMMON_ARGS[@]}"
 launch main_defense.py --dataset kinetics_sounds --mode train --id "kinetics_sounds-minsim-banks" --ckpt "$CKPT" \
-  --base_weights "$CKPT/kinetics_sounds-minsim/checkpoint_best.pth" --features "$CKPT/kinetics_sounds-minsim/features_train.pt" "${COMMON_ARGS[@]}" "${DEFENSE_ARGS[@]}"
+  --base_weights "$(run_file "$CKPT/kinetics_sounds-minsim" checkpoint_best)" --features "$(run_file "$CKPT/kinetics_sounds-minsim" features)" "${COMMON_ARGS[@]}" "${DEFENSE_ARGS[@]}"

@@ -8,4 +8,4 @@ default_root music
 launch main_attack.py --dataset music --mode train --id "music-minsim" --ckpt "$CKPT" \
   --minsim_weight "${MINSIM:-spec}" --save_features "${COMMON_ARGS[@]}"
 launch main_defense.py --dataset music --mode train --id "music-minsim-banks" --ckpt "$CKPT" \
-  --base_weights "$CKPT/music-minsim/checkpoint_best.pth" --features "$CKPT/music-minsim/features_train.pt" "${COMMON_ARGS[@]}" "${DEFENSE_ARGS[@]}"
+  --base_weights "$(run_file "$CKPT/music-minsim" checkpoint_best)" --features "$(run_file "$CKPT/music-minsim" features)" "${COMMON_ARGS[@]}" "${DEFENSE_ARGS[@]}"

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from attacks import create_attack
-from attacks.evaluate import evaluate_attack_grid, format_markdown
+from attacks.evaluate import evaluate_attack_grid
+from reporting.results import markdown_table
 from attacks.metrics import PAPER_EPS_GRID, format_eps, linf, max_delta, parse_eps, psnr_db, snr_db
 from tests.test_attacks import ToyAV, make_batch
 
@@ -82,8 +83,9 @@ def test_grid_rows_have_the_documented_keys_and_the_clean_row_matches():
     assert both["max_delta_audio"] == pytest.approx(3 * 0.006 / 8, abs=1e-6)  # 3 steps of eps/8
     assert both["psnr_db_visual"] > 30
     assert [r["steps"] for r in rows if r["attack"] == "fgsm"] == [1] * 4
-    table = format_markdown(rows)
-    assert table.count("\n") == len(rows) + 2 and "| pgd | 0.006 | 0.006 | audio+visual |" in table
+    table = markdown_table(rows)
+    assert table.count("\n") == len(rows) + 2 and "| pgd | 0.006 | 0.006 | input | 3 |" in table
+    assert table.rstrip().endswith("|") and "audio+visual" in table
 
 
 def test_grid_accuracies_match_a_direct_computation():

@@ -11,6 +11,7 @@ import pytest
 
 from dataset.specs import get_spec
 from tests.fake_media import make_fake_media
+from utils.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted((REPO / "scripts").glob("*.sh")) + [REPO / "scripts" / "lib" / "common.sh", REPO / ".ci" / "run"]
@@ -44,7 +45,7 @@ def test_per_dataset_scripts_run_with_tiny_overrides(up, tmp_path):
             "--num_epoch", "1", "--audLen", "4096", "--imgSize", "16", "--arch_frame", "resnet10",
             "--batch_size_per_gpu", "32", "--workers", "0", "--no_progress", "--disp_iter", "0"]
     env = _env(tmp_path, media["root"])
-    steps = [("train_attack", ["--eps", "visual=0.006,audio=0.006"]),
+    steps = [("train_attack", []),
              ("eval_attack", ["--attack_type", "fgsm", "--eps", "visual=0,audio=0", "visual=0.006,audio=0.006",
                               "--save_examples", "1"]),
              ("train_defense", ["--", "--bank_size", "16", "--unrolled_iters", "5", "--ista_iters", "50"]),
@@ -58,12 +59,13 @@ def test_per_dataset_scripts_run_with_tiny_overrides(up, tmp_path):
     runs = tmp_path / "runs"
     args = json.loads((runs / f"{ds}-concat" / "args.json").read_text())
     assert args["audLen"] == 4096 and args["eps_unit"] == "normalized" and args["categories"] == list(spec.categories)
-    eval_args = json.loads((runs / f"{ds}-concat" / "args_eval.json").read_text())
-    assert eval_args["eps_unit"] == args["eps_unit"] and eval_args["audLen"] == args["audLen"]
-    rows = json.loads((runs / f"{ds}-concat" / "results.json").read_text())
+    evaluation = RunDir(runs / f"{ds}-concat").latest_eval()
+    eval_cfg = json.loads((evaluation / "eval.json").read_text())["config"]
+    assert eval_cfg["eps_unit"] == args["eps_unit"] and eval_cfg["audLen"] == args["audLen"]
+    rows = json.loads((evaluation / "results.json").read_text())
     assert [r["eps_visual"] for r in rows] == [0.0, 0.006]
-    assert (runs / f"{ds}-minsim" / "features_train.pt").is_file()
-    assert (runs / f"{ds}-minsim-banks" / "robustness.json").is_file()
+    assert RunDir(runs / f"{ds}-minsim").features.is_file()
+    assert (RunDir(runs / f"{ds}-minsim-banks").latest_eval() / "robustness.json").is_file()
     # the paper's MinSim weight and mix come from the dataset spec (KS: 0.8 and 0.6)
     minsim_args = json.loads((runs / f"{ds}-minsim" / "args.json").read_text())
     assert minsim_args["minsim_weight"] == spec.minsim_weight
@@ -92,9 +94,11 @@ def test_demo_quick_study_end_to_end(tmp_path):
         assert f"| {model}" in report, model
     html = (out / "report.html").read_text()
     assert "<table>" in html and "What the numbers say" in html
-    assert (out / "concat" / "examples" / "index.html").is_file()
-    assert (out / "attention" / "examples" / "index.html").is_file()
+    assert (RunDir(out / "concat").latest_eval() / "examples" / "index.html").is_file()
+    assert (RunDir(out / "attention").latest_eval() / "examples" / "index.html").is_file()
     # a second call reuses every finished step
     again = subprocess.run(cmd, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True,
                            text=True, timeout=300)
     assert again.returncode == 0 and "[run] train" not in again.stderr + again.stdout
+    assert "already finished with this configuration" in again.stdout  # evaluations reused, not recomputed
+    assert len(RunDir(out / "concat").eval_ids()) == 1

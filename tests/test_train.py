@@ -15,6 +15,8 @@ import torch
 
 import main_attack
 from tests.fake_media import make_fake_media
+from utils.errors import UsageError
+from utils.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 CATS = ["alpha", "beta", "gamma"]
@@ -38,6 +40,12 @@ def read_metrics(run: Path, tag: str):
     return [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines() if json.loads(l)["tag"] == tag]
 
 
+def eval_metrics(run: Path, tag: str, which: int = -1):
+    """Metrics of the run's ``which``-th finished evaluation (oldest first)."""
+    rd = RunDir(run)
+    return read_metrics(rd.eval_dir(rd.eval_ids()[which]), tag)
+
+
 def test_train_then_eval_writes_run_folder(media, tmp_path):
     args = base_args(media, tmp_path, "r", "--arch_classifier", "concat", "--num_epoch", "2", "--lr_steps", "1")
     assert main_attack.main(args + ["--mode", "train", "--save_features"]) == 0
@@ -50,16 +58,20 @@ def test_train_then_eval_writes_run_folder(media, tmp_path):
     feats = torch.load(run / "features_train.pt", weights_only=True)
     assert feats["audio"].shape[0] == feats["visual"].shape[0] == len(feats["ids"]) == 12
     assert len(feats["checkpoint_sha256"]) == 64
+    ck = torch.load(run / "checkpoint_best.pth", weights_only=True)
+    assert ck["categories"] == CATS
+    assert (run / "done_train.json").is_file()
     assert main_attack.main(args + ["--mode", "eval"]) == 0
-    test = read_metrics(run, "test")
-    assert len(test) == 2 and 0.0 <= test[-1]["acc"] <= 1.0 and test[-1]["n"] == 6
+    test = eval_metrics(run, "test")
+    assert len(test) == 1 and 0.0 <= test[-1]["acc"] <= 1.0 and test[-1]["n"] == 6
+    assert read_metrics(run, "test")[-1]["acc"] == test[-1]["acc"]  # the training run's own test pass
     # the run folder is never overwritten by a second training run
-    with pytest.raises(SystemExit, match="--resume"):
+    with pytest.raises(UsageError, match="--resume"):
         main_attack.main(args + ["--mode", "train"])
 
 
 def test_lr_steps_scale_learning_rates():
-    from utils.runner import set_epoch_lr
+    from pipeline.build import set_epoch_lr
 
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([{"params": [p], "lr": 1e-3, "initial_lr": 1e-3}], lr=1e-3)
@@ -111,17 +123,18 @@ def test_ddp_two_process_eval_equals_single_process(media, tmp_path):
                    "--batch_size_per_gpu", "2", "--attack_type", "fgsm,pgd", "--attack_steps", "2",
                    "--eps", "visual=0,audio=0.01", "visual=0.01,audio=0.01")
     assert main_attack.main(ev) == 0
-    single = read_metrics(tmp_path / "ddp", "test")[-1]
-    rows_single = json.loads((tmp_path / "ddp" / "results.json").read_text())
+    single = eval_metrics(tmp_path / "ddp", "test", 0)[-1]
+    rows_single = json.loads((RunDir(tmp_path / "ddp").latest_eval() / "results.json").read_text())
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                            "--master_port", str(29500 + os.getpid() % 1000), str(REPO / "main_attack.py"), *ev],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    multi = read_metrics(tmp_path / "ddp", "test")[-1]
+    assert len(RunDir(tmp_path / "ddp").eval_ids()) == 2
+    multi = eval_metrics(tmp_path / "ddp", "test", 1)[-1]
     assert multi["n"] == single["n"] == 6
     assert multi["acc"] == single["acc"] and multi["loss"] == pytest.approx(single["loss"], rel=1e-6)
-    rows_multi = json.loads((tmp_path / "ddp" / "results.json").read_text())
+    rows_multi = json.loads((RunDir(tmp_path / "ddp").latest_eval() / "results.json").read_text())
     assert len(rows_multi) == len(rows_single) == 4
     for a, b in zip(rows_single, rows_multi):
         for key in ("attack", "eps_audio", "eps_visual", "n_samples", "clean_acc", "adv_acc", "success_rate",
@@ -130,7 +143,7 @@ def test_ddp_two_process_eval_equals_single_process(media, tmp_path):
 
 
 def test_bad_inputs_fail_clearly(media, tmp_path):
-    with pytest.raises(SystemExit, match="cls_num"):
+    with pytest.raises(UsageError, match="cls_num"):
         main_attack.main(base_args(media, tmp_path, "x", "--cls_num", "5", "--mode", "train"))
     # a category present in the index but not in --categories
     with pytest.raises(Exception, match="gamma"):
@@ -139,15 +152,15 @@ def test_bad_inputs_fail_clearly(media, tmp_path):
     # a checkpoint from another architecture
     assert main_attack.main(base_args(media, tmp_path, "z", "--arch_classifier", "sum", "--num_epoch", "1",
                                       "--mode", "train")) == 0
-    with pytest.raises(RuntimeError, match="different model"):
+    with pytest.raises(UsageError, match="different model"):
         main_attack.main(base_args(media, tmp_path, "z", "--arch_classifier", "concat", "--mode", "eval",
                                    "--weights", str(tmp_path / "z" / "checkpoint_best.pth")))
-    with pytest.raises(SystemExit, match="GPU"):
+    with pytest.raises(UsageError, match="GPU"):
         main_attack.main(base_args(media, tmp_path, "w", "--amp", "--device", "cpu", "--mode", "train"))
 
 
 def test_nan_loss_stops_with_error():
-    from utils.engine import LogitsAndFeatures, TrainConfig, train_one_epoch
+    from pipeline.engine import LogitsAndFeatures, TrainConfig, train_one_epoch
 
     class NaNModel(torch.nn.Module):
         modalities = ("audio",)

@@ -1,29 +1,19 @@
-"""Checkpoints: one dict that resumes a run, written atomically and loaded with weights_only=True.
+"""Checkpoint reading: one dict that resumes a run, loaded with weights_only=True, and its architecture check.
 
-Layout: ``{model, optimizer, scheduler, epoch, best_acc, args, rng_state, arch}``. ``arch`` names the
+Layout: ``{model, optimizer, scheduler, epoch, best_acc, args, rng_state, arch, categories}`` (written by
+pipeline/train.py through utils.fileio.atomic_torch_save). ``arch`` names the
 three networks and the number of classes; loading into a model built differently is an error that says
 which part differs.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 from pathlib import Path
 from typing import Any, Dict
 
 import torch
 
 log = logging.getLogger(__name__)
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temp file in the same folder, then rename: a kill never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def rng_state() -> Dict[str, Any]:
@@ -65,23 +55,3 @@ def check_arch(ckpt: Dict[str, Any], expected: Dict[str, Any], path: Path) -> No
     diffs = [f"{k}: checkpoint {have.get(k)!r} vs model {v!r}" for k, v in expected.items() if have.get(k) != v]
     if diffs:
         raise RuntimeError(f"checkpoint {path} is for a different model ({'; '.join(diffs)})")
-
-
-def load_model_weights(model: torch.nn.Module, path: Path, expected_arch: Dict[str, Any]) -> Dict[str, Any]:
-    """Load the model state of a project checkpoint into ``model`` after checking its architecture."""
-    ckpt = load_checkpoint(path)
-    check_arch(ckpt, expected_arch, path)
-    model.load_state_dict(ckpt["model"])
-    return ckpt
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file (ties memory banks and features to the checkpoint they came from)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()

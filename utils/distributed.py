@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
+
+from utils.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +39,9 @@ def init_distributed(device_arg: str) -> torch.device:
     """Initialise the process group when launched by torchrun and return this process's device."""
     want_cuda = device_arg.startswith("cuda") or (device_arg == "auto" and torch.cuda.is_available())
     if device_arg.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(f"error: --device {device_arg} but CUDA is not available on this machine")
+        raise UsageError("--device", f"{device_arg} but CUDA is not available on this machine")
     if device_arg not in ("auto", "cpu") and not device_arg.startswith("cuda"):
-        raise SystemExit(f"error: --device must be auto, cpu, cuda or cuda:N, got {device_arg!r}")
+        raise UsageError("--device", f"must be auto, cpu, cuda or cuda:N, got {device_arg!r}")
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
         local_rank = int(os.environ.get("LOCAL_RANK", 0))
         backend = "nccl" if want_cuda else "gloo"
@@ -51,6 +53,15 @@ def init_distributed(device_arg: str) -> torch.device:
     if want_cuda:
         return torch.device(device_arg if device_arg.startswith("cuda") else "cuda")
     return torch.device("cpu")
+
+
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every process (identity without a process group)."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def cleanup() -> None:

@@ -15,8 +15,12 @@ CKPT="${CKPT:-runs}"
 NPROC="${NPROC:-1}"
 EPS_UNIT="${EPS_UNIT:-normalized}"
 FUSION="${FUSION:-concat}"
-# The paper's grid (PAPER.md): (v, a) in {(0,0), (0,0.012), (0.012,0), (0.006,0.006)}.
+# The paper's grid (docs/paper.md, Attacks): (v, a) in {(0,0), (0,0.012), (0.012,0), (0.006,0.006)}.
 PAPER_GRID=("visual=0,audio=0" "visual=0,audio=0.012" "visual=0.012,audio=0" "visual=0.006,audio=0.006")
+
+run_file() {  # run_file RUN_FOLDER KEY: a file of a run folder, named by utils/rundir.py (never spelled here)
+  "$PY" -m utils.rundir "$1" "$2"
+}
 
 launch() {  # launch MAIN ARGS...: one process, or torchrun with NPROC processes
   local main="$1"; shift

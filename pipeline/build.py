@@ -1,0 +1,124 @@
+"""Building what a run needs from its ``RunConfig``: datasets, loaders, the model, the optimiser, and the
+training options of the engine."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Dict, List, Sequence
+
+import torch
+import torch.nn as nn
+from torch.utils.data import DistributedSampler
+
+from attacks import create_attack
+from dataset.av_dataset import AVDataset
+from dataset.av_dataset import build_loader as _dataset_loader
+from models import create_model
+from pipeline.config import RunConfig
+from pipeline.engine import TrainConfig
+from utils import distributed as du
+from utils.checkpoint import load_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+def build_dataset(cfg: RunConfig, list_path: str, train_mode: bool) -> AVDataset:
+    """AVDataset over ``list_path``; ``train_mode`` turns augmentation on."""
+    return AVDataset(
+        list_path=list_path, audio_path=cfg.audio_path, frame_path=cfg.frame_path,
+        categories=list(cfg.categories), split_train=train_mode, num_frames=cfg.num_frames,
+        stride_frames=cfg.stride_frames, frame_rate=cfg.frameRate, aud_len=cfg.audLen,
+        aud_rate=cfg.audRate, img_size=cfg.imgSize, seed=cfg.seed)
+
+
+def build_loader(ds: AVDataset, cfg: RunConfig, train: bool):
+    """Train: a seeded shuffling DistributedSampler (also with one process, so a resumed run sees the
+    same order); eval: ShardSampler (no padding, exact counts under DDP)."""
+    if train:
+        sampler = DistributedSampler(ds, num_replicas=du.world_size(), rank=du.rank(), shuffle=True,
+                                     seed=cfg.seed, drop_last=False)
+    else:
+        sampler = du.ShardSampler(len(ds))
+    return _dataset_loader(ds, batch_size=cfg.batch_size_per_gpu, workers=cfg.workers, shuffle=False,
+                           sampler=sampler, seed=cfg.seed, drop_last=False)
+
+
+def build_model(cfg: RunConfig) -> nn.Module:
+    """The model named by --arch_sound/--arch_frame/--arch_classifier (initialised from --init_from)."""
+    model = create_model(arch_sound=cfg.arch_sound, arch_frame=cfg.arch_frame,
+                         arch_classifier=cfg.arch_classifier, num_classes=cfg.cls_num,
+                         img_pool=cfg.img_pool, pretrained=cfg.pretrained,
+                         weights_frame=cfg.weights_frame or None, weights_sound=cfg.weights_sound or None,
+                         audio_rate=cfg.audRate)
+    if cfg.init_from and cfg.mode == "train" and not cfg.resume:
+        init_nets_from(model, cfg.init_from)
+    return model
+
+
+def init_nets_from(model: nn.Module, paths: Sequence[str]) -> None:
+    """Copy the ``audio_net``/``visual_net`` weights of project checkpoints into ``model``.
+
+    Each net of ``model`` must be found in exactly one checkpoint with identical keys and shapes; anything
+    else is an error naming the checkpoint and the net (no partial, silent initialisation).
+    """
+    state = model.state_dict()
+    nets = [n for n in ("audio_net", "visual_net") if getattr(model, n, None) is not None]
+    found: Dict[str, str] = {}
+    for path in paths:
+        ck = load_checkpoint(Path(path))["model"]
+        for net in nets:
+            keys = {k for k in ck if k.startswith(net + ".")}
+            if not keys:
+                continue
+            want = {k for k in state if k.startswith(net + ".")}
+            if keys != want:
+                raise RuntimeError(f"--init_from {path}: its {net} does not match this model's "
+                                   f"({len(want - keys)} missing, {len(keys - want)} unexpected keys)")
+            if net in found:
+                raise RuntimeError(f"--init_from: {net} is in both {found[net]} and {path}")
+            for k in keys:
+                if ck[k].shape != state[k].shape:
+                    raise RuntimeError(f"--init_from {path}: {k} has shape {tuple(ck[k].shape)}, "
+                                       f"this model needs {tuple(state[k].shape)}")
+                state[k].copy_(ck[k])
+            found[net] = path
+    missing = [n for n in nets if n not in found]
+    if missing:
+        raise RuntimeError(f"--init_from {' '.join(paths)}: no checkpoint holds this model's {', '.join(missing)}")
+    log.info("initialised %s", ", ".join(f"{n} from {p}" for n, p in found.items()))
+
+
+def make_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.SGD:
+    """SGD with the paper's per-module learning rates (docs/paper.md, Model: visual 1e-4, audio and head 1e-3)."""
+    groups: Dict[str, List[nn.Parameter]] = {"visual": [], "audio": [], "classifier": []}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        parts = name.split(".")
+        if "visual_net" in parts:
+            groups["visual"].append(p)
+        elif "audio_net" in parts:
+            groups["audio"].append(p)
+        else:
+            groups["classifier"].append(p)
+    lrs = {"visual": cfg.lr_frame, "audio": cfg.lr_sound, "classifier": cfg.lr_classifier}
+    params = [{"params": ps, "lr": lrs[k], "initial_lr": lrs[k], "name": k} for k, ps in groups.items() if ps]
+    return torch.optim.SGD(params, lr=cfg.lr_classifier, momentum=cfg.beta1, weight_decay=cfg.weight_decay)
+
+
+def set_epoch_lr(optimizer: torch.optim.Optimizer, lr_steps: Sequence[int], epoch: int) -> float:
+    """x0.1 at every step epoch already reached (docs/paper.md, Model: factor 0.1). Returns the factor."""
+    factor = 0.1 ** sum(1 for s in lr_steps if epoch >= s)
+    for g in optimizer.param_groups:
+        g["lr"] = g["initial_lr"] * factor
+    return factor
+
+
+def train_options(cfg: RunConfig, model: nn.Module) -> TrainConfig:
+    """The engine's training options, with the adversary of --adv_train (Madry-style, per-modality eps)."""
+    opts = TrainConfig(minsim_weight=cfg.minsim_weight, amp=cfg.amp, channels_last=cfg.channels_last,
+                       disp_iter=cfg.disp_iter, progress=not cfg.no_progress)
+    if cfg.adv_train:
+        opts.adv_attack = create_attack(cfg.adv_train, model, eps=cfg.train_budget, steps=cfg.train_attack_steps,
+                                        random_start=True, eps_unit=cfg.eps_unit, seed=cfg.seed)
+    return opts

@@ -1,0 +1,75 @@
+"""What both mains do once their model is built: train, or evaluate and attack.
+
+train: fit, reload the best checkpoint, the clean test pass (when a test list is given), the training
+features (--save_features), then ``done_train.json``.
+eval: load the weights, the clean pass on the evaluated list, the attack grid (and sweep, examples,
+adaptive attacks), all written to a staging folder published only when everything is written.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any, Dict, Optional
+
+import torch.nn as nn
+
+from pipeline.adaptive import run_adaptive
+from pipeline.attack_eval import run_attack_eval
+from pipeline.config import RunConfig
+from pipeline.context import RunContext
+from pipeline.engine import TrainConfig
+from pipeline.preflight import eval_weights
+from pipeline.train import clean_accuracy, fit, load_for_eval, save_features
+from utils import distributed as du
+
+log = logging.getLogger(__name__)
+
+
+def _train(model: nn.Module, cfg: RunConfig, ctx: RunContext, opts: TrainConfig) -> None:
+    t0 = time.time()
+    result = fit(model, cfg, ctx, opts)
+    best = load_for_eval(model, cfg, ctx, ctx.run_dir.checkpoint_best)
+    test: Optional[Dict[str, Any]] = None
+    if cfg.list_test:
+        test = clean_accuracy(model, cfg, ctx, cfg.list_test, "test")
+    else:
+        log.info("no --list_test given: no separate test pass (evaluate later with --mode eval)")
+    if cfg.save_features:
+        save_features(model, cfg, ctx, best)
+    if ctx.is_main:
+        ctx.run_dir.mark_done({"best_val_acc": result["best_val_acc"], "test": test, "seconds": time.time() - t0,
+                               "command": sys.argv})
+
+
+def _evaluate(model: nn.Module, cfg: RunConfig, ctx: RunContext, label: str) -> None:
+    path = eval_weights(cfg)
+    if path.is_file():
+        load_for_eval(model, cfg, ctx, path)
+    else:  # only reachable for the defense (preflight refuses a missing checkpoint otherwise)
+        log.warning("no checkpoint at %s: evaluating the model as built (banks not fine-tuned)", path)
+        model.to(ctx.device)
+    tag = "test" if cfg.list_test else "val"
+    clean = clean_accuracy(model, cfg, ctx, cfg.eval_list, tag)
+    ctx.record["clean"] = {**clean, "list": cfg.eval_list}
+    if cfg.attacks:
+        grid = run_attack_eval(model, cfg, ctx, label=label, clean=clean)
+        if cfg.adaptive:
+            run_adaptive(model, cfg, ctx, label, grid)
+
+
+def execute(model: nn.Module, cfg: RunConfig, ctx: RunContext, opts: TrainConfig, label: str) -> None:
+    """Train or evaluate ``model``; an evaluation's folder is published only if everything succeeded."""
+    ok = False
+    try:
+        if cfg.mode == "train":
+            _train(model, cfg, ctx, opts)
+        else:
+            _evaluate(model, cfg, ctx, label)
+        ok = True
+    finally:
+        if ok:
+            ctx.finish()
+        else:
+            ctx.abort()
+        du.cleanup()

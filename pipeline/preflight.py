@@ -1,0 +1,207 @@
+"""Checks of every file a run will read, before anything is written or computed.
+
+The index lists (exist, parse, classes in --categories, clips long enough for the frame window), the
+media folders, and every checkpoint the run loads (architecture, class order, schedule). Each problem is
+a ``UsageError`` naming the flag, or a ``MalformedFileError`` naming the file and row; both exit 2.
+Cheap by design: lists are text, checkpoints are opened memory-mapped and only their small entries read.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+
+from dataset.index import check_clip_lengths, read_index
+from pipeline.config import RunConfig
+from utils.errors import UsageError
+from utils.rundir import RunDir
+
+log = logging.getLogger(__name__)
+
+
+def run_dir(cfg: RunConfig) -> RunDir:
+    """The run folder ``<ckpt>/<id>``."""
+    return RunDir(Path(cfg.ckpt) / cfg.id)
+
+
+def expected_arch(cfg: RunConfig) -> Dict[str, Any]:
+    """What a checkpoint of this run's model records as its architecture (see utils.checkpoint.model_arch)."""
+    return {"arch_sound": cfg.arch_sound, "arch_frame": cfg.arch_frame, "arch_classifier": cfg.arch_classifier,
+            "num_classes": cfg.cls_num}
+
+
+def read_checkpoint_meta(path: Path, flag: str) -> Dict[str, Any]:
+    """A project checkpoint's dict (memory-mapped: tensors are not read); errors name the flag and the file."""
+    if not path.is_file():
+        raise UsageError(flag, f"checkpoint {path} does not exist")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # not a zip/pickle checkpoint at all (a CSV, a truncated file, a foreign pickle)
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "weights_only" in reason or "Unsupported global" in reason:
+            reason = "it holds objects other than tensors and plain data, which this project never writes"
+        raise UsageError(flag, f"{path} is not a checkpoint written by this project ({reason[:200]})") from None
+    if not isinstance(ck, dict) or "model" not in ck or "arch" not in ck:
+        raise UsageError(flag, f"{path} is not a checkpoint written by this project (no 'model'/'arch' entries)")
+    return ck
+
+
+def checkpoint_categories(ck: Dict[str, Any]) -> Optional[List[str]]:
+    """The class order a checkpoint was trained with (recorded since it was written, or in its args)."""
+    if ck.get("categories") is not None:
+        return list(ck["categories"])
+    args = ck.get("args") or {}
+    cats = args.get("categories")
+    return list(cats) if cats else None
+
+
+def check_checkpoint(ck: Dict[str, Any], cfg: RunConfig, path: Path, flag: str) -> None:
+    """Architecture and class order of ``ck`` against this run; any difference is an error."""
+    have = ck.get("arch") or {}
+    diffs = [f"{k}: checkpoint {have.get(k)!r} vs this run {v!r}" for k, v in expected_arch(cfg).items()
+             if have.get(k) != v]
+    if diffs:
+        raise UsageError(flag, f"{path} is for a different model ({'; '.join(diffs)})")
+    cats = checkpoint_categories(ck)
+    if cats is None:
+        raise UsageError(flag, f"{path} records no class order, so its logits cannot be matched to --categories")
+    if cats != list(cfg.categories):
+        if sorted(cats) == sorted(cfg.categories):
+            i = next(i for i, (a, b) in enumerate(zip(cats, cfg.categories)) if a != b)
+            raise UsageError("--categories", f"same classes as {path} but in another order (position {i}: "
+                             f"checkpoint {cats[i]!r}, --categories {cfg.categories[i]!r}); logits would be "
+                             f"read as the wrong classes. Checkpoint order: {','.join(cats)}")
+        raise UsageError("--categories", f"differ from the classes {path} was trained on ({','.join(cats)})")
+
+
+def _check_list(cfg: RunConfig, flag: str) -> int:
+    path = Path(getattr(cfg, flag))
+    if not path.is_file():
+        raise UsageError(f"--{flag}", f"index file {path} does not exist")
+    rows = read_index(path, cfg.categories)
+    check_clip_lengths(rows, cfg.num_frames, cfg.stride_frames)
+    return len(rows)
+
+
+def lists_read(cfg: RunConfig) -> Tuple[str, ...]:
+    """The list flags this run reads."""
+    if cfg.mode == "train":
+        return tuple(f for f in ("list_train", "list_val", "list_test") if getattr(cfg, f))
+    return ("list_test",) if cfg.list_test else ("list_val",)
+
+
+def check_lists(cfg: RunConfig) -> Dict[str, int]:
+    """Every list the run reads: exists, parses, classes known, clips long enough. Returns row counts."""
+    counts = {flag: _check_list(cfg, flag) for flag in lists_read(cfg)}
+    for flag in ("audio_path", "frame_path"):
+        if not Path(getattr(cfg, flag)).is_dir():
+            raise UsageError(f"--{flag}", f"folder {getattr(cfg, flag)} does not exist")
+    return counts
+
+
+def eval_weights(cfg: RunConfig) -> Path:
+    """The checkpoint an evaluation loads: --weights, else the run's best checkpoint."""
+    return Path(cfg.weights) if cfg.weights else run_dir(cfg).checkpoint_best
+
+
+def check_checkpoints(cfg: RunConfig) -> None:
+    """Every checkpoint the run loads; the refusal of a second training run into a used folder."""
+    rd = run_dir(cfg)
+    if cfg.mode == "train":
+        if cfg.resume:
+            ck = read_checkpoint_meta(rd.checkpoint_last, "--resume")
+            check_checkpoint(ck, cfg, rd.checkpoint_last, "--resume")
+            saved = list((ck.get("scheduler") or {}).get("lr_steps", []))
+            if saved != list(cfg.lr_steps):
+                raise UsageError("--lr_steps", f"{' '.join(map(str, cfg.lr_steps))} differs from the schedule of "
+                                 f"{rd.checkpoint_last} ({' '.join(map(str, saved))}); resume with the same "
+                                 "--lr_steps, or start a new --id")
+        elif rd.checkpoint_last.exists():
+            raise UsageError("--id", f"{rd.root} already holds a training run; pass --resume to continue it or "
+                             "choose another --id (run folders are never overwritten)")
+        if cfg.init_from and not cfg.resume:
+            for p in cfg.init_from:
+                read_checkpoint_meta(Path(p), "--init_from")
+    if cfg.defense:
+        if not cfg.base_weights:
+            raise UsageError("--base_weights", "is required (the checkpoint of the model to defend)")
+        check_checkpoint(read_checkpoint_meta(Path(cfg.base_weights), "--base_weights"), cfg,
+                         Path(cfg.base_weights), "--base_weights")
+    if cfg.mode == "eval":
+        path = eval_weights(cfg)
+        if path.is_file() or not cfg.defense:
+            flag = "--weights" if cfg.weights else "--id"
+            if not path.is_file():
+                raise UsageError(flag, f"checkpoint {path} does not exist (train first, or pass --weights)")
+            check_checkpoint(read_checkpoint_meta(path, flag), cfg, path, flag)
+
+
+def bank_paths(cfg: RunConfig, modalities: Sequence[str]) -> Dict[str, Path]:
+    """Where the defense's memory banks come from, checked; empty when they are to be built from --features.
+
+    --weights_Da/--weights_Dv name files; --bank names a folder holding bank_<modality>.pt; with none of
+    these nor --features, the banks this run folder saved earlier (main_defense.py --mode train).
+    """
+    rd = run_dir(cfg)
+    explicit = {"audio": cfg.weights_Da, "visual": cfg.weights_Dv}
+    if cfg.bank:
+        folder = Path(cfg.bank)
+        if not folder.is_dir():
+            raise UsageError("--bank", f"folder {folder} does not exist")
+        source = RunDir(folder)
+        paths = {m: Path(explicit[m]) if explicit[m] else source.bank(m) for m in modalities}
+    elif any(explicit.values()):
+        paths = {m: Path(explicit[m]) for m in modalities if explicit[m]}
+        missing = [m for m in modalities if m not in paths]
+        if missing:
+            flag = {"audio": "--weights_Da", "visual": "--weights_Dv"}[missing[0]]
+            raise UsageError(flag, f"the model reads {missing[0]} too: give its bank file as well")
+    elif cfg.features:
+        if not Path(cfg.features).is_file():
+            raise UsageError("--features", f"features file {cfg.features} does not exist")
+        return {}
+    else:
+        paths = {m: rd.bank(m) for m in modalities}
+        if not all(p.is_file() for p in paths.values()):
+            raise UsageError("--features", f"no memory banks in {rd.root} yet: give --features (from main_attack.py "
+                             "--save_features) to build them, or --bank / --weights_Da --weights_Dv")
+    for m, p in paths.items():
+        if not p.is_file():
+            flag = {"audio": "--weights_Da", "visual": "--weights_Dv"}[m] if explicit[m] else "--bank"
+            raise UsageError(flag, f"no {m} memory bank at {p}")
+    return paths
+
+
+def preflight(cfg: RunConfig) -> Dict[str, int]:
+    """All file checks of a run, in the order a user fixes them. Returns the row count of each list."""
+    check_checkpoints(cfg)
+    counts = check_lists(cfg)
+    if cfg.mode == "train":
+        check_last_batch(counts["list_train"], cfg.batch_size_per_gpu)
+    if cfg.mode == "train" and not cfg.list_test:
+        log.info("no --list_test: training ends after the val list, without a separate test pass")
+    return counts
+
+
+def check_last_batch(n_train: int, batch: int) -> None:
+    """A last training batch of one clip crashes BatchNorm in train mode hours into a run: refuse it now.
+    (DistributedSampler pads every process to ceil(n / world) clips.)"""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    per_process = math.ceil(n_train / world)
+    if per_process % batch == 1:
+        raise UsageError("--batch_size_per_gpu", f"{batch} leaves a last training batch of 1 clip ({per_process} "
+                         "clips per process), which BatchNorm cannot train on; choose another batch size")
+
+
+def check_model(cfg: RunConfig, model: nn.Module) -> None:
+    """What only the built model knows: the shortest audio window its audio net accepts."""
+    audio_net = getattr(model, "audio_net", None)
+    need = getattr(audio_net, "min_length", 0)
+    if audio_net is not None and cfg.audLen < need:
+        raise UsageError("--audLen", f"{cfg.audLen} samples is shorter than the {need} that --arch_sound "
+                         f"{cfg.arch_sound} accepts")

@@ -1,0 +1,304 @@
+"""Every flag, list and checkpoint is checked before work, and a run folder never contradicts itself.
+
+Each bad input exits 2 with one line naming the flag, file or row, before any training step, clean pass or
+attack; a refused run leaves the folder byte-identical; a killed evaluation leaves no folder claiming to
+be its output.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict
+
+import pytest
+import torch
+
+import main_attack
+import main_defense
+from pipeline import config as config_mod
+from pipeline.config import RunConfig, add_defense_args, get_args_parser, parse_attack_names
+from tests.fake_media import make_fake_media
+from utils.errors import run_cli
+from utils.fileio import atomic_write_bytes, atomic_write_with
+from utils.rundir import RunDir
+
+REPO = Path(__file__).resolve().parents[1]
+CATS = ["alpha", "beta", "gamma"]
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    root = tmp_path_factory.mktemp("media")
+    return make_fake_media(root, CATS, clips_per_class=4, num_frames=6, seconds=1.0, img_hw=(32, 32), seed=1)
+
+
+def argv(media, ckpt: Path, run_id: str, *extra: str, lists=("train", "val", "test")):
+    out = ["--dataset", "synthetic", "--categories", ",".join(CATS),
+           "--audio_path", str(media["audio_path"]), "--frame_path", str(media["frame_path"]),
+           "--audLen", "4096", "--imgSize", "16", "--arch_frame", "resnet10", "--batch_size_per_gpu", "3",
+           "--workers", "0", "--ckpt", str(ckpt), "--id", run_id, "--no_progress", "--disp_iter", "0"]
+    for split in lists:
+        out += [f"--list_{split}", str(media[split])]
+    return out + list(extra)
+
+
+def snapshot(folder: Path) -> Dict[str, str]:
+    """Every file under ``folder`` with its content hash (byte-identity of a run folder)."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def cli(main, args, capsys):
+    """Run an entry point as the command line does; return (exit code, stderr lines)."""
+    code = run_cli(main, args)
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    return code, err
+
+
+@pytest.fixture(scope="module")
+def trained(media, tmp_path_factory):
+    """One trained concat run (1 epoch) shared by the checks that need a checkpoint."""
+    ckpt = tmp_path_factory.mktemp("runs")
+    assert main_attack.main(argv(media, ckpt, "base", "--num_epoch", "1", "--lr_steps", "5", "--save_features",
+                                 "--mode", "train")) == 0
+    return ckpt
+
+
+# ------------------------------------------------------------------------------------------------------------
+# bad flags: one line, exit 2, nothing written
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--lr_frame", "-1"], "--lr_frame"),
+    (["--lr_sound", "nan"], "--lr_sound"),
+    (["--weight_decay", "-0.1"], "--weight_decay"),
+    (["--save_examples", "-5"], "--save_examples"),
+    (["--eps", "visual=0.01"], "--eps"),  # training ignores eps: refused
+    (["--mode", "eval", "--eps", "visual=0,audio=0.01"], "needs --attack_type"),
+    (["--mode", "eval", "--attack_type", "pgd", "--eps", "visual=abc"], "--eps"),
+    (["--mode", "eval", "--attack_type", "pgdd"], "--attack_type"),
+    (["--mode", "eval", "--attack_type", "pgd", "--sweep_eps", "-1"], "--sweep_eps"),
+    (["--cls_num", "7"], "--cls_num"),
+    (["--categories", "alpha,alpha,beta"], "--categories"),
+])
+def test_bad_flags_exit_2_with_one_line_before_any_work(media, tmp_path, capsys, extra, needle):
+    code, err = cli(main_attack.main, argv(media, tmp_path, "r", *extra), capsys)
+    assert code == 2 and len(err) == 1 and needle in err[0], err
+    assert not (tmp_path / "r").exists()
+
+
+def test_bad_adaptive_eps_is_refused_before_the_grid(media, trained, capsys):
+    args = argv(media, trained, "def", "--base_weights", str(RunDir(trained / "base").checkpoint_best),
+                "--features", str(RunDir(trained / "base").features), "--mode", "eval", "--attack_type", "pgd",
+                "--adaptive", "--adaptive_eps", "audio=x")
+    code, err = cli(main_defense.main, args, capsys)
+    assert code == 2 and len(err) == 1 and "--adaptive_eps" in err[0]
+    assert not (trained / "def").exists()
+
+
+def test_permuted_categories_are_refused(media, trained, capsys):
+    perm = ["beta", "alpha", "gamma"]
+    args = argv(media, trained, "base", "--mode", "eval", "--attack_type", "fgsm")
+    args[args.index("--categories") + 1] = ",".join(perm)
+    before = snapshot(trained / "base")
+    code, err = cli(main_attack.main, args, capsys)
+    assert code == 2 and len(err) == 1 and "another order" in err[0] and "alpha,beta,gamma" in err[0]
+    assert snapshot(trained / "base") == before
+
+
+def test_refused_second_training_run_leaves_the_folder_byte_identical(media, trained, capsys):
+    before = snapshot(trained / "base")
+    code, err = cli(main_attack.main, argv(media, trained, "base", "--num_epoch", "1", "--mode", "train"), capsys)
+    assert code == 2 and len(err) == 1 and "--resume" in err[0]
+    assert snapshot(trained / "base") == before
+
+
+def test_resume_with_another_schedule_is_refused(media, trained, capsys):
+    code, err = cli(main_attack.main, argv(media, trained, "base", "--num_epoch", "2", "--lr_steps", "1",
+                                           "--resume", "--mode", "train"), capsys)
+    assert code == 2 and "--lr_steps" in err[0] and "5" in err[0]
+
+
+def test_init_from_a_csv_says_what_it_is(media, tmp_path, capsys):
+    code, err = cli(main_attack.main, argv(media, tmp_path, "r", "--init_from", str(media["train"])), capsys)
+    assert code == 2 and len(err) == 1 and "--init_from" in err[0] and "not a checkpoint" in err[0]
+    assert "weights_only=False" not in err[0]
+
+
+def test_bank_folder_typo_names_the_path(media, trained, capsys):
+    args = argv(media, trained, "def", "--base_weights", str(RunDir(trained / "base").checkpoint_best),
+                "--bank", str(trained / "no-such-run"), "--mode", "eval")
+    code, err = cli(main_defense.main, args, capsys)
+    assert code == 2 and len(err) == 1 and "--bank" in err[0] and "no-such-run" in err[0]
+
+
+def test_short_clip_is_found_before_training(media, tmp_path, capsys):
+    short = tmp_path / "short.csv"
+    rows = media["train"].read_text().splitlines()
+    rows[2] = rows[2].rsplit(",", 1)[0] + ",2"  # a clip with 2 frames
+    short.write_text("\n".join(rows) + "\n")
+    args = argv(media, tmp_path, "r", "--num_frames", "3", "--stride_frames", "2", lists=("val", "test"))
+    args += ["--list_train", str(short)]
+    code, err = cli(main_attack.main, args, capsys)
+    assert code == 2 and len(err) == 1 and str(short) in err[0] and "row 3" in err[0]
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("content", [b"/alpha/caf\xe9.wav,/alpha/caf\xe9.mp4,6\n", b"\x89PNG\r\n\x1a\n\x00\x00",
+                                     "/alpha/v.wav,/alpha/v.mp4,\u00b2\n".encode()])
+def test_malformed_index_exits_2_naming_the_file(media, tmp_path, capsys, content):
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(content)
+    args = argv(media, tmp_path, "r", lists=("train", "test")) + ["--list_val", str(bad)]
+    code, err = cli(main_attack.main, args, capsys)
+    assert code == 2 and len(err) == 1 and str(bad) in err[0] and "row 1" in err[0]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# list defaults (the reference's meaning)
+
+def test_lists_never_come_from_another_dataset_and_eval_reads_list_val(media, tmp_path, caplog):
+    args = argv(media, tmp_path, "r", "--num_epoch", "1", lists=("train", "val"))
+    cfg = config_mod.parse_config(get_args_parser(), args + ["--mode", "train"])
+    assert cfg.list_test == "" and "synthetic" not in cfg.list_val
+    with caplog.at_level("INFO"):
+        assert main_attack.main(args + ["--mode", "train"]) == 0
+    assert "no --list_test" in caplog.text
+    assert not [l for l in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines() if '"tag": "test"' in l]
+    assert main_attack.main(argv(media, tmp_path, "r", "--mode", "eval", lists=("train", "val"))) == 0
+    record = json.loads((RunDir(tmp_path / "r").latest_eval() / "eval.json").read_text())
+    assert record["list"] == str(media["val"]) and record["clean"]["list"] == str(media["val"])
+
+
+# ------------------------------------------------------------------------------------------------------------
+# evaluations: one folder each, with their configuration; a killed one leaves nothing claiming to be output
+
+def test_each_eval_keeps_its_own_folder_and_configuration(media, trained):
+    base = argv(media, trained, "base", "--mode", "eval", "--attack_type", "fgsm")
+    assert main_attack.main(base + ["--eps", "visual=0,audio=0.01"]) == 0
+    assert main_attack.main(base + ["--eps", "visual=0.01,audio=0"]) == 0
+    rd = RunDir(trained / "base")
+    first, second = (rd.eval_dir(i) for i in rd.eval_ids()[-2:])
+    for folder, eps in ((first, 0.0), (second, 0.01)):
+        rec = json.loads((folder / "eval.json").read_text())
+        assert rec["config"]["attacks"] == ["fgsm"] and rec["checkpoint_sha256"]
+        assert json.loads((folder / "results.json").read_text())[0]["eps_visual"] == eps
+    # files follow the process umask (not mkstemp's 0600)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (second / "results.json").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_killed_eval_leaves_no_output_folder(media, trained, monkeypatch):
+    rd = RunDir(trained / "base")
+    before = rd.eval_ids()
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    args = argv(media, trained, "base", "--mode", "eval", "--attack_type", "pgd", "--attack_steps", "200",
+                "--eps", "visual=0.01,audio=0.01")
+    proc = subprocess.Popen([sys.executable, str(REPO / "main_attack.py"), *args], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if rd.evals.is_dir() and any(p.name.endswith(".partial") for p in rd.evals.iterdir()):
+            break
+        time.sleep(0.05)
+    time.sleep(1.0)  # inside the clean pass or the attack grid
+    assert proc.poll() is None, proc.stderr.read()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert rd.eval_ids() == before
+    assert sorted(p for p in os.listdir(rd.evals) if not p.startswith(".")) == before  # only a hidden staging dir
+    # a failed (not killed) eval removes its staging folder
+    import pipeline.drivers
+
+    def broken(*a, **k):
+        raise RuntimeError("attack grid failed")
+
+    monkeypatch.setattr(pipeline.drivers, "run_attack_eval", broken)
+    staged = {p for p in os.listdir(rd.evals)}
+    with pytest.raises(RuntimeError, match="attack grid failed"):
+        main_attack.main(argv(media, trained, "base", "--mode", "eval", "--attack_type", "pgd"))
+    assert rd.eval_ids() == before and set(os.listdir(rd.evals)) == staged
+
+
+def test_examples_need_an_attacked_row(media, trained, capsys):
+    args = argv(media, trained, "base", "--mode", "eval", "--attack_type", "pgd", "--save_examples", "2",
+                "--eps", "visual=0,audio=0")
+    code, err = cli(main_attack.main, args, capsys)
+    assert code == 2 and "--save_examples" in err[0]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the config object, the registries, atomic writes
+
+def test_run_config_is_frozen_and_has_a_field_per_flag():
+    for parser in (get_args_parser(), add_defense_args(get_args_parser())):
+        dests = {a.dest for a in parser._actions if a.dest != "help"}
+        fields = set(RunConfig.__dataclass_fields__)
+        assert dests <= fields, dests - fields
+    cfg = config_mod.parse_config(get_args_parser(), ["--list_train", "a", "--list_val", "b"])
+    with pytest.raises(Exception):
+        cfg.lr_frame = 1.0  # type: ignore[misc]
+
+
+def test_attack_type_all_means_every_registered_attack():
+    from attacks.base import ATTACKS
+    from attacks.pgd import PGD
+
+    @ATTACKS.register("zz_test_attack")
+    class _Extra(PGD):
+        pass
+
+    try:
+        assert "zz_test_attack" in parse_attack_names("all")
+        assert set(parse_attack_names("all")) == set(ATTACKS.names())
+    finally:
+        ATTACKS._items.pop("zz_test_attack")
+
+
+def test_parser_choices_come_from_the_registries():
+    from models import list_fusions
+
+    parser = get_args_parser()
+    action = next(a for a in parser._actions if a.dest == "arch_classifier")
+    assert list(action.choices) == list_fusions()
+
+
+def test_atomic_write_removes_temp_and_names_path_on_enospc(tmp_path):
+    target = tmp_path / "ck.pth"
+
+    def full_disk(f):
+        f.write(b"x" * 100)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match=str(target)):
+        atomic_write_with(target, full_disk)
+    assert list(tmp_path.iterdir()) == []
+    atomic_write_bytes(target, b"ok")
+    assert target.read_bytes() == b"ok" and list(tmp_path.iterdir()) == [target]
+
+
+def test_checkpoint_records_categories_in_order(trained):
+    ck = torch.load(RunDir(trained / "base").checkpoint_best, weights_only=True)
+    assert ck["categories"] == CATS and ck["scheduler"]["lr_steps"] == [5]
+
+
+def test_audio_window_too_short_for_the_net_is_refused(media, tmp_path, capsys):
+    args = argv(media, tmp_path, "r")
+    args[args.index("--audLen") + 1] = "2048"
+    code, err = cli(main_attack.main, args, capsys)
+    assert code == 2 and len(err) == 1 and "--audLen" in err[0] and "2341" in err[0]
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_last_training_batch_of_one_clip_is_refused(media, tmp_path, capsys):
+    args = argv(media, tmp_path, "r")  # 9 training clips
+    args[args.index("--batch_size_per_gpu") + 1] = "4"
+    code, err = cli(main_attack.main, args, capsys)
+    assert code == 2 and len(err) == 1 and "--batch_size_per_gpu" in err[0]
