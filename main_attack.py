@@ -23,11 +23,8 @@ from utils.errors import run_cli
 def main(argv: Optional[Sequence[str]] = None) -> int:
     cfg = parse_config(get_args_parser(), argv)
     preflight(cfg)
-    if cfg.mode == "eval" and cfg.reuse_eval:
-        done = finished_eval(cfg)
-        if done is not None:
-            print(f"evaluation folder: {done} (already finished with this configuration: --reuse_eval)")
-            return 0
+    if finished_eval(cfg) is not None:
+        return 0
     device = start(cfg)
     model = build_model(cfg)
     check_model(cfg, model)

@@ -31,11 +31,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     preflight(cfg)
     paths = bank_paths(cfg, FUSIONS.get(cfg.arch_classifier).modalities)
     record = {"banks": {m: str(p) for m, p in paths.items()} or f"built from --features {cfg.features}"}
-    if cfg.mode == "eval" and cfg.reuse_eval:
-        done = finished_eval(cfg, record)
-        if done is not None:
-            print(f"evaluation folder: {done} (already finished with this configuration: --reuse_eval)")
-            return 0
+    if finished_eval(cfg, record) is not None:
+        return 0
     device = start(cfg)
     base = build_model(cfg)
     check_model(cfg, base)

@@ -135,5 +135,11 @@ def setup(cfg: RunConfig, device: torch.device, record: Optional[Dict[str, Any]]
 
 
 def finished_eval(cfg: RunConfig, record: Optional[Dict[str, Any]] = None) -> Optional[Path]:
-    """The folder of a finished evaluation with exactly this configuration (for --reuse_eval), or None."""
-    return run_dir(cfg).find_eval(eval_record(cfg, record)["config_sha256"])
+    """With --reuse_eval in eval mode: the folder of a finished evaluation with exactly this configuration
+    (announced on stdout), else None."""
+    if cfg.mode != "eval" or not cfg.reuse_eval:
+        return None
+    done = run_dir(cfg).find_eval(eval_record(cfg, record)["config_sha256"])
+    if done is not None:
+        print(f"evaluation folder: {done} (already finished with this configuration: --reuse_eval)")
+    return done
