@@ -149,6 +149,8 @@ def bank_paths(cfg: RunConfig, modalities: Sequence[str]) -> Dict[str, Path]:
     """
     rd = run_dir(cfg)
     explicit = {"audio": cfg.weights_Da, "visual": cfg.weights_Dv}
+    # the reference passes a run folder to --weights_Da/--weights_Dv: its bank file of that modality is meant
+    explicit = {m: str(RunDir(Path(p)).bank(m)) if p and Path(p).is_dir() else p for m, p in explicit.items()}
     if cfg.bank:
         folder = Path(cfg.bank)
         if not folder.is_dir():
