@@ -1,8 +1,8 @@
 """Turn the AVE archive into class folders of videos and the official split as clip lists.
 
     python scripts/prepare_ave.py --ave_root AVE_Dataset --out media/ave/raw [--copy]
-    python scripts/extract_frames.py --video_path media/ave/raw/videos --out_dir media/ave
-    python scripts/extract_audio.py  --video_path media/ave/raw/videos --out_dir media/ave
+    python scripts/extract_frames.py --video_path media/ave/raw/videos --out_dir media/ave/data/frames --short_side 256
+    python scripts/extract_audio.py  --video_path media/ave/raw/videos --out_dir media/ave/data/audio
     python scripts/make_index.py --root media/ave --out data/ave --splits_from media/ave/raw/splits
 
 Input (the authors' archive): ``AVE_Dataset/AVE/<VideoID>.mp4`` and ``Annotations.txt``, ``trainSet.txt``,
