@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 import math
 import os
 from dataclasses import dataclass
@@ -23,10 +22,9 @@ from dataset.specs import DatasetSpec, get_spec, list_datasets
 from models import list_audio_nets, list_fusions, list_visual_nets
 from models.defense import BANK_SELECTORS, GRAD_MODES
 from models.visual_net import IMG_POOLS
+from pipeline import reference_cli as ref
 from utils.errors import UsageError
 from utils.rundir import FILES
-
-log = logging.getLogger(__name__)
 
 # Flags whose default comes from the dataset spec when left unset (None) on the command line.
 _SPEC_DEFAULTS = {
@@ -54,21 +52,6 @@ def default_workers() -> int:
 
 def _csv_list(text: str) -> List[str]:
     return [t for t in (s.strip() for s in text.split(",")) if t]
-
-
-def _int_list(text: str) -> List[int]:
-    """One --lr_steps token: ``10`` or ``10,20`` (the reference passes ``--lr_steps 10 20``)."""
-    try:
-        return [int(t) for t in _csv_list(text)]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected epoch numbers, got {text!r}") from None
-
-
-def _flatten(groups: Optional[Sequence[Any]]) -> Optional[List[Any]]:
-    """``nargs="+"`` of comma lists -> one flat list (``a b,c`` -> ``[a, b, c]``); flat lists pass as they are."""
-    if groups is None:
-        return None
-    return [x for g in groups for x in (g if isinstance(g, (list, tuple)) else [g])]
 
 
 def _minsim_weight(text: str):
@@ -111,7 +94,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--audio_path", default="", help="audio root (default: $DATA_ROOT/data/audio)")
     g.add_argument("--frame_path", default="", help="frame root (default: $DATA_ROOT/data/frames)")
     g.add_argument("--categories", type=_csv_list, nargs="+", default=None,
-                   help="class names, space- (as the reference) or comma-separated (default: the dataset spec's)")
+                   help="class names, space- or comma-separated (default: the dataset spec's)")
     g.add_argument("--cls_num", type=int, default=None, help="number of classes (checked against categories)")
     g.add_argument("--num_frames", type=int, default=1)
     g.add_argument("--stride_frames", type=int, default=1)
@@ -142,8 +125,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--lr_sound", type=float, default=1e-3, help="paper: 1e-3 for the audio net")
     g.add_argument("--lr_classifier", type=float, default=1e-3, help="paper: 1e-3 for the head")
     g.add_argument("--num_epoch", type=int, default=None)
-    g.add_argument("--lr_steps", type=_int_list, nargs="+", default=None,
-                   help="epochs where lr is x0.1 (space- or comma-separated)")
+    g.add_argument("--lr_steps", type=ref.int_list, nargs="+", default=None, help="epochs where lr is x0.1")
     g.add_argument("--beta1", type=float, default=0.9, help="SGD momentum (paper: 0.9)")
     g.add_argument("--weight_decay", type=float, default=1e-4, help="paper: 1e-4")
     g.add_argument("--minsim_weight", type=_minsim_weight, default=0.0,
@@ -176,24 +158,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--reuse_eval", action="store_true",
                    help="if an evaluation with exactly this configuration (checkpoint and lists included) "
                    "already finished in the run folder, print it and exit instead of recomputing it")
-    add_reference_args(p)
+    ref.add_reference_args(p)
     return p
-
-
-def add_reference_args(p: argparse.ArgumentParser) -> None:
-    """Options of the reference code's scripts that this project does not need; each is honoured or accepted
-    with one warning line saying what happens instead (``reference_notes``)."""
-    g = p.add_argument_group("reference-code options (accepted so its scripts run; see each help)")
-    g.add_argument("--dic", default=None, help="reference: learn (train) / fix (defense); here the defense's "
-                   "dictionaries are memory banks of training features (main_defense.py): ignored with a warning")
-    g.add_argument("--loss", default="ce", help="ce only (cross-entropy, the paper's loss)")
-    g.add_argument("--num_mix", type=int, default=1, help="1 only (one clip per sample, as the paper)")
-    g.add_argument("--log_freq", type=int, default=None, help="reference: log-frequency spectrogram of its "
-                   "separation code; the audio nets here read waveforms: ignored with a warning")
-    g.add_argument("--num_gpus", type=int, default=None, help="reference: GPUs of one process; here one process "
-                   "per GPU: launch with NPROC=N ./scripts/... or torchrun --nproc_per_node N (warns when it "
-                   "differs from the processes launched)")
-    g.add_argument("--weights_classifier", default="", help="local state dict for the fusion head")
 
 
 def add_defense_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -202,10 +168,8 @@ def add_defense_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--base_weights", default="", help="checkpoint of the (MinSim-)trained model to defend")
     g.add_argument("--features", default="", help="features file from --save_features (to build banks)")
     g.add_argument("--bank", default="", help="a folder with saved banks bank_audio.pt / bank_visual.pt")
-    g.add_argument("--weights_Da", default="", help="audio bank file, or a run folder holding it (the reference "
-                   "passes a folder)")
-    g.add_argument("--weights_Dv", default="", help="visual bank file, or a run folder holding it (the reference "
-                   "passes a folder)")
+    g.add_argument("--weights_Da", default="", help="audio bank file (or, as the reference, a run folder with it)")
+    g.add_argument("--weights_Dv", default="", help="visual bank file (or, as the reference, a run folder with it)")
     g.add_argument("--bank_size", type=int, default=1024, help="atoms per modality (paper: at most 1024)")
     g.add_argument("--bank_select", default="random", choices=BANK_SELECTORS.names())
     g.add_argument("--lam", type=float, default=0.1, help="sparse-coding lambda (paper: 0.1)")
@@ -301,8 +265,7 @@ class RunConfig:
     save_examples: int
     max_eval_batches: int
     reuse_eval: bool
-    # reference-code options (add_reference_args)
-    dic: Optional[str] = None
+    dic: Optional[str] = None  # the reference-code options (pipeline/reference_cli.py) ...
     loss: str = "ce"
     num_mix: int = 1
     log_freq: Optional[int] = None
@@ -354,21 +317,13 @@ class RunConfig:
 DERIVED_FIELDS = ("defense", "attacks", "eps_grid", "adaptive_grid", "train_budget", "given")
 
 
-# The reference's scripts spell FGSM "fsgm" (its default and eval_attack_Kinetics.sh).
-ATTACK_ALIASES = {"fsgm": "fgsm"}
-
-
 def parse_attack_names(text: str) -> Tuple[str, ...]:
     """--attack_type: a registered name, a comma list, ``all`` (every registered attack) or ``none``."""
     valid = list_attacks()
     if text == "none":
         return ()
     names = valid if text == "all" else [t.strip() for t in text.split(",") if t.strip()]
-    for i, n in enumerate(names):
-        if n in ATTACK_ALIASES and n not in valid:
-            log.warning("--attack_type %s: the reference's spelling of %s; running %s", n, ATTACK_ALIASES[n],
-                        ATTACK_ALIASES[n])
-            names[i] = ATTACK_ALIASES[n]
+    names = [ref.attack_alias(n, valid) for n in names]
     bad = [n for n in names if n not in valid]
     if bad or not names:
         raise UsageError("--attack_type", f"unknown attack {', '.join(bad) or repr(text)}; valid: all, none, "
@@ -442,39 +397,6 @@ def _check_attack_flags(ns: argparse.Namespace, given: Sequence[str]) -> None:
         raise UsageError(f"--{stray[0]}", "needs --attack_type (e.g. --attack_type pgd); without it no attack runs")
 
 
-def _dataset_of(categories: Sequence[str], default: str) -> str:
-    """Without --dataset, the spec whose class list --categories is (the reference's scripts name the classes,
-    never a dataset), else ``default``."""
-    for name in list_datasets():
-        if name != default and list(get_spec(name).categories) == list(categories):
-            log.info("--categories are the %s classes: using --dataset %s defaults", name, name)
-            return name
-    return default
-
-
-def _check_reference_options(ns: argparse.Namespace, given: Sequence[str]) -> None:
-    """The reference-code options (add_reference_args): honoured values pass, the rest is an error, and the
-    ones without a meaning here log one warning line each saying what the project does instead."""
-    if getattr(ns, "loss", "ce") != "ce":
-        raise UsageError("--loss", f"{ns.loss!r}: only 'ce' (cross-entropy, the paper's classification loss); the "
-                         "reference's other losses belong to its source-separation code")
-    if getattr(ns, "num_mix", 1) != 1:
-        raise UsageError("--num_mix", f"{ns.num_mix}: only 1 (one clip per sample, as in the paper); mixing is "
-                         "the reference's source-separation setting")
-    if "dic" in given:
-        log.warning("--dic %s: ignored; the defense's dictionaries are memory banks of clean training features "
-                    "built by main_defense.py (--features, --bank, --weights_Da/--weights_Dv)", ns.dic)
-    if "log_freq" in given:
-        log.warning("--log_freq %s: ignored; the audio nets read the raw waveform (anet) or compute their own "
-                    "log-mel (vggish)", ns.log_freq)
-    if "num_gpus" in given:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if ns.num_gpus != world:
-            log.warning("--num_gpus %s: this run has %d process(es), one GPU each; for %s GPUs launch "
-                        "NPROC=%s ./scripts/<script>.sh or torchrun --nproc_per_node %s main_*.py",
-                        ns.num_gpus, world, ns.num_gpus, ns.num_gpus, ns.num_gpus)
-
-
 def resolve_config(ns: argparse.Namespace, given: Sequence[str] = (), defense: bool = False) -> RunConfig:
     """Fill unset values from the dataset spec and check every flag; raises ``UsageError`` naming the flag.
 
@@ -482,11 +404,7 @@ def resolve_config(ns: argparse.Namespace, given: Sequence[str] = (), defense: b
     media folders, checkpoints) are pipeline/preflight.py's and run next, still before any work.
     """
     ns = argparse.Namespace(**vars(ns))
-    ns.categories = _flatten(ns.categories)
-    ns.lr_steps = _flatten(ns.lr_steps)
-    _check_reference_options(ns, given)
-    if "dataset" not in given and ns.categories:
-        ns.dataset = _dataset_of(ns.categories, ns.dataset)
+    ref.apply_reference_conventions(ns, given)
     spec = get_spec(ns.dataset)
     for flag, field in _SPEC_DEFAULTS.items():
         if hasattr(ns, flag) and getattr(ns, flag) is None:
@@ -574,6 +492,5 @@ def eval_identity(cfg: RunConfig) -> Mapping[str, Any]:
     """The configuration that determines an evaluation's numbers (for eval.json and --reuse_eval)."""
     skip = {"id", "ckpt", "device", "workers", "no_progress", "disp_iter", "reuse_eval", "given", "resume",
             "eval_epoch", "num_epoch", "lr_steps", "lr_frame", "lr_sound", "lr_classifier", "beta1",
-            "weight_decay", "save_features", "init_from", "list_train", "features",
-            "dic", "loss", "num_mix", "log_freq", "num_gpus", "weights_classifier"}  # reference options: no effect
+            "weight_decay", "save_features", "init_from", "list_train", "features", *ref.NO_EFFECT}
     return {k: v for k, v in cfg.as_dict().items() if k not in skip}

@@ -59,7 +59,7 @@ def test_the_twelve_scripts_are_there():
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
 def test_reference_option_string_parses(name, caplog):
     main, argv = SCRIPTS[name]
-    with caplog.at_level(logging.WARNING, logger="pipeline.config"):
+    with caplog.at_level(logging.WARNING, logger="pipeline.reference_cli"):
         cfg = parse_config(_parser(main), argv, defense=main == "main_defense")
     if "--categories" in argv:
         cats = _value(argv, "--categories")
