@@ -13,6 +13,7 @@ from torch.utils.data import DistributedSampler
 from attacks import create_attack
 from dataset.av_dataset import AVDataset
 from dataset.av_dataset import build_loader as _dataset_loader
+from dataset.specs import get_spec
 from models import create_model
 from pipeline.config import RunConfig
 from pipeline.engine import TrainConfig
@@ -29,7 +30,8 @@ def build_dataset(cfg: RunConfig, list_path: str, train_mode: bool) -> AVDataset
         list_path=list_path, audio_path=cfg.audio_path, frame_path=cfg.frame_path,
         categories=list(cfg.categories), split_train=train_mode, num_frames=cfg.num_frames,
         stride_frames=cfg.stride_frames, frame_rate=cfg.frameRate, aud_len=cfg.audLen,
-        aud_rate=cfg.audRate, img_size=cfg.imgSize, seed=cfg.seed)
+        aud_rate=cfg.audRate, img_size=cfg.imgSize, seed=cfg.seed,
+        train_margin=round(get_spec(cfg.dataset).train_margin_s * cfg.frameRate))
 
 
 def build_loader(ds: AVDataset, cfg: RunConfig, train: bool):
