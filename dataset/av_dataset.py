@@ -116,12 +116,13 @@ class AVDataset(Dataset):
         img_size: output side; frames are resized to 1.1x then cropped.
         seed: base seed of the per-sample generators (with the epoch and the index).
         preload: decode every needed frame (resized, uint8) and waveform once, at construction.
+        train_margin: frames kept between a training centre and the clip ends (dataset/windows.py).
     """
 
     def __init__(self, list_path: PathLike, audio_path: PathLike, frame_path: PathLike,
                  categories: Sequence[str], split_train: bool, num_frames: int = 1, stride_frames: int = 1,
                  frame_rate: int = 8, aud_len: int = 65535, aud_rate: int = 11025, img_size: int = 224,
-                 seed: int = 0, preload: bool = False) -> None:
+                 seed: int = 0, preload: bool = False, train_margin: int = 0) -> None:
         _check_positive(num_frames=num_frames, stride_frames=stride_frames, frame_rate=frame_rate,
                         aud_len=aud_len, aud_rate=aud_rate, img_size=img_size)
         if seed < 0:
@@ -134,6 +135,7 @@ class AVDataset(Dataset):
         self.num_frames, self.stride = int(num_frames), int(stride_frames)
         self.fps, self.aud_len, self.aud_rate = int(frame_rate), int(aud_len), int(aud_rate)
         self.img_size, self.seed = int(img_size), int(seed)
+        self.train_margin = max(0, int(train_margin))
         self.short = T.resize_target(self.img_size)
         self.rows: List[IndexRow] = read_index(self.list_path, self.categories)
         position = {c: i for i, c in enumerate(self.categories)}
@@ -192,6 +194,7 @@ class AVDataset(Dataset):
                              f"{self.num_frames} frames with stride {self.stride} ({span} needed) [{row.where()}]")
         if rng is None:
             return W.middle_frame(row.num_frames, self.num_frames, self.stride)
+        lo, hi = W.train_centre_range(row.num_frames, self.num_frames, self.stride, self.train_margin)
         return int(rng.integers(lo, hi + 1))
 
     def frame_file(self, row: IndexRow, k: int) -> str:

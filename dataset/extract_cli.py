@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Optional, Sequence
 
-from dataset.extraction import run_extraction
+from dataset.extraction import default_report, output_folder, run_extraction
 from dataset.media import FPS, SAMPLE_RATE
 from utils.errors import UsageError
 
@@ -29,14 +29,23 @@ def get_args_parser(kind: str, description: str) -> argparse.ArgumentParser:
     flag, default, helptext, unit = _KINDS[kind]
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--video_path", type=Path, required=True, help="folder of <class>/<vid>.mp4 videos")
-    p.add_argument("--out_dir", type=Path, required=True,
-                   help=f"media root; output goes to <out_dir>/data/{kind} (one run at a time per folder)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out_dir", type=Path,
+                       help=f"the {kind} folder itself, as in the reference (e.g. <ROOT>/data/{kind}): writes "
+                       f"<out_dir>/<class>/...; skip report beside it (one run at a time per folder)")
+    where.add_argument("--media_root", type=Path,
+                       help=f"a media root instead: the same as --out_dir <media_root>/data/{kind}")
     p.add_argument(flag, dest="rate", type=int, default=default, help=helptext)
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="parallel ffmpeg processes")
     p.add_argument("--min_coverage", type=float, default=0.5,
                    help=f"skip a video as truncated when fewer than this fraction of the {unit} its container "
                         "duration implies are decoded (0 disables)")
     p.add_argument("--no_progress", action="store_true", help="hide the tqdm bar")
+    if kind == "frames":
+        p.add_argument("--short_side", type=int, default=None,
+                       help="shrink frames so their short side is at most this many pixels (default: full size, as "
+                       "the reference); 256 covers the largest crop the loader takes (224 x 1.1 = 246 px) and "
+                       "saves disk and decode time. Complete outputs are kept whatever their size")
     return p
 
 
@@ -51,11 +60,16 @@ def main(kind: str, description: str, argv: Optional[Sequence[str]] = None) -> i
         raise UsageError("--workers", f"must be >= 1, got {args.workers}")
     if not 0 <= args.min_coverage <= 1:
         raise UsageError("--min_coverage", f"must be in [0, 1], got {args.min_coverage}")
+    short_side = getattr(args, "short_side", None)
+    if short_side is not None and short_side < 1:
+        raise UsageError("--short_side", f"must be >= 1 pixel, got {short_side}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    report = args.out_dir / f"skipped_{kind}.csv"
+    out_dir = args.out_dir if args.out_dir is not None else output_folder(args.media_root, kind)
+    report = default_report(out_dir, kind)
     try:
-        summary = run_extraction(kind, args.video_path, args.out_dir, args.rate, workers=args.workers,
-                                 min_coverage=args.min_coverage, report_path=report, progress=not args.no_progress)
+        summary = run_extraction(kind, args.video_path, out_dir, args.rate, workers=args.workers,
+                                 min_coverage=args.min_coverage, report_path=report, progress=not args.no_progress,
+                                 short_side=short_side)
     except FileNotFoundError as err:  # no ffmpeg at all: nothing can run
         raise UsageError("", str(err)) from None
     print(summary.line())

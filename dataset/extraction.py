@@ -3,9 +3,11 @@ find the videos, extract each one (dataset/media.py) in a process pool, collect 
 reason, and hold the output folder's lock for the whole run.
 
 Layout (docs/paper.md, Preprocessing and layout): ``<ROOT>/data/frames/<class>/<vid>.mp4/000001.jpg`` and
-``<ROOT>/data/audio/<class>/<vid>.wav``. Complete outputs are kept, so a killed run resumes; a second run
-into the same output folder while one is running is refused (:class:`ExtractionBusyError`), since two runs
-would delete each other's temporaries.
+``<ROOT>/data/audio/<class>/<vid>.wav``. As in the reference's extractors, a run is given the frames (or
+audio) folder itself (``<ROOT>/data/frames``) and writes ``<class>/...`` directly under it; its skip report
+goes beside that folder (``<ROOT>/data/skipped_frames.csv``), never inside the class tree. Complete outputs
+are kept, so a killed run resumes; a second run into the same output folder while one is running is
+refused (:class:`ExtractionBusyError`), since two runs would delete each other's temporaries.
 """
 from __future__ import annotations
 
@@ -28,8 +30,14 @@ LOCK_NAME = ".extract.lock"  # hidden, so index building and discovery never lis
 
 
 def output_folder(out_root: Path, kind: str) -> Path:
-    """``<out_root>/data/<kind>``: where a run of ``kind`` writes, and where its lock file lives."""
+    """``<out_root>/data/<kind>``: the ``kind`` folder of a media root (``--media_root``)."""
     return Path(out_root) / "data" / kind
+
+
+def default_report(out_dir: Path, kind: str) -> Path:
+    """``skipped_<kind>.csv`` beside the output folder ``out_dir`` (outside its class tree)."""
+    out_dir = Path(out_dir).absolute()
+    return out_dir.parent / f"skipped_{kind}.csv"
 
 
 def _lock_holder(fd: int) -> Optional[int]:
@@ -143,21 +151,21 @@ def discover_videos(video_root: Path) -> Tuple[List[VideoJob], List[Skip]]:
     return jobs, skipped
 
 
-def frames_output(out_root: Path, job: VideoJob) -> Path:
-    """``<ROOT>/data/frames/<class>/<vid>.mp4`` (the reference names frame folders after the .mp4)."""
-    return output_folder(out_root, "frames") / job.label / f"{job.vid}.mp4"
+def frames_output(out_dir: Path, job: VideoJob) -> Path:
+    """``<out_dir>/<class>/<vid>.mp4`` (the reference names frame folders after the .mp4)."""
+    return Path(out_dir) / job.label / f"{job.vid}.mp4"
 
 
-def audio_output(out_root: Path, job: VideoJob) -> Path:
-    """``<ROOT>/data/audio/<class>/<vid>.wav``."""
-    return output_folder(out_root, "audio") / job.label / f"{job.vid}.wav"
+def audio_output(out_dir: Path, job: VideoJob) -> Path:
+    """``<out_dir>/<class>/<vid>.wav``."""
+    return Path(out_dir) / job.label / f"{job.vid}.wav"
 
 
-def _frames_worker(job: VideoJob, out: Path, rate: int, min_coverage: float) -> int:
-    return extract_frames(job.video, out, fps=rate, min_coverage=min_coverage)
+def _frames_worker(job: VideoJob, out: Path, rate: int, min_coverage: float, short_side: Optional[int]) -> int:
+    return extract_frames(job.video, out, fps=rate, min_coverage=min_coverage, short_side=short_side)
 
 
-def _audio_worker(job: VideoJob, out: Path, rate: int, min_coverage: float) -> int:
+def _audio_worker(job: VideoJob, out: Path, rate: int, min_coverage: float, short_side: Optional[int]) -> int:
     return extract_audio(job.video, out, sample_rate=rate, min_coverage=min_coverage)
 
 
@@ -167,12 +175,12 @@ EXTRACTORS = {"frames": (frames_output, _frames_worker, Path.is_dir),
               "audio": (audio_output, _audio_worker, Path.is_file)}
 
 
-def _run_one(kind: str, job: VideoJob, out: Path, rate: int,
-             min_coverage: float) -> Tuple[VideoJob, Optional[str]]:
+def _run_one(kind: str, job: VideoJob, out: Path, rate: int, min_coverage: float,
+             short_side: Optional[int] = None) -> Tuple[VideoJob, Optional[str]]:
     """Worker body: extract one video; returns the job and None, or the skip reason."""
     _, worker, _ = EXTRACTORS[kind]
     try:
-        worker(job, out, rate, min_coverage)
+        worker(job, out, rate, min_coverage, short_side)
     except MediaError as err:
         return job, err.reason
     except OSError as err:  # e.g. permission denied on the input: report it, keep the run going
@@ -185,16 +193,18 @@ def write_skip_report(path: Path, skipped: List[Skip]) -> None:
     atomic_write_csv(path, ["video", "clip_id", "reason"], [(s.video, s.clip_id, s.reason) for s in skipped])
 
 
-def run_extraction(kind: str, video_root: Path, out_root: Path, rate: int, workers: int = 1,
+def run_extraction(kind: str, video_root: Path, out_dir: Path, rate: int, workers: int = 1,
                    min_coverage: float = 0.5, report_path: Optional[Path] = None,
-                   progress: bool = True) -> ExtractionSummary:
+                   progress: bool = True, short_side: Optional[int] = None) -> ExtractionSummary:
     """Extract ``kind`` ("frames" or "audio") for every video under ``video_root/<class>/``.
 
-    Holds :func:`extraction_lock` on ``<out_root>/data/<kind>`` for the whole run (a concurrent run into
-    the same folder raises :class:`ExtractionBusyError` before touching anything). Complete outputs are left
-    untouched; everything else is (re)done in a process pool of ``workers``. Videos that fail are collected
-    with their reason and written to ``report_path`` (default ``<out_root>/skipped_<kind>.csv``); the run
-    itself does not stop for them. A missing ``video_root`` is a :class:`UsageError`; no ffmpeg at all is a
+    ``out_dir`` is the frames (or audio) folder itself: outputs are ``<out_dir>/<class>/<vid>...``. Holds
+    :func:`extraction_lock` on ``out_dir`` for the whole run (a concurrent run into the same folder raises
+    :class:`ExtractionBusyError` before touching anything). Complete outputs are left untouched; everything
+    else is (re)done in a process pool of ``workers``. Videos that fail are collected with their reason and
+    written to ``report_path`` (default :func:`default_report`, beside ``out_dir``); the run
+    itself does not stop for them. ``short_side`` (frames only) caps the frames' short side in pixels
+    (None: full size). A missing ``video_root`` is a :class:`UsageError`; no ffmpeg at all is a
     ``FileNotFoundError``.
     """
     if kind not in EXTRACTORS:
@@ -203,17 +213,17 @@ def run_extraction(kind: str, video_root: Path, out_root: Path, rate: int, worke
         raise UsageError("--workers", f"must be >= 1, got {workers}")
     if not Path(video_root).is_dir():  # before the lock: a typo in --video_path creates nothing
         raise UsageError("--video_path", f"{video_root} is not a directory")
-    with extraction_lock(output_folder(out_root, kind)):
+    with extraction_lock(Path(out_dir)):
         find_ffmpeg()  # fail before starting a pool when there is no ffmpeg at all
         jobs, skipped = discover_videos(video_root)
-        summary = _extract_all(kind, jobs, skipped, out_root, rate, workers, min_coverage, progress)
-        write_skip_report(Path(report_path) if report_path else Path(out_root) / f"skipped_{kind}.csv",
-                          summary.skipped)
+        summary = _extract_all(kind, jobs, skipped, Path(out_dir), rate, workers, min_coverage, progress,
+                               short_side)
+        write_skip_report(Path(report_path) if report_path else default_report(out_dir, kind), summary.skipped)
     return summary
 
 
-def _extract_all(kind: str, jobs: List[VideoJob], skipped: List[Skip], out_root: Path, rate: int, workers: int,
-                 min_coverage: float, progress: bool) -> ExtractionSummary:
+def _extract_all(kind: str, jobs: List[VideoJob], skipped: List[Skip], out_dir: Path, rate: int, workers: int,
+                 min_coverage: float, progress: bool, short_side: Optional[int] = None) -> ExtractionSummary:
     """The body of :func:`run_extraction` (called with the lock held)."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -223,7 +233,7 @@ def _extract_all(kind: str, jobs: List[VideoJob], skipped: List[Skip], out_root:
     summary = ExtractionSummary(kind, total=len(jobs) + len(skipped), skipped=list(skipped))
     todo = []
     for job in jobs:
-        out = out_fn(out_root, job)
+        out = out_fn(out_dir, job)
         if is_complete(out):
             summary.already_complete += 1
         else:
@@ -232,11 +242,11 @@ def _extract_all(kind: str, jobs: List[VideoJob], skipped: List[Skip], out_root:
     results = []
     if workers == 1:
         for job, out in todo:
-            results.append(_run_one(kind, job, out, rate, min_coverage))
+            results.append(_run_one(kind, job, out, rate, min_coverage, short_side))
             bar.update()
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(_run_one, kind, job, out, rate, min_coverage) for job, out in todo]
+            futures = [pool.submit(_run_one, kind, job, out, rate, min_coverage, short_side) for job, out in todo]
             for fut in as_completed(futures):
                 results.append(fut.result())
                 bar.update()

@@ -209,8 +209,17 @@ def _check_coverage(video: Path, got: float, duration: Optional[float], unit_rat
                                 f"implies about {int(expected)}")
 
 
-def extract_frames(video: Path, out_dir: Path, fps: int = FPS, min_coverage: float = 0.5) -> int:
-    """Extract ``video`` to ``out_dir/000001.jpg...`` at ``fps``; returns the frame count.
+def scale_filter(short_side: int) -> str:
+    """ffmpeg filter shrinking a frame so its short side is at most ``short_side`` (aspect kept, never enlarged;
+    the other side rounded to an even number)."""
+    s = int(short_side)
+    return f"scale='if(lt(iw,ih),min(iw,{s}),-2)':'if(lt(iw,ih),-2,min(ih,{s}))'"
+
+
+def extract_frames(video: Path, out_dir: Path, fps: int = FPS, min_coverage: float = 0.5,
+                   short_side: Optional[int] = None) -> int:
+    """Extract ``video`` to ``out_dir/000001.jpg...`` at ``fps``; returns the frame count. With ``short_side``,
+    frames are shrunk so their short side is at most that many pixels (None: full size, as the reference).
 
     Writes into ``partial_path(out_dir)`` and renames it to ``out_dir`` when done. Raises
     :class:`MediaError` (and leaves no output) for a file without video, a truncated file, or no frames.
@@ -224,7 +233,8 @@ def extract_frames(video: Path, out_dir: Path, fps: int = FPS, min_coverage: flo
     tmp = partial_path(out_dir)
     tmp.mkdir()
     try:
-        proc = _run_ffmpeg(["-v", "error", "-i", str(video), "-map", "0:v:0", "-vf", f"fps={fps}",
+        vf = f"fps={fps}" + (f",{scale_filter(short_side)}" if short_side else "")
+        proc = _run_ffmpeg(["-v", "error", "-i", str(video), "-map", "0:v:0", "-vf", vf,
                             "-q:v", str(JPEG_QUALITY), "-start_number", "1", str(tmp / FRAME_PATTERN)])
         if proc.returncode != 0:
             raise MediaError(video, f"ffmpeg failed decoding video ({last_error_line(proc.stderr)})")

@@ -33,6 +33,9 @@ class DatasetSpec:
     mix: float = 0.5  # memory-bank mix m = 0.5 (docs/paper.md, Defense; 0.6 for KS)
     alpha_audio: float = 7e-7  # ISTA step for the audio bank (docs/paper.md, Defense; per dataset)
     alpha_visual: float = 2e-6  # ISTA step for the visual bank (docs/paper.md, Defense; per dataset)
+    # training centre at least this far from the clip ends when the clip allows it, else the middle
+    # (docs/paper.md, Model: the reference keeps the centre frame 3 s from both ends)
+    train_margin_s: float = 3.0
     default_root: str = ""  # where media live when DATA_ROOT is unset (relative to the repo)
     index_dir: str = ""  # where train/val/test.csv live (relative to the repo)
 
@@ -122,6 +125,7 @@ def _synthetic() -> DatasetSpec:
         audio_len=8192,  # ~0.74 s at 11025 Hz, at least one note of the melody (CPU budget, not a paper value)
         img_size=64,  # CPU budget, not a paper value
         num_epoch=8, lr_steps=(6,),  # CPU budget, not a paper value
+        train_margin_s=0.0,  # 3-s clips: the whole clip, as before (a 3-s margin would pin every clip's middle)
         alpha_audio=1e-6, alpha_visual=6e-6,  # MUSIC's ISTA steps (closest paper setting: small, clean set)
         default_root="media/synthetic", index_dir="data/synthetic",
     )

@@ -3,7 +3,7 @@
 
 A window is ``num_frames`` frames ``stride`` apart around a centre frame; frames are numbered from 1
 (docs/paper.md, Preprocessing and layout: ``000001.jpg``...). Training draws the centre uniformly from
-:func:`centre_range`; evaluation uses :func:`middle_frame`.
+:func:`train_centre_range`; evaluation uses :func:`middle_frame`.
 """
 from __future__ import annotations
 
@@ -28,6 +28,20 @@ def frames_needed(num_frames: int, stride: int) -> int:
     :func:`centre_range`, i.e. ``(num_frames - 1) * stride + 1``."""
     lo, hi = centre_range(0, num_frames, stride)
     return lo - hi  # centre_range(total) is non-empty exactly when total >= lo - hi(0)
+
+
+def train_centre_range(total: int, num_frames: int, stride: int, margin: int) -> Tuple[int, int]:
+    """Training centres: :func:`centre_range` kept ``margin`` frames from both clip ends (the reference keeps
+    the centre 3 s from the ends, dataset/specs.py ``train_margin_s``); a clip too short for the margin gives
+    only its :func:`middle_frame`. ``margin`` 0 is :func:`centre_range` itself."""
+    lo, hi = centre_range(total, num_frames, stride)
+    if margin <= 0 or lo > hi:
+        return lo, hi
+    lo_m, hi_m = max(lo, 1 + margin), min(hi, total - margin)
+    if lo_m > hi_m:
+        mid = middle_frame(total, num_frames, stride)
+        return mid, mid
+    return lo_m, hi_m
 
 
 def middle_frame(total: int, num_frames: int, stride: int) -> int:

@@ -13,11 +13,13 @@ from torch.utils.data import DistributedSampler
 from attacks import create_attack
 from dataset.av_dataset import AVDataset
 from dataset.av_dataset import build_loader as _dataset_loader
+from dataset.specs import get_spec
 from models import create_model
 from pipeline.config import RunConfig
 from pipeline.engine import TrainConfig
 from utils import distributed as du
 from utils.checkpoint import load_checkpoint
+from utils.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +30,8 @@ def build_dataset(cfg: RunConfig, list_path: str, train_mode: bool) -> AVDataset
         list_path=list_path, audio_path=cfg.audio_path, frame_path=cfg.frame_path,
         categories=list(cfg.categories), split_train=train_mode, num_frames=cfg.num_frames,
         stride_frames=cfg.stride_frames, frame_rate=cfg.frameRate, aud_len=cfg.audLen,
-        aud_rate=cfg.audRate, img_size=cfg.imgSize, seed=cfg.seed)
+        aud_rate=cfg.audRate, img_size=cfg.imgSize, seed=cfg.seed,
+        train_margin=round(get_spec(cfg.dataset).train_margin_s * cfg.frameRate))
 
 
 def build_loader(ds: AVDataset, cfg: RunConfig, train: bool):
@@ -50,9 +53,28 @@ def build_model(cfg: RunConfig) -> nn.Module:
                          img_pool=cfg.img_pool, pretrained=cfg.pretrained,
                          weights_frame=cfg.weights_frame or None, weights_sound=cfg.weights_sound or None,
                          audio_rate=cfg.audRate)
+    if cfg.weights_classifier:
+        load_head_weights(model, cfg.weights_classifier)
     if cfg.init_from and cfg.mode == "train" and not cfg.resume:
         init_nets_from(model, cfg.init_from)
     return model
+
+
+def load_head_weights(model: nn.Module, path: str) -> None:
+    """--weights_classifier: a state dict of this model's fusion head, all keys and shapes matching."""
+    if not Path(path).is_file():
+        raise UsageError("--weights_classifier", f"no such file {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # not a tensor file
+        raise UsageError("--weights_classifier", f"{path} is not a state dict ({type(e).__name__})") from None
+    head = model.head
+    want = head.state_dict()
+    if not isinstance(state, dict) or set(state) != set(want) or any(
+            getattr(state[k], "shape", None) != want[k].shape for k in want):
+        raise UsageError("--weights_classifier", f"{path} does not match the {type(head).__name__} head of "
+                         f"--arch_classifier (expected keys {sorted(want)[:4]}...)")
+    head.load_state_dict(state, strict=True)
 
 
 def init_nets_from(model: nn.Module, paths: Sequence[str]) -> None:

@@ -22,6 +22,7 @@ from dataset.specs import DatasetSpec, get_spec, list_datasets
 from models import list_audio_nets, list_fusions, list_visual_nets
 from models.defense import BANK_SELECTORS, GRAD_MODES
 from models.visual_net import IMG_POOLS
+from pipeline import reference_cli as ref
 from utils.errors import UsageError
 from utils.rundir import FILES
 
@@ -92,8 +93,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
                    "flag is given); without it, training ends without a separate test pass")
     g.add_argument("--audio_path", default="", help="audio root (default: $DATA_ROOT/data/audio)")
     g.add_argument("--frame_path", default="", help="frame root (default: $DATA_ROOT/data/frames)")
-    g.add_argument("--categories", type=_csv_list, default=None,
-                   help="comma-separated class names (default: the dataset spec's)")
+    g.add_argument("--categories", type=_csv_list, nargs="+", default=None,
+                   help="class names, space- or comma-separated (default: the dataset spec's)")
     g.add_argument("--cls_num", type=int, default=None, help="number of classes (checked against categories)")
     g.add_argument("--num_frames", type=int, default=1)
     g.add_argument("--stride_frames", type=int, default=1)
@@ -124,7 +125,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--lr_sound", type=float, default=1e-3, help="paper: 1e-3 for the audio net")
     g.add_argument("--lr_classifier", type=float, default=1e-3, help="paper: 1e-3 for the head")
     g.add_argument("--num_epoch", type=int, default=None)
-    g.add_argument("--lr_steps", type=int, nargs="+", default=None, help="epochs where lr is x0.1")
+    g.add_argument("--lr_steps", type=ref.int_list, nargs="+", default=None, help="epochs where lr is x0.1")
     g.add_argument("--beta1", type=float, default=0.9, help="SGD momentum (paper: 0.9)")
     g.add_argument("--weight_decay", type=float, default=1e-4, help="paper: 1e-4")
     g.add_argument("--minsim_weight", type=_minsim_weight, default=0.0,
@@ -157,6 +158,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--reuse_eval", action="store_true",
                    help="if an evaluation with exactly this configuration (checkpoint and lists included) "
                    "already finished in the run folder, print it and exit instead of recomputing it")
+    ref.add_reference_args(p)
     return p
 
 
@@ -166,8 +168,8 @@ def add_defense_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--base_weights", default="", help="checkpoint of the (MinSim-)trained model to defend")
     g.add_argument("--features", default="", help="features file from --save_features (to build banks)")
     g.add_argument("--bank", default="", help="a folder with saved banks bank_audio.pt / bank_visual.pt")
-    g.add_argument("--weights_Da", default="", help="audio bank file (reference flag name)")
-    g.add_argument("--weights_Dv", default="", help="visual bank file (reference flag name)")
+    g.add_argument("--weights_Da", default="", help="audio bank file (or, as the reference, a run folder with it)")
+    g.add_argument("--weights_Dv", default="", help="visual bank file (or, as the reference, a run folder with it)")
     g.add_argument("--bank_size", type=int, default=1024, help="atoms per modality (paper: at most 1024)")
     g.add_argument("--bank_select", default="random", choices=BANK_SELECTORS.names())
     g.add_argument("--lam", type=float, default=0.1, help="sparse-coding lambda (paper: 0.1)")
@@ -263,6 +265,12 @@ class RunConfig:
     save_examples: int
     max_eval_batches: int
     reuse_eval: bool
+    dic: Optional[str] = None  # the reference-code options (pipeline/reference_cli.py) ...
+    loss: str = "ce"
+    num_mix: int = 1
+    log_freq: Optional[int] = None
+    num_gpus: Optional[int] = None
+    weights_classifier: str = ""
     # defense (main_defense.py; None / defaults for main_attack.py)
     base_weights: str = ""
     features: str = ""
@@ -315,6 +323,7 @@ def parse_attack_names(text: str) -> Tuple[str, ...]:
     if text == "none":
         return ()
     names = valid if text == "all" else [t.strip() for t in text.split(",") if t.strip()]
+    names = [ref.attack_alias(n, valid) for n in names]
     bad = [n for n in names if n not in valid]
     if bad or not names:
         raise UsageError("--attack_type", f"unknown attack {', '.join(bad) or repr(text)}; valid: all, none, "
@@ -395,6 +404,7 @@ def resolve_config(ns: argparse.Namespace, given: Sequence[str] = (), defense: b
     media folders, checkpoints) are pipeline/preflight.py's and run next, still before any work.
     """
     ns = argparse.Namespace(**vars(ns))
+    ref.apply_reference_conventions(ns, given)
     spec = get_spec(ns.dataset)
     for flag, field in _SPEC_DEFAULTS.items():
         if hasattr(ns, flag) and getattr(ns, flag) is None:
@@ -482,5 +492,5 @@ def eval_identity(cfg: RunConfig) -> Mapping[str, Any]:
     """The configuration that determines an evaluation's numbers (for eval.json and --reuse_eval)."""
     skip = {"id", "ckpt", "device", "workers", "no_progress", "disp_iter", "reuse_eval", "given", "resume",
             "eval_epoch", "num_epoch", "lr_steps", "lr_frame", "lr_sound", "lr_classifier", "beta1",
-            "weight_decay", "save_features", "init_from", "list_train", "features"}
+            "weight_decay", "save_features", "init_from", "list_train", "features", *ref.NO_EFFECT}
     return {k: v for k, v in cfg.as_dict().items() if k not in skip}

@@ -1,7 +1,7 @@
 """Checks of every file a run will read, before anything is written or computed.
 
-The index lists (exist, parse, classes in --categories, clips long enough for the frame window), the
-media folders, and every checkpoint the run loads (architecture, class order, schedule). Each problem is
+The index lists (exist, parse, classes in --categories, clips long enough for the frame window, each clip's
+WAV and frame count on disk), the media folders, and every checkpoint the run loads (architecture, class order, schedule). Each problem is
 a ``UsageError`` naming the flag, or a ``MalformedFileError`` naming the file and row; both exit 2.
 Cheap by design: lists are text, checkpoints are opened memory-mapped and only their small entries read.
 """
@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from dataset.index import check_clip_lengths, read_index
+from dataset.reconcile import check_media, rebuild_command
 from pipeline.config import RunConfig
 from utils.errors import UsageError
 from utils.rundir import RunDir
@@ -101,7 +102,21 @@ def check_lists(cfg: RunConfig) -> Dict[str, int]:
     for flag in ("audio_path", "frame_path"):
         if not Path(getattr(cfg, flag)).is_dir():
             raise UsageError(f"--{flag}", f"folder {getattr(cfg, flag)} does not exist")
+    for flag in counts:
+        check_list_media(cfg, flag)
     return counts
+
+
+def check_list_media(cfg: RunConfig, flag: str) -> None:
+    """Every clip of the list has its WAV and exactly its listed number of frames on disk (directory listings,
+    no decoding): an index made for other media (the reference's frame counts, videos gone) fails here,
+    naming the first clips and the command that rebuilds it, instead of at the first sample."""
+    path = getattr(cfg, flag)
+    problems = check_media(read_index(path, cfg.categories), Path(cfg.audio_path), Path(cfg.frame_path))
+    if problems:
+        raise UsageError(f"--{flag}", f"{path} does not match the media under --frame_path {cfg.frame_path} / "
+                         f"--audio_path {cfg.audio_path}: {'; '.join(problems)}. Rebuild the index from the "
+                         f"media: {rebuild_command(path, cfg.frame_path)}")
 
 
 def eval_weights(cfg: RunConfig) -> Path:
@@ -149,6 +164,8 @@ def bank_paths(cfg: RunConfig, modalities: Sequence[str]) -> Dict[str, Path]:
     """
     rd = run_dir(cfg)
     explicit = {"audio": cfg.weights_Da, "visual": cfg.weights_Dv}
+    # the reference passes a run folder to --weights_Da/--weights_Dv: its bank file of that modality is meant
+    explicit = {m: str(RunDir(Path(p)).bank(m)) if p and Path(p).is_dir() else p for m, p in explicit.items()}
     if cfg.bank:
         folder = Path(cfg.bank)
         if not folder.is_dir():

@@ -132,9 +132,9 @@ class Study:
         self.step("generate", ["scripts/make_synthetic_dataset.py", "--out", str(a.media), "--clips-per-class",
                                str(self.clips), "--seed", str(a.seed), "--workers", w])
         self.step("frames", ["scripts/extract_frames.py", "--video_path", str(a.media / "videos"),
-                             "--out_dir", str(a.media), "--workers", w])
+                             "--out_dir", str(a.media / "data" / "frames"), "--workers", w])
         self.step("audio", ["scripts/extract_audio.py", "--video_path", str(a.media / "videos"),
-                            "--out_dir", str(a.media), "--workers", w])
+                            "--out_dir", str(a.media / "data" / "audio"), "--workers", w])
         self.step("index", ["scripts/make_index.py", "--root", str(a.media), "--out", str(a.index),
                             "--dataset", "synthetic", "--seed", str(a.seed)])
 

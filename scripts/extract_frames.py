@@ -1,13 +1,16 @@
 """Extract 8 fps JPEG frames from every video under --video_path/<class>/ (layout: docs/paper.md,
 Preprocessing and layout).
 
-    python scripts/extract_frames.py --video_path videos/ --out_dir media/ave --workers 2
+    python scripts/extract_frames.py --video_path videos/ --out_dir media/ave/data/frames --short_side 256
 
-writes ``<out_dir>/data/frames/<class>/<vid>.mp4/000001.jpg...``. Complete outputs are kept, so the command
-resumes after a kill; videos that give no frames are listed in ``<out_dir>/skipped_frames.csv`` with the
+writes ``<out_dir>/<class>/<vid>.mp4/000001.jpg...``: ``--out_dir`` is the frames folder itself, as in the
+reference (``--media_root ROOT`` is the same as ``--out_dir ROOT/data/frames``). ``--short_side 256`` keeps
+frames at most 256 px on their short side (the loader's largest crop is 224 x 1.1 = 246 px); without it,
+frames keep the video's size. Complete outputs are kept, so the command resumes after a kill; videos that
+give no frames are listed beside the output folder (``media/ave/data/skipped_frames.csv``) with the
 reason and left out (never replaced by blank frames). Exits 0 when the run finished, whatever was skipped;
 exits 2 with one line for a bad flag, a missing --video_path, no ffmpeg, or another extraction already
-running into the same <out_dir>/data/frames (the run holds a lock there).
+running into the same --out_dir (the run holds a lock there).
 """
 from __future__ import annotations
 

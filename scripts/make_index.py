@@ -3,9 +3,17 @@
 Build (stratified by class, deterministic for --seed, only clips with complete audio AND frames):
 
     python scripts/make_index.py --root media/music --out data/music --val 0.15 --test 0.15 --seed 0
-    python scripts/make_index.py --root media/ave --out data/ave --splits_from media/ave/splits  # official split
+    python scripts/make_index.py --root media/ave --out data/ave --splits_from media/ave/raw/splits  # official split
+    python scripts/make_index.py --root media/music --out media/music/index --splits_from data/music
 
-Clips left out are printed and written to ``<out>/excluded.csv`` with the reason.
+``--splits_from`` takes a folder of clip lists ``{train,val,test}.txt`` (prepare_ave.py writes the official
+AVE split to ``<prepare --out>/splits``) or a folder of reference index CSVs ``{train,val,test}.csv`` (as
+shipped in ``data/music``, ``data/kinetics_sounds``, ``data/ave``): every listed clip present on disk is kept
+in its official split with its frames recounted and its audio checked (dataset/reconcile.py); reference CSVs
+that list a clip twice or in two splits keep it once, in the held-out split, and report it.
+
+Clips left out (missing, unreadable, in no list) are written to ``<out>/excluded.csv`` with the reason; the
+counts and the first ones are printed.
 
 Check (format, duplicate rows within a file, clips in more than one file), with the same reader as training
 (dataset.index.read_index):
@@ -28,15 +36,17 @@ from typing import List, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataset.errors import IndexFormatError  # noqa: E402
-from dataset.index import (SPLITS, check_files, check_leakage, filter_categories, read_clip_list,  # noqa: E402
-                           scan_media, split_from_lists, stratified_split, write_excluded, write_splits)
+from dataset.index import (check_files, check_leakage, filter_categories, scan_media, stratified_split,  # noqa: E402
+                           write_excluded, write_splits)
 from dataset.media import SAMPLE_RATE  # noqa: E402
+from dataset.reconcile import read_split_source, reconcile, resolve_overlaps  # noqa: E402
 from dataset.specs import get_spec, list_datasets  # noqa: E402
 from utils.errors import UsageError, run_cli  # noqa: E402
 
 EXIT_CLEAN = 0
 EXIT_LEAKAGE = 1
 EXIT_BAD_INPUT = 2
+SHOW = 30  # left-out clips printed (all of them are in excluded.csv)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -53,8 +63,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", type=str, default=None, choices=list_datasets(),
                    help="keep the categories of this dataset spec")
     p.add_argument("--splits_from", type=Path, default=None,
-                   help="folder with train.txt/val.txt/test.txt clip lists (<class>/<vid>) to use instead of a "
-                        "random split (prepare_ave.py writes the official AVE split there)")
+                   help="folder with train/val/test.txt clip lists (<class>/<vid>; prepare_ave.py writes the "
+                        "official AVE split) or train/val/test.csv reference index files (data/<dataset>): the "
+                        "official split of the clips present on disk, instead of a random split")
     p.add_argument("--sample_rate", type=int, default=SAMPLE_RATE, help="required WAV sample rate")
     return p
 
@@ -96,10 +107,15 @@ def run_build(args: argparse.Namespace) -> int:
         if categories is not None:
             rows, dropped = filter_categories(rows, categories)
             excluded += dropped
+        recounted = 0
         if args.splits_from is not None:
-            lists = {s: read_clip_list(args.splits_from / f"{s}.txt") for s in SPLITS}
-            splits, missing = split_from_lists(rows, lists)
-            excluded += missing
+            source = read_split_source(args.splits_from)
+            ids, dropped = source.ids, []
+            if source.kind == "csv":  # reference CSVs: their known leakage is resolved by a stated rule
+                ids, dropped = resolve_overlaps(ids)
+            listed = {c for v in ids.values() for c in v}
+            splits, missing, recounted = reconcile(rows, excluded, ids, source.listed_frames)
+            excluded = dropped + missing + [e for e in excluded if e.clip_id not in listed]
         else:
             splits = stratified_split(rows.values(), args.val, args.test, args.seed)
     except (OSError, IndexFormatError, ValueError) as err:
@@ -111,11 +127,15 @@ def run_build(args: argparse.Namespace) -> int:
         return EXIT_LEAKAGE
     paths = write_splits(args.out, splits)
     write_excluded(args.out / "excluded.csv", excluded)
-    for e in excluded:
+    for e in excluded[:SHOW]:
         print(f"  left out {e.clip_id}: {e.reason}")
+    if len(excluded) > SHOW:
+        print(f"  ... and {len(excluded) - SHOW} more")
     classes = len({r.label for s in splits.values() for r in s})
     sizes = ", ".join(f"{s} {len(r)}" for s, r in splits.items())
     print(f"{classes} classes; {sizes}; {len(excluded)} clips left out (see {args.out / 'excluded.csv'})")
+    if recounted:
+        print(f"{recounted} kept clips have a frame count other than the source's: recounted on disk")
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 

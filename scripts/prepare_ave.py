@@ -1,8 +1,8 @@
 """Turn the AVE archive into class folders of videos and the official split as clip lists.
 
     python scripts/prepare_ave.py --ave_root AVE_Dataset --out media/ave/raw [--copy]
-    python scripts/extract_frames.py --video_path media/ave/raw/videos --out_dir media/ave
-    python scripts/extract_audio.py  --video_path media/ave/raw/videos --out_dir media/ave
+    python scripts/extract_frames.py --video_path media/ave/raw/videos --out_dir media/ave/data/frames --short_side 256
+    python scripts/extract_audio.py  --video_path media/ave/raw/videos --out_dir media/ave/data/audio
     python scripts/make_index.py --root media/ave --out data/ave --splits_from media/ave/raw/splits
 
 Input (the authors' archive): ``AVE_Dataset/AVE/<VideoID>.mp4`` and ``Annotations.txt``, ``trainSet.txt``,
@@ -13,7 +13,9 @@ Input (the authors' archive): ``AVE_Dataset/AVE/<VideoID>.mp4`` and ``Annotation
 Output under --out: ``videos/<class>/<VideoID>.mp4`` (symlinks, or copies with --copy),
 ``splits/{train,val,test}.txt`` (``<class>/<VideoID>`` per line), ``missing_videos.csv`` (listed but not in
 the archive) and ``split_issues.csv``. The official lists repeat some videos within a split and across
-splits; each video is kept once, in the first of test, val, train that lists it, and every change is reported.
+splits, some under two classes; each video is kept once, in the first of test, val, train that lists it,
+under the class of its first line there, and every change is reported (a video annotated under two classes
+with both labels and the rule). Every text file may start with a UTF-8 BOM.
 """
 from __future__ import annotations
 
@@ -94,18 +96,25 @@ def resolve_splits(lists: Dict[str, List[AveEntry]]) -> Tuple[Dict[str, List[Ave
 
     Returns the cleaned lists and ``(clip_id, issue)`` pairs describing every dropped line.
     """
-    owner: Dict[str, str] = {}
+    owner: Dict[str, Tuple[str, AveEntry]] = {}
     issues: List[Tuple[str, str]] = []
     for split in PRIORITY:
         for e in lists.get(split, []):
-            owner.setdefault(e.vid, split)
+            owner.setdefault(e.vid, (split, e))
     clean: Dict[str, List[AveEntry]] = {}
     for split in SPLIT_FILES:
         seen: Dict[str, AveEntry] = {}
         clean[split] = []
         for e in lists.get(split, []):
-            if owner[e.vid] != split:
-                issues.append((e.clip_id, f"in {split} and {owner[e.vid]}: kept in {owner[e.vid]} only ({e.where})"))
+            kept_split, kept = owner[e.vid]
+            if kept_split != split:
+                two = "" if kept.label == e.label else f" (annotated as {e.label} there, {kept.label} in {kept_split})"
+                issues.append((e.clip_id, f"in {split} and {kept_split}{two}: kept in {kept_split} only ({e.where}; "
+                                          "rule: test, then val, then train)"))
+            elif e.vid in seen and seen[e.vid].label != e.label:
+                first = seen[e.vid]
+                issues.append((e.clip_id, f"annotated under two classes in {split}: {first.label} ({first.where}) and "
+                                          f"{e.label} ({e.where}); kept {first.label} (rule: the first line wins)"))
             elif e.vid in seen:
                 issues.append((e.clip_id, f"repeated in {split} (first at {seen[e.vid].where}; dropped {e.where})"))
             else:
@@ -173,8 +182,15 @@ def prepare(ave_root: Path, out: Path, copy: bool) -> Dict[str, int]:
     atomic_write_csv(out / "split_issues.csv", ["clip_id", "issue"], issues)
     listed = {e.vid for entries in lists.values() for e in entries}
     counts.update({f"{s}": len(ids) for s, ids in split_ids.items()})
-    counts.update(missing=len(missing), issues=len(issues), annotated=len(annotated),
+    labels: Dict[str, List[str]] = {}
+    for e in annotated:
+        if e.label not in labels.setdefault(e.vid, []):
+            labels[e.vid].append(e.label)
+    double = {v: ls for v, ls in labels.items() if len(ls) > 1}
+    counts.update(missing=len(missing), issues=len(issues), annotated=len(annotated), double=len(double),
                   annotated_not_in_split=len({e.vid for e in annotated} - listed))
+    for vid, ls in sorted(double.items()):
+        print(f"  annotated under {len(ls)} classes: {vid}: {' and '.join(ls)} (split_issues.csv says which is kept)")
     for clip_id, video, split in missing:
         print(f"  missing ({split}): {clip_id} ({video})")
     for clip_id, issue in issues:
@@ -192,7 +208,8 @@ def main(argv=None) -> int:
         return 2
     print(f"AVE: train {c['train']}, val {c['val']}, test {c['test']} videos; {c['missing']} listed but missing "
           f"from the archive (missing_videos.csv); {c['issues']} split lines dropped as repeats/leakage "
-          f"(split_issues.csv); {c['annotated_not_in_split']} annotated videos in no split; videos "
+          f"(split_issues.csv); {c['double']} videos annotated under two classes; {c['annotated_not_in_split']} "
+          f"annotated videos in no split; videos "
           f"{c['placed']} placed, {c['updated']} updated, {c['unchanged']} unchanged")
     print(f"clip lists: {args.out / 'splits'} (use with make_index.py --splits_from)")
     return 0

@@ -397,3 +397,19 @@ def test_fake_media_layout(tmp_path):
     img = cv2.imread(str(p["frame_path"] / "y" / "vid003.mp4" / "000003.jpg"))
     assert img.shape == (16, 20, 3)
     assert train[0] == "/x/vid000.wav,/x/vid000.mp4,3"
+
+
+# ------------------------------------------------------------------------------------------ training margin
+
+def test_train_margin_keeps_centre_away_from_clip_ends():
+    from dataset.specs import get_spec
+    from dataset.windows import centre_range, middle_frame, train_centre_range
+
+    fps = 8
+    margin = round(get_spec("music").train_margin_s * fps)  # 3 s (docs/paper.md, Model)
+    assert margin == 24 and get_spec("synthetic").train_margin_s == 0.0  # the embedded set keeps its window
+    assert train_centre_range(80, 1, 1, margin) == (25, 56)  # a 10-s clip: 3 s kept at each end
+    assert train_centre_range(80, 3, 8, margin) == (25, 56)
+    assert train_centre_range(40, 1, 1, margin) == (20, 20) == (middle_frame(40, 1, 1),) * 2  # too short
+    assert train_centre_range(80, 1, 1, 0) == centre_range(80, 1, 1)
+    assert train_centre_range(2, 3, 8, margin) == centre_range(2, 3, 8)  # no window at all: left to the checks

@@ -320,7 +320,7 @@ def test_make_index_categories_and_split_lists(media_root: Path, tmp_path: Path)
     proc = _run("--root", str(media_root), "--out", str(tmp_path / "k"), "--splits_from", str(lists))
     assert proc.returncode == 0, proc.stderr
     assert [r.clip_id for r in index.read_index(tmp_path / "k" / "val.csv")] == ["dog/dog2"]
-    assert "dog/only_audio: listed in val but has no complete audio + frames" in proc.stdout
+    assert "dog/only_audio: val: audio but no frames" in proc.stdout  # the reason the scan found
     (lists / "test.txt").write_text("dog/dog0\n")  # leaks into train: refused
     leak = _run("--root", str(media_root), "--out", str(tmp_path / "l"), "--splits_from", str(lists))
     assert leak.returncode == 1 and "dog/dog0" in leak.stderr and not (tmp_path / "l").exists()

@@ -183,3 +183,27 @@ def test_prepare_kinetics_sounds_bad_inputs(tmp_path: Path) -> None:
     binary.write_bytes(b"label,youtube_id,time_start,time_end,split\n\x00\x01\x02\x03\n")
     proc = _run("prepare_kinetics_sounds.py", "--csv", str(binary), "--out", str(tmp_path / "o"))
     assert proc.returncode == 2 and f"{binary}, row 2" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_prepare_ave_bom_header_commas_dash_ids_and_two_class_videos(tmp_path: Path) -> None:
+    """The archive's real quirks: a UTF-8 BOM before the header, category names with commas, ids beginning
+    with '-', and a video annotated under two classes (reported with both labels and the rule)."""
+    ave = tmp_path / "AVE_Dataset"
+    (ave / "AVE").mkdir(parents=True)
+    train = ["Rodents, rats, mice&-rrrrrrrrrr&good&0&10", "Bark&-2wo2wo2wo&good&0&10", "Goat&-2wo2wo2wo&good&1&9"]
+    val, test = ["Bark&vvvvvvvvvvv&good&0&10"], ["Goat&ttttttttttt&good&0&10"]
+    bom = "\ufeff"
+    (ave / "Annotations.txt").write_text(bom + "\n".join([HEADER, *train, *val, *test]) + "\n", encoding="utf-8")
+    for name, lines in [("trainSet.txt", train), ("valSet.txt", val), ("testSet.txt", test)]:
+        (ave / name).write_text(bom + "\n".join([HEADER, *lines]) + "\r\n", encoding="utf-8")
+    for vid in ("-rrrrrrrrrr", "-2wo2wo2wo", "vvvvvvvvvvv", "ttttttttttt"):
+        (ave / "AVE" / f"{vid}.mp4").write_bytes(b"x")
+    out = tmp_path / "out"
+    proc = _run("prepare_ave.py", "--ave_root", str(ave), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "splits" / "train.txt").read_text().split() == ["Rodents/-rrrrrrrrrr", "Bark/-2wo2wo2wo"]
+    issues = {r["clip_id"]: r["issue"] for r in _csv(out / "split_issues.csv")}
+    issue = issues["Goat/-2wo2wo2wo"]
+    assert "annotated under two classes in train: Bark" in issue and "Goat" in issue and "first line wins" in issue
+    assert "annotated under 2 classes: -2wo2wo2wo: Bark and Goat" in proc.stdout
+    assert "1 videos annotated under two classes" in proc.stdout and "repeated" not in issue

@@ -93,12 +93,12 @@ def test_probe_real_files(videos: Path) -> None:
 
 def test_extract_frames_layout_counts_and_skip_report(videos: Path, tmp_path: Path) -> None:
     out = tmp_path / "root"
-    summary = extraction.run_extraction("frames", videos, out, FPS, workers=2, progress=False)
+    summary = extraction.run_extraction("frames", videos, out / "data" / "frames", FPS, workers=2, progress=False)
     for clip, seconds in [("dog/a1", 2.0), ("cat/c1", 1.0), ("dog/silent", 1.0)]:
         folder = out / "data" / "frames" / f"{clip}.mp4"
         n = media.check_frame_dir(folder)  # also asserts 000001..N numbering
         assert abs(n - FPS * seconds) <= 1, (clip, n)
-    report = _report(out / "skipped_frames.csv")
+    report = _report(out / "data" / "skipped_frames.csv")
     assert set(report) == set(BAD_FOR_FRAMES)
     for clip, fragment in BAD_FOR_FRAMES.items():
         assert fragment in report[clip]
@@ -110,12 +110,12 @@ def test_extract_frames_layout_counts_and_skip_report(videos: Path, tmp_path: Pa
 
 def test_extract_audio_counts_and_skip_report(videos: Path, tmp_path: Path) -> None:
     out = tmp_path / "root"
-    summary = extraction.run_extraction("audio", videos, out, RATE, workers=2, progress=False)
+    summary = extraction.run_extraction("audio", videos, out / "data" / "audio", RATE, workers=2, progress=False)
     for clip, seconds in [("dog/a1", 2.0), ("cat/c1", 1.0), ("cat/sound", 1.0)]:
         with wave.open(str(out / "data" / "audio" / f"{clip}.wav")) as w:
             assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (1, 2, RATE)
             assert abs(w.getnframes() - RATE * seconds) <= 0.03 * RATE, (clip, w.getnframes())
-    report = _report(out / "skipped_audio.csv")
+    report = _report(out / "data" / "skipped_audio.csv")
     assert set(report) == set(BAD_FOR_AUDIO)
     for clip, fragment in BAD_FOR_AUDIO.items():
         assert fragment in report[clip]
@@ -129,8 +129,8 @@ def test_resume_redoes_only_interrupted_outputs(videos: Path, tmp_path: Path) ->
     for clip in ("dog/a1", "cat/c1"):
         (src / clip).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(videos / f"{clip}.mp4", src / f"{clip}.mp4")
-    extraction.run_extraction("frames", src, out, FPS, workers=1, progress=False)
-    extraction.run_extraction("audio", src, out, RATE, workers=1, progress=False)
+    extraction.run_extraction("frames", src, out / "data" / "frames", FPS, workers=1, progress=False)
+    extraction.run_extraction("audio", src, out / "data" / "audio", RATE, workers=1, progress=False)
     done_frames = out / "data" / "frames" / "dog" / "a1.mp4"
     done_wav = out / "data" / "audio" / "dog" / "a1.wav"
     before = {p: p.stat().st_mtime_ns for p in [done_frames, done_wav, *done_frames.iterdir()]}
@@ -145,8 +145,8 @@ def test_resume_redoes_only_interrupted_outputs(videos: Path, tmp_path: Path) ->
     (partial_dir / "000050.jpg").write_bytes(b"stale")
     media.partial_path(wav_c1).write_bytes(b"RIFF")
 
-    s_frames = extraction.run_extraction("frames", src, out, FPS, workers=2, progress=False)
-    s_audio = extraction.run_extraction("audio", src, out, RATE, workers=2, progress=False)
+    s_frames = extraction.run_extraction("frames", src, out / "data" / "frames", FPS, workers=2, progress=False)
+    s_audio = extraction.run_extraction("audio", src, out / "data" / "audio", RATE, workers=2, progress=False)
     assert (s_frames.extracted, s_frames.already_complete) == (1, 1)
     assert (s_audio.extracted, s_audio.already_complete) == (1, 1)
     assert abs(media.check_frame_dir(frames_c1) - FPS) <= 1  # redone from scratch: no stale 000050.jpg
@@ -160,11 +160,13 @@ def test_scripts_exit_zero_and_print_summary(videos: Path, tmp_path: Path) -> No
     for script, kind, bad in [("extract_frames.py", "frames", BAD_FOR_FRAMES), ("extract_audio.py", "audio",
                                                                                  BAD_FOR_AUDIO)]:
         proc = subprocess.run([sys.executable, str(REPO / "scripts" / script), "--video_path", str(videos),
-                               "--out_dir", str(out), "--workers", "2", "--no_progress"],
+                               "--out_dir", str(out / "data" / kind), "--workers", "2", "--no_progress"],
                               capture_output=True, text=True, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr
         assert f"{kind}: 8 videos: 3 extracted, 0 already complete, 5 skipped" in proc.stdout
-        assert set(_report(out / f"skipped_{kind}.csv")) == set(bad)
+        assert set(_report(out / "data" / f"skipped_{kind}.csv")) == set(bad)  # beside the output folder
+        assert not (out / "data" / kind / "data").exists()  # the reference's --out_dir: never nested
+        assert not list((out / "data" / kind).rglob("*.csv"))  # no report inside the class tree
 
 
 def test_script_rejects_missing_input_folder(tmp_path: Path) -> None:
@@ -188,7 +190,7 @@ def _gated_ffmpeg(tmp_path: Path, gate: Path) -> dict:
 
 
 def _extract_cmd(script: str, videos: Path, out: Path) -> list:
-    return [sys.executable, str(REPO / "scripts" / script), "--video_path", str(videos), "--out_dir", str(out),
+    return [sys.executable, str(REPO / "scripts" / script), "--video_path", str(videos), "--media_root", str(out),
             "--workers", "1", "--no_progress"]
 
 
@@ -221,7 +223,7 @@ def test_concurrent_extraction_into_one_folder_is_refused(videos: Path, tmp_path
     for clip, seconds in [("dog/a1", 2.0), ("cat/c1", 1.0), ("dog/silent", 1.0)]:
         n = media.check_frame_dir(out / "data" / "frames" / f"{clip}.mp4")  # numbered 000001..N, no gap
         assert abs(n - FPS * seconds) <= 1, (clip, n)
-    assert set(_report(out / "skipped_frames.csv")) == set(BAD_FOR_FRAMES)
+    assert set(_report(out / "data" / "skipped_frames.csv")) == set(BAD_FOR_FRAMES)
     assert not [p for p in out.rglob("*") if p.name.endswith(media.PARTIAL_SUFFIX)]
     assert lock.read_text() == ""  # released: no pid left behind
     again = subprocess.run(_extract_cmd("extract_frames.py", videos, out), capture_output=True, text=True)
@@ -233,8 +235,32 @@ def test_lock_is_per_output_folder_and_released(videos: Path, tmp_path: Path) ->
     with extraction.extraction_lock(extraction.output_folder(out, "audio")):
         busy = rf"another extraction is running into .*audio \(pid {os.getpid()}\)"
         with pytest.raises(ExtractionBusyError, match=busy):
-            extraction.run_extraction("audio", videos, out, RATE, progress=False)
+            extraction.run_extraction("audio", videos, out / "data" / "audio", RATE, progress=False)
         assert not (out / "data" / "audio" / "dog").exists()  # refused before writing anything
-        summary = extraction.run_extraction("frames", videos, out, FPS, progress=False)  # other folder: runs
+        # another output folder: runs
+        summary = extraction.run_extraction("frames", videos, out / "data" / "frames", FPS, progress=False)
         assert summary.extracted == 3
-    assert extraction.run_extraction("audio", videos, out, RATE, progress=False).extracted == 3
+    assert extraction.run_extraction("audio", videos, out / "data" / "audio", RATE, progress=False).extracted == 3
+
+
+# ------------------------------------------------------------------------------------------ frame size
+
+@pytest.mark.parametrize("size,short_side,expected", [("48x20", 16, (16, 38)), ("20x48", 16, (38, 16)),
+                                                      ("32x24", 64, (24, 32)), ("32x24", None, (24, 32))])
+def test_short_side_caps_frames_and_never_enlarges(tmp_path: Path, size, short_side, expected) -> None:
+    import cv2
+
+    video = tmp_path / "v" / "c" / "a.mp4"
+    video.parent.mkdir(parents=True)
+    _ffmpeg("-f", "lavfi", "-i", f"testsrc=size={size}:rate=25:duration=0.5", "-c:v", "libx264", "-preset",
+            "ultrafast", "-pix_fmt", "yuv444p", str(video))
+    out = tmp_path / "frames"
+    extraction.run_extraction("frames", tmp_path / "v", out, FPS, progress=False, short_side=short_side)
+    img = cv2.imread(str(out / "c" / "a.mp4" / "000001.jpg"))
+    assert img.shape[:2] == expected
+
+
+def test_short_side_must_be_positive(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "extract_frames.py"), "--video_path", str(tmp_path),
+                           "--out_dir", str(tmp_path / "f"), "--short_side", "0"], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: --short_side")
