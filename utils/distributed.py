@@ -64,10 +64,18 @@ def broadcast_object(obj: Any) -> Any:
     return box[0]
 
 
-def cleanup() -> None:
-    if is_distributed():
+def cleanup(ok: bool = True) -> None:
+    """End the process group. After success the processes meet at a barrier first; on the error path there
+    is none: the other processes may be inside a collective (the gradient all-reduce) that this one will
+    never join, and a barrier would wait for ever. Destroying the group and exiting non-zero lets torchrun
+    stop the other processes."""
+    if not is_distributed():
+        return
+    if ok:
         dist.barrier()
-        dist.destroy_process_group()
+    else:
+        log.error("rank %d failed: leaving the process group without a barrier", rank())
+    dist.destroy_process_group()
 
 
 def barrier() -> None:
