@@ -80,6 +80,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--eval_epoch", type=int, default=1, help="evaluate on the val list every N epochs")
     g.add_argument("--amp", action="store_true", help="bf16 autocast (GPU only; an error on CPU)")
     g.add_argument("--channels_last", action="store_true", help="channels_last memory format (GPU only)")
+    g.add_argument("--deterministic", action="store_true",
+                   help="deterministic cuDNN/cuBLAS kernels and torch.use_deterministic_algorithms (slower on GPU; "
+                   "without it cudnn.benchmark is on)")
     g.add_argument("--no_progress", action="store_true", help="disable tqdm progress bars")
 
     g = p.add_argument_group("data")
@@ -102,6 +105,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--audRate", type=int, default=None)
     g.add_argument("--imgSize", type=int, default=None)
     g.add_argument("--batch_size_per_gpu", type=int, default=12, help="per process (paper: 12 per GPU)")
+    g.add_argument("--eval_batch_size", type=int, default=0,
+                   help="batch of evaluation and attacks per process (0: --batch_size_per_gpu); results do not "
+                   "depend on it")
     g.add_argument("--workers", type=int, default=default_workers(),
                    help="DataLoader worker processes per process (default: cores - 2, at most 8; 0 on a 2-core "
                    "machine, where workers compete with the training step: see benchmarks/bench_train.py)")
@@ -213,6 +219,7 @@ class RunConfig:
     amp: bool
     channels_last: bool
     no_progress: bool
+    deterministic: bool
     # data
     dataset: str
     list_train: str
@@ -229,6 +236,7 @@ class RunConfig:
     audRate: int
     imgSize: int
     batch_size_per_gpu: int
+    eval_batch_size: int
     workers: int
     # model
     arch_sound: str
@@ -349,7 +357,7 @@ def _check_numbers(ns: argparse.Namespace) -> None:
                  "frameRate", "audRate", "eval_epoch", "attack_steps", "restarts", "train_attack_steps"):
         if getattr(ns, flag) < 1:
             raise UsageError(f"--{flag}", f"must be >= 1, got {getattr(ns, flag)}")
-    for flag in ("workers", "disp_iter", "save_examples", "max_eval_batches"):
+    for flag in ("workers", "disp_iter", "save_examples", "max_eval_batches", "eval_batch_size"):
         if getattr(ns, flag) < 0:
             raise UsageError(f"--{flag}", f"must be >= 0, got {getattr(ns, flag)}")
     if any(s < 1 for s in ns.lr_steps):
@@ -482,6 +490,7 @@ def parse_config(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]],
 def eval_identity(cfg: RunConfig) -> Mapping[str, Any]:
     """The configuration that determines an evaluation's numbers (for eval.json and --reuse_eval)."""
     skip = {"id", "ckpt", "device", "workers", "no_progress", "disp_iter", "reuse_eval", "given", "resume",
+            "eval_batch_size", "deterministic",
             "eval_epoch", "num_epoch", "lr_steps", "lr_frame", "lr_sound", "lr_classifier", "beta1",
             "weight_decay", "save_features", "init_from", "list_train", "features"}
     return {k: v for k, v in cfg.as_dict().items() if k not in skip}
