@@ -157,3 +157,16 @@ def test_deterministic_switches():
     finally:
         torch.use_deterministic_algorithms(False)
         torch.backends.cudnn.deterministic = False
+
+
+def test_gpu_check_script_parses_and_its_cpu_part_runs():
+    script = REPO / "benchmarks" / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="1")
+    proc = subprocess.run(["bash", str(script), "--cpu", "--tiny"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [l for l in proc.stdout.splitlines() if l.startswith("| ") and "| ok |" in l]
+    assert len(rows) >= 6 and "FAIL" not in proc.stdout, proc.stdout
+    for needle in ("train clips/s", "PGD-1 / bare", "sparse coding", "defended PGD-1 (bpda)", "(unrolled)"):
+        assert needle in proc.stdout, needle
