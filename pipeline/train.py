@@ -57,6 +57,10 @@ def fit(model: nn.Module, cfg: RunConfig, ctx: RunContext, opts: TrainConfig,
     net: nn.Module = LogitsAndFeatures(model)
     if du.is_distributed():
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+        # the defense's fixed dictionaries are identical on every rank: not re-broadcast every step
+        fixed = [f"model.{n}" for n, _ in model.named_buffers() if n.split(".")[-1].startswith("dict_")]
+        if fixed:
+            nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(net, fixed)
         net = nn.parallel.DistributedDataParallel(net, device_ids=ids)
     val: Dict[str, Any] = {}
     tr: Dict[str, Any] = {}

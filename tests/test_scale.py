@@ -170,3 +170,13 @@ def test_gpu_check_script_parses_and_its_cpu_part_runs():
     assert len(rows) >= 6 and "FAIL" not in proc.stdout, proc.stdout
     for needle in ("train clips/s", "PGD-1 / bare", "sparse coding", "defended PGD-1 (bpda)", "(unrolled)"):
         assert needle in proc.stdout, needle
+
+
+def test_srun_without_rank_is_refused(monkeypatch):
+    from utils.distributed import init_distributed
+    from utils.errors import UsageError
+
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.setenv("SLURM_NTASKS", "4")
+    with pytest.raises(UsageError, match="srun with 4 tasks but without RANK.*torchrun"):
+        init_distributed("cpu")
