@@ -1,20 +1,20 @@
-"""Timing: our ``sparse_code`` against the paper's ISTA, at the same objective.
+"""Timing and exactness: our ``sparse_code`` against the reference's ISTA run to the same objective.
 
 What is compared (the same problem for both):
-- Problem: dictionary D (512, 1024) whose atoms are random nonnegative "post-ReLU" features
-  relu(N(0, 1)), each atom L2-normalised to unit norm; a batch of 64 queries drawn the same way
-  (unit norm); lambda = 0.1 (paper). float32, one CPU thread by default.
-  Unit norms keep lambda = 0.1 meaningful: at raw scale (||x|| ~ 16) lambda is negligible, the problem is
-  nearly an underdetermined least-squares fit, and neither solver converges within 2000 iterations.
-- Reference: ISTA as the paper describes it: fixed step alpha, dense products, stop when the norm of the
-  change over the whole batch is < 8e-4, at most 2000 iterations. alpha = 1.9 / L by default (L =
-  ||D||_2^2): the largest step for which fixed-step ISTA reliably converges (< 2/L), i.e. the
-  reference's fastest setting; ``--ref-alpha-scale`` changes it.
-- Ours: ``models.defense.sparse_code`` with its defaults (step 1/L, FISTA with adaptive restart,
-  per-sample relative stopping at 8e-4, stopped rows dropped, sparse products once iterates are sparse).
-  L is cached per dictionary; its one-time cost is printed separately and is not in the ratio.
-- Accuracy: f* is the float64 optimum (FISTA to tol 1e-10); both batch objectives are reported as
-  relative gaps to f*, and the run fails (exit 1) unless ours is within 1e-3 relative of the reference.
+- Problem: dictionary D (512, 1024) whose atoms are random nonnegative "post-ReLU" features relu(N(0, 1)),
+  each atom L2-normalised (overcomplete, correlated, non-negative: the hard case); a batch of 64 queries
+  drawn the same way (unit norm); lambda = 0.1 (paper). float32, one CPU thread by default.
+- Reference: ISTA as the paper describes it, at its fastest convergent fixed step alpha = 1.9 / L
+  (``--ref-alpha-scale``; L = ||D||_2^2), in Gram form with the Gram matrix precomputed and one fused
+  product per iteration (z = A M + alpha x D, M = I - alpha G). It runs until its batch objective reaches
+  ours: the number of iterations is found in an untimed run that tracks the objective, then exactly that
+  many iterations are timed (no checks inside the timed loop).
+- Ours: ``models.defense.sparse_code`` with its defaults (FISTA with adaptive restart, certified stop on
+  the relative duality gap 1e-5 checked every 8 iterations, exact polishing on stable supports). L and
+  the Gram matrix are cached per dictionary for both; their one-time cost is printed, not in the ratio.
+- Exactness: f* is the float64 optimum (our solver at tol 1e-13, itself certified by its duality gap);
+  scikit-learn's Lasso (tol 1e-10) on the first rows is printed as an independent check. The run fails
+  (exit 1) unless every row of ours is within 1e-4 relative of f*.
 
 Usage: .venv/bin/python benchmarks/bench_defense.py [--repeats 5] [--threads 1] [--device cpu]
 """
@@ -27,27 +27,37 @@ import time
 from typing import Callable, Dict, Tuple
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from models.defense import lasso_objective, lipschitz_constant, sparse_code_with_info  # noqa: E402
 
 LAM = 0.1  # lambda, Tian & Xu 2021
-PAPER_TOL = 8e-4  # ISTA tolerance, Tian & Xu 2021
-PAPER_MAX_ITER = 2000  # ISTA iteration cap, Tian & Xu 2021
 
 
-def reference_ista(x: torch.Tensor, D: torch.Tensor, lam: float, alpha: float,
-                   tol: float = PAPER_TOL, max_iter: int = PAPER_MAX_ITER) -> Tuple[torch.Tensor, int]:
-    """The paper's ISTA: fixed step, batch-wide absolute stopping norm (the behaviour we replace)."""
+def reference_ista(x: torch.Tensor, D: torch.Tensor, lam: float, alpha: float, n_iter: int,
+                   gram: torch.Tensor) -> torch.Tensor:
+    """The paper's ISTA at a fixed step, Gram form, exactly ``n_iter`` iterations."""
+    M = torch.eye(D.shape[1], dtype=D.dtype, device=D.device) - alpha * gram
+    c = alpha * (x @ D)
     A = x.new_zeros(x.shape[0], D.shape[1])
-    for it in range(max_iter):
-        z = A - alpha * ((A @ D.T - x) @ D)
-        A_new = torch.sign(z) * torch.clamp(z.abs() - alpha * lam, min=0.0)
-        change = torch.norm(A_new - A)
-        A = A_new
-        if change < tol:
-            return A, it + 1
-    return A, max_iter
+    for _ in range(n_iter):
+        A = F.softshrink(torch.addmm(c, A, M), alpha * lam)
+    return A
+
+
+def iterations_to_reach(x: torch.Tensor, D: torch.Tensor, lam: float, alpha: float, target: float,
+                        cap: int) -> int:
+    """ISTA iterations until the batch objective (float64) is <= ``target`` (untimed; ``cap`` if never)."""
+    gram = D.T @ D
+    M = torch.eye(D.shape[1], dtype=D.dtype, device=D.device) - alpha * gram
+    c = alpha * (x @ D)
+    A = x.new_zeros(x.shape[0], D.shape[1])
+    for it in range(1, cap + 1):
+        A = F.softshrink(torch.addmm(c, A, M), alpha * lam)
+        if it % 10 == 0 and float(lasso_objective(x.double(), D.double(), A.double(), lam).sum()) <= target:
+            return it
+    return cap
 
 
 def timed_interleaved(fns: Dict[str, Callable[[], object]], repeats: int,
@@ -78,6 +88,7 @@ def main() -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ref-alpha-scale", type=float, default=1.9, help="reference alpha = scale / L")
+    p.add_argument("--ref-cap", type=int, default=20000, help="most reference iterations tried")
     args = p.parse_args()
     if not 0 < args.ref_alpha_scale < 2:
         p.error(f"--ref-alpha-scale must be in (0, 2) for fixed-step ISTA to converge, got {args.ref_alpha_scale}")
@@ -93,38 +104,52 @@ def main() -> int:
 
     t0 = time.perf_counter()
     L = lipschitz_constant(D)
+    gram = D.T @ D
     t_lip = time.perf_counter() - t0
-    A_star, it_star = sparse_code_with_info(x.double(), D.double(), LAM, max_iter=50000, tol=1e-10)
-    f_star = float(lasso_objective(x.double(), D.double(), A_star, LAM).sum())
+    A_star, it_star = sparse_code_with_info(x.double(), D.double(), LAM, max_iter=50000, tol=1e-13)
+    f_star_rows = lasso_objective(x.double(), D.double(), A_star, LAM)
+    f_star = float(f_star_rows.sum())
 
-    def objective(A: torch.Tensor) -> float:
-        return float(lasso_objective(x.double(), D.double(), A.double(), LAM).sum())
+    def objective(A: torch.Tensor) -> torch.Tensor:
+        return lasso_objective(x.double(), D.double(), A.double(), LAM)
 
+    sparse_code_with_info(x, D, LAM)  # warm-up (also fills the per-dictionary cache)
+    A_ours, it_ours = sparse_code_with_info(x, D, LAM)
+    f_ours_rows = objective(A_ours)
+    f_ours = float(f_ours_rows.sum())
     alpha = args.ref_alpha_scale / L
+    n_ref = iterations_to_reach(x, D, LAM, alpha, f_ours, args.ref_cap)
     times, outs = timed_interleaved({
-        "ref": lambda: reference_ista(x, D, LAM, alpha),
+        "ref": lambda: reference_ista(x, D, LAM, alpha, n_ref, gram),
         "ours": lambda: sparse_code_with_info(x, D, LAM),
-        "ista": lambda: sparse_code_with_info(x, D, LAM, accelerate=False),
     }, args.repeats, dev)
-    t_ref, t_ours, t_ista = times["ref"], times["ours"], times["ista"]
-    (A_ref, it_ref), (A_ours, it_ours), (A_ista, it_ista) = outs["ref"], outs["ours"], outs["ista"]
-    f_ref, f_ours, f_ista = objective(A_ref), objective(A_ours), objective(A_ista)
-
+    f_ref = float(objective(outs["ref"]).sum())
+    worst = float(((f_ours_rows - f_star_rows) / f_star_rows).max())
     print(f"problem: D {args.dim}x{args.atoms} unit-norm relu(N(0,1)) atoms, batch {args.batch}, lambda {LAM}, "
           f"{x.dtype}, device {dev}, threads {args.threads}, L = ||D||_2^2 = {L:.4g}")
-    print(f"f* (float64, {int(it_star.max())} FISTA iterations) = {f_star:.6f}")
-    print(f"one-time L computation (cached per dictionary): {t_lip * 1e3:.1f} ms")
-    print(f"reference ISTA alpha={args.ref_alpha_scale}/L, batch-wide stop: {it_ref} iterations, "
-          f"{t_ref * 1e3:.1f} ms, objective gap {(f_ref - f_star) / f_star:.2e}")
+    print(f"f* (float64, certified gap 1e-13, {int(it_star.max())} iterations) = {f_star:.8f}")
+    print(f"one-time L and Gram computation (cached per dictionary): {t_lip * 1e3:.1f} ms")
     print(f"ours sparse_code (defaults): iterations per row max {int(it_ours.max())} "
-          f"mean {it_ours.float().mean():.1f}, "
-          f"{t_ours * 1e3:.1f} ms, objective gap {(f_ours - f_star) / f_star:.2e}")
-    print(f"ablation, ours with accelerate=False (ISTA, 1/L): iterations max {int(it_ista.max())} "
-          f"mean {it_ista.float().mean():.1f}, {t_ista * 1e3:.1f} ms, objective gap {(f_ista - f_star) / f_star:.2e}")
-    same = abs(f_ours - f_ref) / f_ref
-    print(f"|f_ours - f_ref| / f_ref = {same:.2e} (must be <= 1e-3)")
-    print(f"speed ratio reference / ours = {t_ref / t_ours:.1f}x (target >= 10x)")
-    return 0 if same <= 1e-3 else 1
+          f"mean {it_ours.float().mean():.1f}, {times['ours'] * 1e3:.1f} ms, batch objective gap "
+          f"{(f_ours - f_star) / f_star:.2e}, worst row {worst:.2e} (must be <= 1e-4)")
+    reached = "reached ours" if n_ref < args.ref_cap else f"did NOT reach ours within {args.ref_cap}"
+    print(f"reference ISTA alpha={args.ref_alpha_scale}/L, Gram form: {n_ref} iterations ({reached}), "
+          f"{times['ref'] * 1e3:.1f} ms, batch objective gap {(f_ref - f_star) / f_star:.2e}")
+    try:
+        from sklearn.linear_model import Lasso
+
+        n = min(4, args.batch)
+        sk = torch.stack([torch.from_numpy(Lasso(alpha=LAM / args.dim, fit_intercept=False, tol=1e-10,
+                                                 max_iter=100000).fit(D.double().cpu().numpy(),
+                                                                      x[i].double().cpu().numpy()).coef_)
+                          for i in range(n)])
+        f_sk = lasso_objective(x[:n].double().cpu(), D.double().cpu(), sk, LAM)
+        rel = float(((f_ours_rows[:n].cpu() - f_sk) / f_sk).max())
+        print(f"scikit-learn Lasso on the first {n} rows: max (f_ours - f_sklearn) / f_sklearn = {rel:.2e}")
+    except ImportError:
+        print("scikit-learn not installed: no independent check")
+    print(f"speed ratio reference / ours = {times['ref'] / times['ours']:.1f}x (target >= 10x)")
+    return 0 if worst <= 1e-4 else 1
 
 
 if __name__ == "__main__":

@@ -14,8 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from attacks.evaluate import evaluate_attack_grid
-from pipeline.attack_eval import PerSampleCorrect
+from pipeline.attack_eval import PerSampleCorrect, attack_grid
 from pipeline.config import RunConfig
 from pipeline.context import RunContext
 from reporting.results import markdown_table, write_results
@@ -38,7 +37,7 @@ def _per_sample_correct(model, loader, attack: str, eps: Dict[str, float], ctx, 
     """One attack configuration on one eps: its row plus per-sample correctness keyed by dataset index."""
     keep = PerSampleCorrect()
     kw = {**common, **overrides}
-    row = evaluate_attack_grid(model, loader, [attack], [eps], ctx.device, on_batch=keep, **kw)[0]
+    row = attack_grid(model, loader, [attack], [eps], ctx.device, on_batch=keep, **kw)[0]
     return {"row": row, "correct": keep.correct[keep.key(attack, eps)]}
 
 
@@ -46,7 +45,7 @@ def gradient_norms(model: nn.Module, loader, device: torch.device, max_batches: 
     """Per-modality fraction of samples whose input gradient of the CE loss is (numerically) zero."""
     zero = {m: 0 for m in model.modalities}
     n = 0
-    with model_mode(model, training=False):
+    with model_mode(model, training=False), torch.autocast(device.type, enabled=False):
         for i, batch in enumerate(loader):
             if i >= max_batches:
                 break

@@ -36,13 +36,14 @@ def build_dataset(cfg: RunConfig, list_path: str, train_mode: bool) -> AVDataset
 
 def build_loader(ds: AVDataset, cfg: RunConfig, train: bool):
     """Train: a seeded shuffling DistributedSampler (also with one process, so a resumed run sees the
-    same order); eval: ShardSampler (no padding, exact counts under DDP)."""
+    same order); eval: ShardSampler (no padding, exact counts under DDP), batches of --eval_batch_size."""
     if train:
         sampler = DistributedSampler(ds, num_replicas=du.world_size(), rank=du.rank(), shuffle=True,
                                      seed=cfg.seed, drop_last=False)
     else:
         sampler = du.ShardSampler(len(ds))
-    return _dataset_loader(ds, batch_size=cfg.batch_size_per_gpu, workers=cfg.workers, shuffle=False,
+    batch = cfg.batch_size_per_gpu if train or not cfg.eval_batch_size else cfg.eval_batch_size
+    return _dataset_loader(ds, batch_size=batch, workers=cfg.workers, shuffle=False,
                            sampler=sampler, seed=cfg.seed, drop_last=False)
 
 

@@ -100,10 +100,25 @@ def _device(cfg: RunConfig) -> torch.device:
     return device
 
 
+def set_kernel_switches(deterministic: bool, device: torch.device) -> None:
+    """--deterministic: deterministic cuDNN and cuBLAS kernels and ``use_deterministic_algorithms`` (which
+    raises on an op without a deterministic version); otherwise ``cudnn.benchmark`` on GPU (fixed shapes)."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts (CUDA docs)
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        torch.use_deterministic_algorithms(True)
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
 def start(cfg: RunConfig) -> torch.device:
-    """Device and process group, then the seeds (before the model is built, so its initialisation is seeded).
-    Writes nothing."""
+    """Device and process group, kernel switches, then the seeds (before the model is built, so its
+    initialisation is seeded). Writes nothing."""
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # before the first cuBLAS call
     device = _device(cfg)
+    set_kernel_switches(cfg.deterministic, device)
     seed_everything(cfg.seed + du.rank())
     return device
 

@@ -68,8 +68,10 @@ def execute(model: nn.Module, cfg: RunConfig, ctx: RunContext, opts: TrainConfig
             _evaluate(model, cfg, ctx, label)
         ok = True
     finally:
-        if ok:
-            ctx.finish()
-        else:
-            ctx.abort()
-        du.cleanup()
+        try:
+            if ok:
+                ctx.finish()
+            else:
+                ctx.abort()
+        finally:
+            du.cleanup(ok)

@@ -65,9 +65,9 @@ def to_inputs(batch: Dict[str, Any], device: torch.device, modalities, channels_
 
 
 def autocast_ctx(device: torch.device, amp: bool):
-    """bf16 autocast on CUDA; on CPU --amp is refused at set-up, so this is a no-op context there."""
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    """bf16 autocast on ``device`` when ``amp`` (runs refuse --amp on CPU at set-up; tests use CPU autocast)."""
+    if amp:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
@@ -90,32 +90,50 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
     """
     model.train()
     bare = unwrap(model)
-    sums = torch.zeros(5, dtype=torch.float64)  # loss, ce, cos, correct, n
+    # Metrics accumulate on the device (no per-step host sync); they are read every --disp_iter steps and at
+    # the end of the epoch, where finiteness is checked for the steps since the last read.
+    sums = torch.zeros(5, dtype=torch.float64, device=device)  # loss, ce, cos, correct, n
+    bad = torch.zeros((), dtype=torch.bool, device=device)
+    last_read = 0
     it = tqdm(loader, desc=f"train {epoch}", disable=not (cfg.progress and du.is_main()), leave=False)
+
+    def read(upto: int) -> None:
+        nonlocal last_read
+        if bool(bad):  # one host sync per read
+            where = f"iteration {upto}" if upto == last_read else f"iterations {last_read}..{upto}"
+            raise FloatingPointError(f"loss is not finite at epoch {epoch}, {where}: "
+                                     "lower the learning rates or check the inputs")
+        last_read = upto + 1
+
+    i = -1
     for i, batch in enumerate(it):
         inputs = to_inputs(batch, device, bare.modalities, cfg.channels_last)
         labels = batch["label"].to(device, non_blocking=True)
         if cfg.adv_attack is not None:
-            inputs = cfg.adv_attack(inputs, labels)  # the attack restores train mode afterwards
+            with torch.autocast(device.type, enabled=False):  # attacks stay fp32 (README, "Precision")
+                inputs = cfg.adv_attack(inputs, labels)  # the attack restores train mode afterwards
         with autocast_ctx(device, cfg.amp):
             logits, feats = model(**inputs)
             ce = F.cross_entropy(logits.float(), labels)
             cos = minsim_loss(feats) if cfg.minsim_weight > 0 else torch.zeros((), device=device)
             loss = ce + cfg.minsim_weight * cos
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, iteration {i}: "
-                                     "lower the learning rates or check the inputs")
+        bad |= ~torch.isfinite(loss.detach())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         n = labels.numel()
-        sums += torch.tensor([loss.item() * n, ce.item() * n, cos.item() * n,
-                              (logits.argmax(1) == labels).sum().item(), n], dtype=torch.float64)
+        # float64 before the product by n: the same numbers as float(loss) * n on the host
+        step = torch.cat([torch.stack([loss.detach(), ce.detach(), cos.detach().float()]).double() * n,
+                          torch.stack([(logits.detach().argmax(1) == labels).sum().double(),
+                                       torch.tensor(float(n), dtype=torch.float64, device=device)])])
+        sums += step
         if cfg.disp_iter and i % cfg.disp_iter == 0:
-            log.info("epoch %d iter %d/%d loss %.4f ce %.4f cos %.4f", epoch, i, len(loader),
-                     loss.item(), ce.item(), cos.item())
-            it.set_postfix(loss=f"{loss.item():.3f}")
-    sums = du.all_reduce_sum(sums)
+            read(i)
+            vals = (step[:3] / n).tolist()
+            log.info("epoch %d iter %d/%d loss %.4f ce %.4f cos %.4f", epoch, i, len(loader), *vals[:3])
+            it.set_postfix(loss=f"{vals[0]:.3f}")
+    read(i)
+    sums = du.all_reduce_sum(sums).cpu()
     n = max(sums[4].item(), 1.0)
     return {"loss": sums[0].item() / n, "ce": sums[1].item() / n, "cos": sums[2].item() / n,
             "acc": sums[3].item() / n, "n": int(sums[4].item())}
@@ -123,11 +141,11 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, device: torch.device, amp: bool = False, progress: bool = True,
-             desc: str = "eval", max_batches: int = 0) -> Dict[str, Any]:
+             desc: str = "eval", max_batches: int = 0, channels_last: bool = False) -> Dict[str, Any]:
     """Clean accuracy and CE over ``loader``; counts are summed over processes (exact under DDP)."""
     bare = unwrap(model)
     with model_mode(bare, training=False):
-        sums = _evaluate_sums(bare, loader, device, amp, progress, desc, max_batches)
+        sums = _evaluate_sums(bare, loader, device, amp, progress, desc, max_batches, channels_last)
     sums = du.all_reduce_sum(sums)
     n = sums[2].item()
     if n == 0:
@@ -137,12 +155,12 @@ def evaluate(model: nn.Module, loader, device: torch.device, amp: bool = False, 
 
 
 def _evaluate_sums(bare: nn.Module, loader, device: torch.device, amp: bool, progress: bool, desc: str,
-                   max_batches: int) -> torch.Tensor:
+                   max_batches: int, channels_last: bool = False) -> torch.Tensor:
     sums = torch.zeros(4, dtype=torch.float64)  # ce, correct, n, cos
     for i, batch in enumerate(tqdm(loader, desc=desc, disable=not (progress and du.is_main()), leave=False)):
         if max_batches and i >= max_batches:
             break
-        inputs = to_inputs(batch, device, bare.modalities)
+        inputs = to_inputs(batch, device, bare.modalities, channels_last)
         labels = batch["label"].to(device)
         with autocast_ctx(device, amp):
             feats = bare.features(**inputs)

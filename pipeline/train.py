@@ -57,6 +57,10 @@ def fit(model: nn.Module, cfg: RunConfig, ctx: RunContext, opts: TrainConfig,
     net: nn.Module = LogitsAndFeatures(model)
     if du.is_distributed():
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+        # the defense's fixed dictionaries are identical on every rank: not re-broadcast every step
+        fixed = [f"model.{n}" for n, _ in model.named_buffers() if n.split(".")[-1].startswith("dict_")]
+        if fixed:
+            nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(net, fixed)
         net = nn.parallel.DistributedDataParallel(net, device_ids=ids)
     val: Dict[str, Any] = {}
     tr: Dict[str, Any] = {}
@@ -70,7 +74,8 @@ def fit(model: nn.Module, cfg: RunConfig, ctx: RunContext, opts: TrainConfig,
         ctx.metrics.log("train", epoch, lr_factor=factor, seconds=time.time() - t0, **tr)
         is_best = False
         if epoch % cfg.eval_epoch == 0 or epoch == cfg.num_epoch:
-            val = evaluate(model, val_loader, ctx.device, amp=cfg.amp, progress=opts.progress, desc=f"val {epoch}")
+            val = evaluate(model, val_loader, ctx.device, amp=cfg.amp, progress=opts.progress, desc=f"val {epoch}",
+                           channels_last=cfg.channels_last)
             ctx.metrics.log("val", epoch, **val)
             is_best = val["acc"] > best_acc
             best_acc = max(best_acc, val["acc"])
@@ -91,6 +96,8 @@ def load_for_eval(model: nn.Module, cfg: RunConfig, ctx: RunContext, path: Path)
     check_arch(ck, model_arch(model, cfg.cls_num), path)
     model.load_state_dict(ck["model"])
     model.to(ctx.device)
+    if cfg.channels_last:  # evaluation and attacks too, not only training
+        model.to(memory_format=torch.channels_last)
     log.info("loaded %s (epoch %s)", path, ck.get("epoch"))
     return path
 
@@ -113,11 +120,13 @@ def save_features(model: nn.Module, cfg: RunConfig, ctx: RunContext, ckpt_path: 
 
 def clean_accuracy(model: nn.Module, cfg: RunConfig, ctx: RunContext, list_path: str, tag: str
                    ) -> Dict[str, Any]:
-    """Clean accuracy on ``list_path`` (logged to metrics under ``tag`` and returned)."""
+    """Clean accuracy on ``list_path`` (logged to metrics under ``tag`` and returned).
+
+    Always fp32, also under --amp: the number reported is the attack grid's clean row (attacks are fp32)."""
     loader = build_loader(build_dataset(cfg, list_path, train_mode=False), cfg, train=False)
     max_batches = cfg.max_eval_batches if cfg.mode == "eval" else 0
-    res = evaluate(model, loader, ctx.device, amp=cfg.amp, progress=not cfg.no_progress, desc=tag,
-                   max_batches=max_batches)
+    res = evaluate(model, loader, ctx.device, amp=False, progress=not cfg.no_progress, desc=tag,
+                   max_batches=max_batches, channels_last=cfg.channels_last)
     ctx.metrics.log(tag, 0, **res)
     log.info("clean %s accuracy %.4f on %d clips (%s)", tag, res["acc"], res["n"], list_path)
     return res

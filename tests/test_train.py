@@ -180,3 +180,29 @@ def test_nan_loss_stops_with_error():
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     with pytest.raises(FloatingPointError, match="epoch 7, iteration 0"):
         train_one_epoch(net, [batch], opt, torch.device("cpu"), 7, TrainConfig(progress=False))
+
+
+def test_nan_loss_names_the_step_range_between_reads():
+    from pipeline.engine import LogitsAndFeatures, TrainConfig, train_one_epoch
+
+    class LateNaN(torch.nn.Module):
+        modalities = ("audio",)
+
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Linear(4, 2)
+            self.calls = 0
+
+        def features(self, audio=None, visual=None):
+            self.calls += 1
+            return {"audio": self.w(audio.flatten(1)) * (float("nan") if self.calls == 6 else 1.0)}
+
+        def classify(self, feats):
+            return feats["audio"]
+
+    net = LogitsAndFeatures(LateNaN())
+    batch = {"audio": torch.randn(2, 1, 4), "label": torch.tensor([0, 1])}
+    opt = torch.optim.SGD(net.parameters(), lr=0.0)
+    # metrics are read (one host sync) every --disp_iter = 4 steps: the NaN of step 5 is found at step 8
+    with pytest.raises(FloatingPointError, match="epoch 2, iterations 5..8"):
+        train_one_epoch(net, [batch] * 10, opt, torch.device("cpu"), 2, TrainConfig(progress=False, disp_iter=4))

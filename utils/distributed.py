@@ -42,14 +42,20 @@ def init_distributed(device_arg: str) -> torch.device:
         raise UsageError("--device", f"{device_arg} but CUDA is not available on this machine")
     if device_arg not in ("auto", "cpu") and not device_arg.startswith("cuda"):
         raise UsageError("--device", f"must be auto, cpu, cuda or cuda:N, got {device_arg!r}")
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
+    if "RANK" not in os.environ and int(os.environ.get("SLURM_NTASKS", "1") or 1) > 1:
+        raise UsageError("--device", f"launched by srun with {os.environ['SLURM_NTASKS']} tasks but without RANK: "
+                         "every task would train alone on the same files. Run one task per node that calls "
+                         "torchrun (README, SLURM recipe), which sets RANK, WORLD_SIZE and LOCAL_RANK")
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         local_rank = int(os.environ.get("LOCAL_RANK", 0))
         backend = "nccl" if want_cuda else "gloo"
+        index = local_rank % torch.cuda.device_count() if want_cuda else None
         if want_cuda:
-            torch.cuda.set_device(local_rank)
+            torch.cuda.set_device(index)
+        # a world of 1 still creates the group, so one-process torchrun runs take the same path
         dist.init_process_group(backend=backend)
         log.info("DDP: rank %d/%d, backend %s", rank(), world_size(), backend)
-        return torch.device("cuda", local_rank) if want_cuda else torch.device("cpu")
+        return torch.device("cuda", index) if want_cuda else torch.device("cpu")
     if want_cuda:
         return torch.device(device_arg if device_arg.startswith("cuda") else "cuda")
     return torch.device("cpu")
@@ -64,10 +70,18 @@ def broadcast_object(obj: Any) -> Any:
     return box[0]
 
 
-def cleanup() -> None:
-    if is_distributed():
+def cleanup(ok: bool = True) -> None:
+    """End the process group. After success the processes meet at a barrier first; on the error path there
+    is none: the other processes may be inside a collective (the gradient all-reduce) that this one will
+    never join, and a barrier would wait for ever. Destroying the group and exiting non-zero lets torchrun
+    stop the other processes."""
+    if not is_distributed():
+        return
+    if ok:
         dist.barrier()
-        dist.destroy_process_group()
+    else:
+        log.error("rank %d failed: leaving the process group without a barrier", rank())
+    dist.destroy_process_group()
 
 
 def barrier() -> None:

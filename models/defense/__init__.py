@@ -10,7 +10,7 @@ and replaced by ``mix * D a* + (1 - mix) * x`` before the classifier head.
 
 Modules:
 - ``constants``: the paper's settings (``DEFAULT_*``, ``PAPER_STEPS``, ``MODALITIES``).
-- ``sparse_coding``: ``sparse_code`` / ``sparse_code_with_info`` (batched ISTA/FISTA, per-sample stopping),
+- ``sparse_coding``: ``sparse_code`` / ``sparse_code_with_info`` (batched FISTA, certified per-sample stop),
   ``lasso_objective``, ``lipschitz_constant``, and ``GRAD_MODES`` (``unrolled`` / ``bpda``) with
   ``SolverConfig``.
 - ``banks``: ``MemoryBank`` (atoms of one modality chosen by a ``BANK_SELECTORS`` entry, tied to its
@@ -36,11 +36,13 @@ from models.defense.constants import (
     DEFAULT_TOL,
     MODALITIES,
     PAPER_STEPS,
+    PAPER_TOL,
 )
 from models.defense.defended import DefendedModel
 from models.defense.sparse_coding import (
     GRAD_MODES,
     SolverConfig,
+    duality_gap,
     lasso_objective,
     lipschitz_constant,
     reconstruct_bpda,
@@ -53,7 +55,7 @@ from utils.fileio import sha256_file  # kept at its old path; the one implementa
 __all__ = [
     "BANK_SELECTORS", "DEFAULT_BANK_SIZE", "DEFAULT_GRAD_MAX_ITER", "DEFAULT_LAM", "DEFAULT_MAX_ITER",
     "DEFAULT_MIX", "DEFAULT_TOL", "DefendedModel", "GRAD_MODES", "MODALITIES", "MemoryBank", "PAPER_STEPS",
-    "PathLike", "Selector", "SolverConfig", "build_banks", "lasso_objective", "lipschitz_constant",
+    "PAPER_TOL", "PathLike", "Selector", "SolverConfig", "build_banks", "duality_gap", "lasso_objective", "lipschitz_constant",
     "reconstruct_bpda", "reconstruct_unrolled", "select_class_balanced", "select_kmeans", "select_random",
     "sha256_file", "sparse_code", "sparse_code_with_info",
 ]

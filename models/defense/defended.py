@@ -26,7 +26,8 @@ class DefendedModel(nn.Module):
         lam: L1 weight (paper 0.1). mix: m (paper 0.5; 0.6 noted for Kinetics-Sounds).
         grad: a name in ``GRAD_MODES``: ``unrolled`` (gradients through the solver) or ``bpda``
             (identity backward through the reconstruction).
-        max_iter, tol: solver cap and per-sample tolerance (paper 2000, 8e-4).
+        max_iter, tol: solver cap (paper 2000) and per-sample certified tolerance (relative duality gap,
+            default 1e-5; the paper stopped on a change of 8e-4).
         steps: fixed step per modality (the paper's alphas, e.g. ``PAPER_STEPS["ave"]``), or None for 1/L.
         grad_max_iter: iterations unrolled under autograd in ``unrolled`` mode, warm-started from the
             no-grad solution (the forward value stays that solution; see ``reconstruct_unrolled``);
@@ -118,20 +119,29 @@ class DefendedModel(nn.Module):
         return getattr(self, f"dict_{modality}")
 
     def purify(self, feats: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        """Replace each feature x by mix * D a*(x) + (1 - mix) * x."""
+        """Replace each feature x by mix * D a*(x) + (1 - mix) * x.
+
+        Runs in float32 (float64 if the features or the bank are float64) with autocast disabled, whatever
+        the caller's dtype: under bf16 autocast the pooled features are bf16, and bf16 codes would be far
+        from the Lasso optimum. The purified features are returned in that working precision.
+        """
         out = {}
         for m in self.modalities:
             if m not in feats:
                 raise KeyError(f"DefendedModel: the model returned no {m!r} feature (got {sorted(feats)})")
             x = feats[m]
-            D = self.dictionary(m).to(dtype=x.dtype)
+            D = self.dictionary(m)
             if x.dim() != 2 or x.shape[1] != D.shape[0]:
                 raise ValueError(
                     f"DefendedModel: {m} features have shape {tuple(x.shape)} but the {m} bank has "
                     f"dimension {D.shape[0]} ({self.bank_info[m]})"
                 )
-            recon = self._reconstruct(x, D, self.cfgs[m])
-            out[m] = self.mix * recon + (1.0 - self.mix) * x
+            dtype = torch.float64 if torch.float64 in (x.dtype, D.dtype) else torch.float32
+            with torch.autocast(x.device.type, enabled=False):
+                x = x.to(dtype)
+                D = D if D.dtype == dtype else D.to(dtype)  # the fp32 buffer itself: its L and Gram stay cached
+                recon = self._reconstruct(x, D, self.cfgs[m])
+                out[m] = self.mix * recon + (1.0 - self.mix) * x
         return out
 
     def features(
