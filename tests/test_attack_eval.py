@@ -18,7 +18,7 @@ from tests.test_attacks import ToyAV, make_batch
 
 ROW_KEYS = {"attack", "eps_audio", "eps_visual", "eps_unit", "steps", "random_start", "restarts", "attacked",
             "clean_acc", "adv_acc", "success_rate", "max_delta_audio", "max_delta_visual", "snr_db_audio",
-            "psnr_db_visual", "n_samples", "seconds"}
+            "psnr_db_visual", "n_samples", "seconds", "norm_audio", "norm_visual", "queries", "flags"}
 
 
 def loader(n_batches: int = 3, b: int = 5, seed: int = 0) -> List[Dict[str, torch.Tensor]]:
