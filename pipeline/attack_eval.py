@@ -25,8 +25,9 @@ from utils.rundir import EVAL_FILES
 
 log = logging.getLogger(__name__)
 
-TABLE_COLUMNS = ["model", "attack", "eps_audio", "eps_visual", "clean_acc", "adv_acc", "success_rate",
-                 "max_delta_audio", "max_delta_visual", "snr_db_audio", "psnr_db_visual", "n_samples", "seconds"]
+TABLE_COLUMNS = ["model", "attack", "eps_audio", "eps_visual", "norm_audio", "norm_visual", "clean_acc", "adv_acc",
+                 "success_rate", "max_delta_audio", "max_delta_visual", "snr_db_audio", "psnr_db_visual", "queries",
+                 "n_samples", "seconds", "flags"]
 
 
 def reducers():
@@ -39,9 +40,12 @@ def reducers():
 def common_attack_options(cfg: RunConfig) -> Dict[str, Any]:
     """Options of evaluate_attack_grid shared by the grid, the sweep and the adaptive attacks."""
     reduce, reduce_max = reducers()
+    apgd = {"steps": cfg.apgd_steps}
+    options = {"apgd-ce": apgd, "apgd-dlr": apgd, "apgd-t": apgd, "square": {"n_queries": cfg.square_queries},
+               "autoattack": {"steps": cfg.apgd_steps, "n_queries": cfg.square_queries}}
     return dict(steps=cfg.attack_steps, eps_unit=cfg.eps_unit, random_start=cfg.random_start,
-                restarts=cfg.restarts, seed=cfg.seed, reduce=reduce, reduce_max=reduce_max,
-                progress=not cfg.no_progress)
+                restarts=cfg.restarts, seed=cfg.seed, norm=cfg.norm, attack_options=options, reduce=reduce,
+                reduce_max=reduce_max, progress=not cfg.no_progress)
 
 
 def eval_loader(cfg: RunConfig):

@@ -164,7 +164,9 @@ class Study:
                                               *resume, *extra],
                   rd.done_train)
         # the paper's attack on the whole grid; adaptive attacks on the both-modalities row (CPU budget)
-        adapt = ["--adaptive", "--adaptive_eps", "visual=0.006,audio=0.006"] if adaptive else []
+        # (APGD and Square at demo scale: 20 iterations, 500 queries)
+        adapt = ["--adaptive", "--adaptive_eps", "visual=0.006,audio=0.006", "--apgd_steps", "20",
+                 "--square_queries", "500"] if adaptive else []
         self.step(f"defense attack {run_id}", ["main_defense.py", *flags, *EVAL_BATCH, "--mode", "eval", "--attack_type", "pgd",
                                                "--reuse_eval", *adapt, *extra])
 
