@@ -7,12 +7,13 @@ examples/index.html (--save_examples N). Adaptive evaluation of a defended model
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from attacks import parse_norm
 from attacks.evaluate import evaluate_attack_grid
 from pipeline.build import build_dataset, build_loader
 from pipeline.config import RunConfig
@@ -59,7 +60,8 @@ class ExampleCollector:
     clean-vs-attacked feature cosine histogram."""
 
     def __init__(self, model: nn.Module, categories: Sequence[str], n_examples: int, attack: str,
-                 attacked: Sequence[str], sample_rate: int) -> None:
+                 attacked: Sequence[str], sample_rate: int, norms: Optional[Dict[str, str]] = None) -> None:
+        self.norms = dict(norms or {})
         self.model, self.categories, self.n = model, list(categories), n_examples
         self.attack, self.attacked, self.rate = attack, tuple(attacked), sample_rate
         self.examples: List[Dict[str, Any]] = []
@@ -91,7 +93,8 @@ class ExampleCollector:
             ex: Dict[str, Any] = {
                 "id": info["batch"]["id"][i], "label": self.categories[int(info["labels"][i])],
                 "pred_clean": self.categories[int(info["clean_pred"][i])],
-                "pred_adv": self.categories[int(info["adv_pred"][i])]}
+                "pred_adv": self.categories[int(info["adv_pred"][i])],
+                **{f"norm_{m}": self.norms[m] for m in self.attacked if m in self.norms}}
             if "visual" in inputs:
                 v_c, v_a = inputs["visual"][i], adv["visual"][i]
                 if v_c.dim() == 4:  # (3, T, H, W): show the centre frame
@@ -143,7 +146,8 @@ def run_attack_eval(model: nn.Module, cfg: RunConfig, ctx: RunContext, label: st
     loader = eval_loader(cfg)
     mods = tuple(getattr(model, "modalities", ()))
     ex_attack, ex_mods = pick_example_row(names, grid, mods)
-    collector = ExampleCollector(model, cfg.categories, cfg.save_examples, ex_attack, ex_mods or (), cfg.audRate)
+    collector = ExampleCollector(model, cfg.categories, cfg.save_examples, ex_attack, ex_mods or (), cfg.audRate,
+                                 parse_norm(cfg.norm))
     common = common_attack_options(cfg)
     per_sample = PerSampleCorrect()
 

@@ -142,9 +142,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--attack_type", default="none",
                    help=f"{', '.join(list_attacks())}, all (every registered attack but autoattack, an ensemble of "
                    "the others), a comma list, or none")
-    g.add_argument("--norm", default="Linf",
-                   help="threat model: Linf, L2, or per modality like --eps, e.g. 'visual=L2,audio=snr' (snr: audio "
-                   "eps is a signal-to-noise ratio in dB)")
+    g.add_argument("--norm", default="Linf", help="threat model: Linf, L2, or per modality like --eps, e.g. "
+                   "'visual=L2,audio=snr' (snr: the audio eps is a signal-to-noise ratio in dB)")
     g.add_argument("--apgd_steps", type=int, default=100, help="APGD iterations of apgd-* and autoattack (paper: 100)")
     g.add_argument("--square_queries", type=int, default=5000,
                    help="query budget of square and autoattack's square stage (paper: 5000)")
