@@ -1,9 +1,14 @@
-"""The threat model and the attack base class shared by FGSM, PGD and MIM.
+"""The attack base class shared by FGSM, PGD and MIM (and the input contract of every attack).
 
-Everything that defines *what* an attack may do lives here, once: the per-modality L-infinity budget, the
-valid input ranges, the signed-gradient step, the projection onto the eps-ball around the CLEAN input and
-the random start (``LinfThreat``, after MadryLab/robustness' attack-step objects). The attacks in
-``fgsm.py``, ``pgd.py`` and ``mim.py`` only say how the step direction is formed.
+What an attack may do lives in ``attacks/threats.py``, once per norm (``Linf``, ``L2``, audio ``snr``): the
+per-modality budget, the valid input ranges, the normalised step, the projection onto the ball around the
+CLEAN input and the random start (after MadryLab/robustness' attack-step objects). The attacks in
+``fgsm.py``, ``pgd.py`` and ``mim.py`` only say how the step direction is formed; under L2, FGSM is FGM
+and PGD/MIM take normalised steps.
+
+Any ``nn.Module`` called as ``model(audio=..., visual=...)`` (or with one of the two) returning logits can be
+attacked: the modalities attacked come from eps, those passed from the inputs, and ``model.modalities``,
+where present, is only a check.
 
 Design decisions (each fixes a bug of the reference code, see docs/paper.md, "Behaviours of the reference code that are bugs"):
 
@@ -30,6 +35,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from attacks.threats import ALPHA_DIVISOR, NORMS, LinfThreat, make_threat, parse_norm
 from utils.modes import model_mode
 from utils.registry import Registry
 
@@ -44,14 +50,14 @@ VALID_RANGE: Dict[str, Tuple[float, float]] = {"audio": (-1.0, 1.0), "visual": (
 # this normalised space (docs/paper.md, Attacks: "Units"), so eps_unit="normalized" scales the pixel budget by it.
 IMAGENET_STD: Tuple[float, float, float] = (0.229, 0.224, 0.225)
 EPS_UNITS: Tuple[str, ...] = ("input", "normalized")
-# Default step size eps / ALPHA_DIVISOR (docs/paper.md, Attacks: PGD and MIM use 10 steps of size eps/8).
-ALPHA_DIVISOR = 8.0
-
 Budget = Union[float, torch.Tensor]
+__all__ = ["ALPHA_DIVISOR", "ATTACKS", "Attack", "LinfThreat", "MODALITIES", "NORMS", "VALID_RANGE"]
 
 
-def model_modalities(model: nn.Module) -> Tuple[str, ...]:
-    """The modalities ``model`` reads (``model.modalities``, looking through a DDP/DataParallel ``.module``)."""
+def model_modalities(model: nn.Module) -> Optional[Tuple[str, ...]]:
+    """The modalities ``model`` declares (``model.modalities``, looking through a DDP/DataParallel
+    ``.module``), or None when it declares none: any ``model(audio=..., visual=...) -> logits`` can be
+    attacked, and ``.modalities``, where present, is only a check of the budget."""
     for candidate in (model, getattr(model, "module", None)):
         mods = getattr(candidate, "modalities", None)
         if mods is not None:
@@ -60,57 +66,12 @@ def model_modalities(model: nn.Module) -> Tuple[str, ...]:
             if bad or not mods:
                 raise ValueError(f"model.modalities must be a non-empty subset of {MODALITIES}, got {mods}")
             return mods
-    raise TypeError(
-        f"{type(model).__name__} has no 'modalities' attribute; attacks need models that follow the "
-        "contract model(audio=a, visual=v) -> logits with model.modalities in "
-        "('audio',), ('visual',), ('audio', 'visual')"
-    )
+    return None
 
 
-class LinfThreat:
-    """L-infinity threat model of one modality: budget, step size, valid range.
-
-    ``eps`` and ``alpha`` are floats (the same budget everywhere) or tensors that broadcast against the
-    input (a per-channel budget, as with ``eps_unit="normalized"``). The feasible set of a sample is the
-    box ``[max(x_clean - eps, lo), min(x_clean + eps, hi)]`` (the eps-ball around the CLEAN input
-    intersected with the valid range); ``box`` computes it once per attack and ``clip`` projects onto it
-    with a single clamp.
-
-    Example::
-
-        >>> t = LinfThreat(eps=0.01, alpha=0.01 / 8, lo=0.0, hi=1.0)
-        >>> x_adv = t.project(t.step(x_adv, grad), x_clean)
-    """
-
-    def __init__(self, eps: Budget, alpha: Budget, lo: float, hi: float) -> None:
-        self.eps = eps
-        self.alpha = alpha
-        self.lo = lo
-        self.hi = hi
-
-    def step(self, x_adv: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
-        """One ascent step ``x_adv + alpha * sign(direction)`` (a new tensor; ``x_adv`` is not modified)."""
-        if isinstance(self.alpha, torch.Tensor):
-            return torch.addcmul(x_adv, self.alpha, direction.sign())
-        return torch.add(x_adv, direction.sign(), alpha=self.alpha)
-
-    def box(self, x_clean: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Element-wise bounds of the feasible set around ``x_clean`` (in the valid range)."""
-        return (x_clean - self.eps).clamp_(min=self.lo), (x_clean + self.eps).clamp_(max=self.hi)
-
-    @staticmethod
-    def clip(x_adv: torch.Tensor, box: Tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """Project ``x_adv`` onto ``box`` (from ``box()``), in place."""
-        return x_adv.clamp_(min=box[0], max=box[1])
-
-    def project(self, x_adv: torch.Tensor, x_clean: torch.Tensor) -> torch.Tensor:
-        """Project onto the eps-ball around the clean input and the valid range (a new tensor)."""
-        return self.clip(x_adv.clone(), self.box(x_clean))
-
-    def random_perturb(self, x_clean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """A start drawn uniformly from the eps-ball around ``x_clean``, clipped to the valid range."""
-        noise = torch.empty_like(x_clean).uniform_(-1.0, 1.0, generator=generator)
-        return self.clip(x_clean + noise * self.eps, self.box(x_clean))
+def forward(model: nn.Module, inputs: Mapping[str, Optional[torch.Tensor]]) -> torch.Tensor:
+    """``model(audio=..., visual=...)`` with the modalities present in ``inputs`` (None entries left out)."""
+    return model(**{m: x for m, x in inputs.items() if x is not None})
 
 
 def _check_scalar(flag: str, value: object, *, allow_zero: bool = True) -> float:
@@ -148,6 +109,12 @@ class Attack:
     name: str = "attack"
     supports_random_start: bool = False
     uses_alpha: bool = True
+    # ``--attack_type all`` runs every registered attack whose class has in_all = True (autoattack, an
+    # ensemble of attacks already in 'all', sets False).
+    in_all: bool = True
+    # The grid's steps/random_start/restarts options apply (fgsm, pgd, mim); False: the attack keeps its
+    # paper defaults unless given attack-specific options (apgd, square, autoattack).
+    grid_options: bool = True
 
     def __init__(
         self,
@@ -161,6 +128,7 @@ class Attack:
         targeted: bool = False,
         eps_unit: str = "input",
         seed: int = 0,
+        norm: Union[str, Mapping[str, str], None] = "Linf",
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -169,6 +137,10 @@ class Attack:
         if eps_unit not in EPS_UNITS:
             raise ValueError(f"unknown eps_unit {eps_unit!r}; valid eps_unit values: {', '.join(EPS_UNITS)}")
         self.eps_unit = eps_unit
+        self.norm: Dict[str, str] = parse_norm(norm)
+        if eps_unit == "normalized" and self.norm["visual"] != "Linf" and self.eps.get("visual", 0) > 0:
+            raise ValueError(f"eps_unit='normalized' is a per-channel L-inf budget; it cannot be used with the "
+                             f"{self.norm['visual']} norm on visual (use eps_unit='input')")
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps must be an int >= 1, got {steps!r}")
         self.steps = steps
@@ -191,8 +163,8 @@ class Attack:
 
         # Which modalities are attacked depends only on eps (never on the fusion head).
         self.attacked: Tuple[str, ...] = tuple(m for m in MODALITIES if self.eps.get(m, 0.0) > 0)
-        readable = model_modalities(model)
-        missing = [m for m in self.attacked if m not in readable]
+        readable = model_modalities(model)  # only a check: the budget says what is attacked
+        missing = [m for m in self.attacked if readable is not None and m not in readable]
         if missing:
             raise ValueError(
                 f"eps puts a budget on {', '.join(missing)} but the model only reads "
@@ -207,8 +179,9 @@ class Attack:
             if alpha is not None:
                 raise ValueError(f"{self.name} takes one step of size eps; alpha must be None, got {alpha!r}")
             return {m: self.eps[m] for m in self.attacked}
-        if alpha is None:
-            return {m: self.eps[m] / ALPHA_DIVISOR for m in self.attacked}
+        if alpha is None:  # a radius / 8; for snr (dB) that is eps + 20 log10(8)
+            return {m: (self.eps[m] + 20.0 * math.log10(ALPHA_DIVISOR) if self.norm[m] == "snr"
+                        else self.eps[m] / ALPHA_DIVISOR) for m in self.attacked}
         if isinstance(alpha, Mapping):
             bad = [k for k in alpha if k not in MODALITIES]
             if bad:
@@ -232,11 +205,11 @@ class Attack:
         std = torch.tensor(IMAGENET_STD, dtype=x.dtype, device=x.device).view(shape)
         return std * value
 
-    def threat(self, modality: str, x: torch.Tensor) -> LinfThreat:
-        """The ``LinfThreat`` of ``modality`` for an input like ``x`` (budgets in input units)."""
+    def threat(self, modality: str, x: torch.Tensor):
+        """The threat object (``attacks.threats``) of ``modality`` for the clean batch ``x`` (input units)."""
         lo, hi = VALID_RANGE[modality]
-        return LinfThreat(self._scale(modality, self.eps[modality], x),
-                          self._scale(modality, self.alpha[modality], x), lo, hi)
+        return make_threat(self.norm[modality], x, self._scale(modality, self.eps[modality], x),
+                           self._scale(modality, self.alpha[modality], x), lo, hi)
 
     def _generator(self, device: torch.device) -> torch.Generator:
         if device not in self._generators:
@@ -257,7 +230,7 @@ class Attack:
 
     # -- the attack ------------------------------------------------------------------------------------
     def _forward(self, inputs: Dict[str, Optional[torch.Tensor]]) -> torch.Tensor:
-        return self.model(audio=inputs.get("audio"), visual=inputs.get("visual"))
+        return forward(self.model, inputs)
 
     def _input_grads(self, adv: Dict[str, torch.Tensor], fixed: Dict[str, Optional[torch.Tensor]],
                      labels: torch.Tensor) -> Dict[str, torch.Tensor]:
@@ -273,7 +246,7 @@ class Attack:
 
     def _perturb(self, clean: Dict[str, torch.Tensor], start: Dict[str, torch.Tensor],
                  fixed: Dict[str, Optional[torch.Tensor]], labels: torch.Tensor,
-                 threats: Dict[str, LinfThreat]) -> Dict[str, torch.Tensor]:
+                 threats: Dict[str, "LinfThreat"]) -> Dict[str, torch.Tensor]:
         adv = dict(start)
         boxes = {m: threats[m].box(clean[m]) for m in adv}
         state = self._init_state(clean)
@@ -281,7 +254,7 @@ class Attack:
             grads = self._input_grads(adv, fixed, labels)
             for m in adv:
                 direction = self._direction(m, grads[m], state)
-                adv[m] = LinfThreat.clip(threats[m].step(adv[m], direction), boxes[m])
+                adv[m] = threats[m].clip(threats[m].step(adv[m], direction), boxes[m])
         return adv
 
     @torch.no_grad()
@@ -360,7 +333,8 @@ class Attack:
             if todo.numel() == 0:
                 break
             sub = lambda d: {m: (x[todo] if x is not None else None) for m, x in d.items()}  # noqa: E731
-            adv = self._perturb(sub(clean), sub(start), sub(fixed), labels[todo], threats)
+            adv = self._perturb(sub(clean), sub(start), sub(fixed), labels[todo],
+                                {m: t.select(todo) for m, t in threats.items()})
             loss, ok = self._score({**sub(fixed), **adv}, labels[todo])
             better = ok | (loss > best_loss[todo])
             idx = todo[better]
@@ -372,6 +346,6 @@ class Attack:
         return best
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(eps={self.eps}, unit={self.eps_unit}, steps={self._num_steps()}, "
+        return (f"{type(self).__name__}(eps={self.eps}, norm={self.norm}, unit={self.eps_unit}, steps={self._num_steps()}, "
                 f"alpha={self.alpha}, random_start={self.random_start}, restarts={self.restarts}, "
                 f"targeted={self.targeted})")

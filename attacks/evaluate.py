@@ -20,15 +20,18 @@ import torch
 import torch.nn as nn
 
 from attacks import ATTACKS, create_attack
-from attacks.base import EPS_UNITS, MODALITIES, model_modalities
+from attacks.base import EPS_UNITS, MODALITIES, forward, model_modalities
 from attacks.metrics import PAPER_EPS_GRID, format_eps, linf, parse_eps, psnr_db, snr_db
+from attacks.sanity import check_flags, grid_flags, model_checks
+from attacks.threats import parse_norm
 
 logger = logging.getLogger(__name__)
 
 Reducer = Callable[[torch.Tensor], Optional[torch.Tensor]]
 
 # Layout of the per-row float64 vectors handed to ``reduce`` (sums) and ``reduce_max`` (maxima).
-_SUMS = ("n", "clean_correct", "adv_correct", "flipped", "snr_sum", "snr_count", "psnr_sum", "psnr_count")
+_SUMS = ("n", "clean_correct", "adv_correct", "flipped", "snr_sum", "snr_count", "psnr_sum", "psnr_count",
+         "queries_sum", "queries_count")
 _MAXES = ("max_delta_audio", "max_delta_visual", "seconds")
 
 
@@ -51,14 +54,21 @@ class _Row:
     """One (attack, eps) cell: its attack object and running sums."""
 
     def __init__(self, name: str, eps: Dict[str, float], model: nn.Module, readable: Sequence[str], steps: int,
-                 eps_unit: str, random_start: bool, restarts: int, seed: int) -> None:
+                 eps_unit: str, random_start: bool, restarts: int, seed: int, norm: Dict[str, str],
+                 options: Mapping[str, Any]) -> None:
         self.name = name
         self.eps = eps
+        self.norm = norm
         cls = ATTACKS.get(name)
-        # fgsm is one deterministic step of size eps: no random start, restarts or step count to set.
-        self.random_start = random_start and cls.supports_random_start
-        self.restarts = restarts if cls.supports_random_start else 1
-        self.steps = steps if cls.uses_alpha else 1
+        if cls.grid_options:
+            # fgsm is one deterministic step of size eps: no random start, restarts or step count to set.
+            self.random_start = random_start and cls.supports_random_start
+            self.restarts = restarts if cls.supports_random_start else 1
+            self.steps = steps if cls.uses_alpha else 1
+            kwargs = dict(steps=steps, random_start=self.random_start, restarts=self.restarts)
+        else:  # apgd, square, autoattack: the paper's defaults unless options[name] says otherwise
+            kwargs = dict(options)
+        kwargs.update(eps_unit=eps_unit, seed=seed, norm=norm)
         effective = {m: (eps[m] if m in readable else 0.0) for m in MODALITIES}
         dropped = [m for m in MODALITIES if eps[m] > 0 and m not in readable]
         if dropped:
@@ -69,8 +79,13 @@ class _Row:
         self.attacked = tuple(m for m in MODALITIES if effective[m] > 0)
         self.attack = None
         if self.attacked:
-            self.attack = create_attack(name, model, eps=effective, steps=steps, random_start=self.random_start,
-                                        restarts=self.restarts, eps_unit=eps_unit, seed=seed)
+            self.attack = create_attack(name, model, eps=effective, **kwargs)
+        if not cls.grid_options:
+            probe = self.attack or create_attack(name, model, eps={}, **kwargs)
+            self.random_start = bool(getattr(probe, "random_start", False))
+            self.restarts = int(getattr(probe, "restarts", 1))
+            self.steps = getattr(probe, "steps", None) if name != "square" else None
+        self.flags: List[str] = []
         self.sums = torch.zeros(len(_SUMS), dtype=torch.float64)
         self.maxes = torch.zeros(len(_MAXES), dtype=torch.float64)
         self.seconds = 0.0
@@ -94,6 +109,8 @@ def evaluate_attack_grid(
     random_start: bool = False,
     restarts: int = 1,
     seed: int = 0,
+    norm: Union[None, str, Mapping[str, str]] = None,
+    attack_options: Optional[Mapping[str, Mapping[str, Any]]] = None,
     reduce: Optional[Reducer] = None,
     reduce_max: Optional[Reducer] = None,
     progress: bool = True,
@@ -102,14 +119,18 @@ def evaluate_attack_grid(
     """Accuracy of ``model`` under every (attack, eps) pair; one dict per pair, attack-major order.
 
     Args:
-        model: follows the contract ``model(audio=a, visual=v) -> logits`` with ``model.modalities``.
+        model: any ``nn.Module`` called as ``model(audio=a, visual=v) -> logits``; ``model.modalities``,
+            where present, says which budgets can apply (the others are dropped, see the module docstring).
         loader: yields dicts with ``"label"`` and the input tensors (``"audio"``, ``"visual"``).
-        attack_names: registered attacks (fgsm, pgd, mim); unknown names raise ``KeyError``.
+        attack_names: registered attacks (``attacks.list_attacks()``); unknown names raise ``KeyError``.
         eps_grid: dicts or strings (``"visual=0.006,audio=0.006"``); None = the paper grid
             ``PAPER_EPS_GRID``. A row with budget 0 everywhere runs no attack (adv_acc == clean_acc).
         device: where the model and batches live.
         steps, eps_unit, random_start, restarts, seed: passed to ``create_attack``; fgsm always takes one
-            step without random start (its rows record steps=1, random_start=False, restarts=1).
+            step without random start (its rows record steps=1, random_start=False, restarts=1). steps,
+            random_start and restarts apply to fgsm/pgd/mim only; apgd-*, square and autoattack keep the
+            paper's defaults unless ``attack_options[name]`` (e.g. ``{"square": {"n_queries": 1000}}``) says.
+        norm: "Linf" (default), "L2" or per modality ("visual=L2,audio=snr"); see ``attacks.threats``.
         reduce: for DDP, sums a 1-D float64 tensor across processes (returns it, or None after an in-place
             ``torch.distributed.all_reduce``); ``reduce_max`` does the same with a max. Counts are reduced
             once at the end, so accuracies under N processes equal one process on the same samples
@@ -124,7 +145,9 @@ def evaluate_attack_grid(
         adv_acc, success_rate (fraction of clean-correct samples flipped; None if there are none),
         max_delta_audio, max_delta_visual (largest |delta| used, input units), snr_db_audio, psnr_db_visual
         (means over samples; None where that modality was not attacked), n_samples, seconds (attack time,
-        slowest process).
+        slowest process), norm_audio, norm_visual, queries (mean model queries per attacked sample of
+        square and autoattack's square stage, else None), flags ("; "-joined sanity flags of
+        ``attacks.sanity`` and of autoattack, "none" if nothing was flagged; computed on this process).
     """
     if (reduce is None) != (reduce_max is None):
         raise ValueError("give both reduce (sum) and reduce_max (max) for distributed evaluation, or neither")
@@ -138,14 +161,17 @@ def evaluate_attack_grid(
     if eps_unit not in EPS_UNITS:
         raise ValueError(f"unknown eps_unit {eps_unit!r}; valid eps_unit values: {', '.join(EPS_UNITS)}")
     device = torch.device(device)
-    readable = model_modalities(model)
-    rows = [_Row(name, eps, model, readable, steps, eps_unit, random_start, restarts, seed)
-            for name in attack_names for eps in grid]
+    declared = model_modalities(model)
+    readable = declared if declared is not None else MODALITIES
+    norms = parse_norm(norm)
+    options = dict(attack_options or {})
+    rows = [_Row(name, eps, model, readable, steps, eps_unit, random_start, restarts, seed, norms,
+                 options.get(name, {})) for name in attack_names for eps in grid]
 
     modes = [mod.training for mod in model.modules()]
     model.eval()
     try:
-        _run(model, loader, rows, device, readable, progress, on_batch)
+        checks = _run(model, loader, rows, device, declared or (), progress, on_batch)
     finally:
         for mod, mode in zip(model.modules(), modes):
             mod.training = mode
@@ -154,13 +180,25 @@ def evaluate_attack_grid(
         row.bump("seconds", row.seconds)
     sums = _apply(reduce, torch.stack([r.sums for r in rows]).flatten().to(device)).cpu().view(len(rows), -1)
     maxes = _apply(reduce_max, torch.stack([r.maxes for r in rows]).flatten().to(device)).cpu().view(len(rows), -1)
-    return [_finish(row, dict(zip(_SUMS, s.tolist())), dict(zip(_MAXES, m.tolist())), eps_unit)
-            for row, s, m in zip(rows, sums, maxes)]
+    model_flags = check_flags(checks) if checks else []
+    out = [_finish(row, dict(zip(_SUMS, s.tolist())), dict(zip(_MAXES, m.tolist())), eps_unit, model_flags)
+           for row, s, m in zip(rows, sums, maxes)]
+    grid_flags(out)
+    for r in out:
+        if r["flags"] != "none":
+            logger.warning("%s %s: %s", r["attack"], format_eps({"audio": r["eps_audio"], "visual": r["eps_visual"]}),
+                           r["flags"])
+    return out
 
 
 def _run(model: nn.Module, loader: Iterable[Mapping[str, Any]], rows: List[_Row], device: torch.device,
-         readable: Sequence[str], progress: bool, on_batch: Optional[Callable[[Dict[str, Any]], None]]) -> None:
+         readable: Sequence[str], progress: bool, on_batch: Optional[Callable[[Dict[str, Any]], None]]
+         ) -> Optional[Dict[str, Any]]:
+    """Runs the rows over the loader; returns the ``attacks.sanity.model_checks`` of the first batch."""
     from tqdm import tqdm
+
+    checks = None
+    attacked = tuple(m for m in MODALITIES if any(m in r.attacked for r in rows))
 
     for batch_index, batch in enumerate(tqdm(loader, desc="attack grid", disable=not progress)):
         if "label" not in batch:
@@ -171,8 +209,10 @@ def _run(model: nn.Module, loader: Iterable[Mapping[str, Any]], rows: List[_Row]
         inputs = {m: batch[m].to(device) for m in MODALITIES if batch.get(m) is not None}
         labels = torch.as_tensor(batch["label"]).to(device)
         with torch.no_grad():
-            clean_pred = model(audio=inputs.get("audio"), visual=inputs.get("visual")).argmax(dim=1)
+            clean_pred = forward(model, inputs).argmax(dim=1)
         clean_ok = clean_pred == labels
+        if checks is None and attacked and labels.numel():  # zero gradients, randomness, probabilities
+            checks = model_checks(model, inputs, labels, [m for m in attacked if m in inputs])
         for row in rows:
             start = time.perf_counter()
             if row.attack is None:
@@ -180,7 +220,12 @@ def _run(model: nn.Module, loader: Iterable[Mapping[str, Any]], rows: List[_Row]
             else:
                 adv = row.attack(inputs, labels)
                 with torch.no_grad():
-                    adv_pred = model(audio=adv.get("audio"), visual=adv.get("visual")).argmax(dim=1)
+                    adv_pred = forward(model, adv).argmax(dim=1)
+                square = getattr(row.attack, "stages", [row.attack])[-1]
+                if getattr(square, "last_queries", None) is not None:
+                    row.add("queries_sum", float(square.last_queries.sum()))
+                    row.add("queries_count", square.last_queries.numel())
+                    square.last_queries = None
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             row.seconds += time.perf_counter() - start
@@ -204,10 +249,14 @@ def _run(model: nn.Module, loader: Iterable[Mapping[str, Any]], rows: List[_Row]
                 on_batch({"attack": row.name, "eps": dict(row.eps), "attacked": row.attacked,
                           "batch_index": batch_index, "batch": batch, "inputs": inputs, "adv": adv,
                           "labels": labels, "clean_pred": clean_pred, "adv_pred": adv_pred})
+    return checks
 
 
-def _finish(row: _Row, s: Dict[str, float], mx: Dict[str, float], eps_unit: str) -> Dict[str, Any]:
+def _finish(row: _Row, s: Dict[str, float], mx: Dict[str, float], eps_unit: str,
+            model_flags: Sequence[str]) -> Dict[str, Any]:
     n = s["n"]
+    report = getattr(row.attack, "report", None)
+    flags = list(model_flags) + [f for f in (report or {}).get("flags", []) if f not in model_flags]
     if n == 0:
         raise ValueError("the loader yielded no samples")
     return {
@@ -228,5 +277,11 @@ def _finish(row: _Row, s: Dict[str, float], mx: Dict[str, float], eps_unit: str)
         "psnr_db_visual": s["psnr_sum"] / s["psnr_count"] if s["psnr_count"] else None,
         "n_samples": int(n),
         "seconds": mx["seconds"],
+        "norm_audio": row.norm["audio"],
+        "norm_visual": row.norm["visual"],
+        "queries": s["queries_sum"] / s["queries_count"] if s["queries_count"] else None,
+        "flags": "; ".join(flags) or "none",
+        **({"per_attack": ", ".join(f"{k} {v * 100:.2f}%" for k, v in report["per_attack"].items())}
+           if report else {}),
     }
 

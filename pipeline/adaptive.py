@@ -1,8 +1,8 @@
 """Adaptive evaluation of a defended model (main_defense.py --adaptive).
 
 The attack as the paper ran it (PGD through the solver), then FGSM and PGD through the other gradient mode
-(BPDA or unrolled), and PGD with random restarts through both; the robust accuracy is the per-sample worst
-case over all of them. Writes adaptive_results.*, robustness.* and gradient_check.json into the eval folder.
+(BPDA or unrolled), PGD with random restarts, APGD-CE and APGD-T through both, and the black-box Square
+attack; the robust accuracy is the per-sample worst case over all of them. Writes adaptive_results.*, robustness.* and gradient_check.json into the eval folder.
 """
 from __future__ import annotations
 
@@ -78,6 +78,8 @@ def run_adaptive(model: nn.Module, cfg: RunConfig, ctx: RunContext, label: str, 
         (f"pgd ({base_mode}, random start x{restarts})", "pgd", base_mode,
          {"random_start": True, "restarts": restarts}),
         (f"pgd ({other}, random start x{restarts})", "pgd", other, {"random_start": True, "restarts": restarts}),
+        *[(f"{a} ({mode})", a, mode, {}) for a in ("apgd-ce", "apgd-t") for mode in (base_mode, other)],
+        ("square (black box)", "square", base_mode, {}),  # no gradients: one gradient mode is enough
     ]
     summary: List[Dict[str, Any]] = []
     detail: List[Dict[str, Any]] = []
@@ -108,6 +110,9 @@ def run_adaptive(model: nn.Module, cfg: RunConfig, ctx: RunContext, label: str, 
             for mode, single in ((base_mode, paper_name), (other, f"pgd ({other})")):
                 if acc[f"pgd ({mode}, random start x{restarts})"] < acc[single]:
                     flags.append(f"random starts lower PGD ({mode}) accuracy: the single run was not the strongest")
+            white = min(a for c, a in acc.items() if not c.startswith("square"))
+            if acc["square (black box)"] < white:
+                flags.append("black box beats white box: Square below every gradient attack (gradient masking likely)")
             if acc[paper_name] > counts[0].item() / counts[1].item():
                 flags.append("the paper's attack overestimates robustness")
             summary.append({"model": label, "eps_audio": eps.get("audio", 0.0), "eps_visual": eps.get("visual", 0.0),

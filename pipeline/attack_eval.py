@@ -7,12 +7,13 @@ examples/index.html (--save_examples N). Adaptive evaluation of a defended model
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from attacks import parse_norm
 from attacks.evaluate import evaluate_attack_grid
 from pipeline.build import build_dataset, build_loader
 from pipeline.config import RunConfig
@@ -25,8 +26,9 @@ from utils.rundir import EVAL_FILES
 
 log = logging.getLogger(__name__)
 
-TABLE_COLUMNS = ["model", "attack", "eps_audio", "eps_visual", "clean_acc", "adv_acc", "success_rate",
-                 "max_delta_audio", "max_delta_visual", "snr_db_audio", "psnr_db_visual", "n_samples", "seconds"]
+TABLE_COLUMNS = ["model", "attack", "eps_audio", "eps_visual", "norm_audio", "norm_visual", "clean_acc", "adv_acc",
+                 "success_rate", "max_delta_audio", "max_delta_visual", "snr_db_audio", "psnr_db_visual", "queries",
+                 "n_samples", "seconds", "flags"]
 
 
 def reducers():
@@ -39,9 +41,12 @@ def reducers():
 def common_attack_options(cfg: RunConfig) -> Dict[str, Any]:
     """Options of evaluate_attack_grid shared by the grid, the sweep and the adaptive attacks."""
     reduce, reduce_max = reducers()
+    apgd = {"steps": cfg.apgd_steps}
+    options = {"apgd-ce": apgd, "apgd-dlr": apgd, "apgd-t": apgd, "square": {"n_queries": cfg.square_queries},
+               "autoattack": {"steps": cfg.apgd_steps, "n_queries": cfg.square_queries}}
     return dict(steps=cfg.attack_steps, eps_unit=cfg.eps_unit, random_start=cfg.random_start,
-                restarts=cfg.restarts, seed=cfg.seed, reduce=reduce, reduce_max=reduce_max,
-                progress=not cfg.no_progress)
+                restarts=cfg.restarts, seed=cfg.seed, norm=cfg.norm, attack_options=options, reduce=reduce,
+                reduce_max=reduce_max, progress=not cfg.no_progress)
 
 
 def attack_grid(model: nn.Module, loader, names: Sequence[str], grid, device: torch.device, **kw: Any
@@ -64,7 +69,8 @@ class ExampleCollector:
     clean-vs-attacked feature cosine histogram."""
 
     def __init__(self, model: nn.Module, categories: Sequence[str], n_examples: int, attack: str,
-                 attacked: Sequence[str], sample_rate: int) -> None:
+                 attacked: Sequence[str], sample_rate: int, norms: Optional[Dict[str, str]] = None) -> None:
+        self.norms = dict(norms or {})
         self.model, self.categories, self.n = model, list(categories), n_examples
         self.attack, self.attacked, self.rate = attack, tuple(attacked), sample_rate
         self.examples: List[Dict[str, Any]] = []
@@ -96,7 +102,8 @@ class ExampleCollector:
             ex: Dict[str, Any] = {
                 "id": info["batch"]["id"][i], "label": self.categories[int(info["labels"][i])],
                 "pred_clean": self.categories[int(info["clean_pred"][i])],
-                "pred_adv": self.categories[int(info["adv_pred"][i])]}
+                "pred_adv": self.categories[int(info["adv_pred"][i])],
+                **{f"norm_{m}": self.norms[m] for m in self.attacked if m in self.norms}}
             if "visual" in inputs:
                 v_c, v_a = inputs["visual"][i], adv["visual"][i]
                 if v_c.dim() == 4:  # (3, T, H, W): show the centre frame
@@ -148,7 +155,8 @@ def run_attack_eval(model: nn.Module, cfg: RunConfig, ctx: RunContext, label: st
     loader = eval_loader(cfg)
     mods = tuple(getattr(model, "modalities", ()))
     ex_attack, ex_mods = pick_example_row(names, grid, mods)
-    collector = ExampleCollector(model, cfg.categories, cfg.save_examples, ex_attack, ex_mods or (), cfg.audRate)
+    collector = ExampleCollector(model, cfg.categories, cfg.save_examples, ex_attack, ex_mods or (), cfg.audRate,
+                                 parse_norm(cfg.norm))
     common = common_attack_options(cfg)
     per_sample = PerSampleCorrect()
 

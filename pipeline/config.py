@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from attacks import list_attacks
+from attacks import default_attacks, list_attacks, parse_norm
 from attacks.base import EPS_UNITS
 from attacks.metrics import PAPER_EPS_GRID, parse_eps
 from dataset.specs import DatasetSpec, get_spec, list_datasets
@@ -41,7 +41,7 @@ _SPEC_DEFAULTS = {
 LIST_FLAGS = ("list_train", "list_val", "list_test")
 # Flags that only matter to an evaluation with attacks (given in training, or without --attack_type, they
 # would be silently ignored: that is an error instead).
-_ATTACK_ONLY = ("eps", "sweep", "save_examples", "adaptive", "adaptive_eps")
+_ATTACK_ONLY = ("eps", "sweep", "save_examples", "adaptive", "adaptive_eps", "norm", "apgd_steps", "square_queries")
 
 
 def default_workers() -> int:
@@ -147,7 +147,13 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
 
     g = p.add_argument_group("attack evaluation")
     g.add_argument("--attack_type", default="none",
-                   help=f"{', '.join(list_attacks())}, all (every registered attack), a comma list, or none")
+                   help=f"{', '.join(list_attacks())}, all (every registered attack but autoattack, an ensemble of "
+                   "the others), a comma list, or none")
+    g.add_argument("--norm", default="Linf", help="threat model: Linf, L2, or per modality like --eps, e.g. "
+                   "'visual=L2,audio=snr' (snr: the audio eps is a signal-to-noise ratio in dB)")
+    g.add_argument("--apgd_steps", type=int, default=100, help="APGD iterations of apgd-* and autoattack (paper: 100)")
+    g.add_argument("--square_queries", type=int, default=5000,
+                   help="query budget of square and autoattack's square stage (paper: 5000)")
     g.add_argument("--eps", nargs="+", default=None,
                    help='eps grid, e.g. "visual=0,audio=0" "visual=0,audio=0.012" (default: the paper grid)')
     g.add_argument("--eps_unit", default="input", choices=list(EPS_UNITS),
@@ -264,6 +270,9 @@ class RunConfig:
     save_features: bool
     # attack evaluation
     attack_type: str
+    norm: str
+    apgd_steps: int
+    square_queries: int
     eps: Optional[Tuple[str, ...]]
     eps_unit: str
     attack_steps: int
@@ -331,7 +340,7 @@ def parse_attack_names(text: str) -> Tuple[str, ...]:
     valid = list_attacks()
     if text == "none":
         return ()
-    names = valid if text == "all" else [t.strip() for t in text.split(",") if t.strip()]
+    names = default_attacks() if text == "all" else [t.strip() for t in text.split(",") if t.strip()]
     names = [ref.attack_alias(n, valid) for n in names]
     bad = [n for n in names if n not in valid]
     if bad or not names:
@@ -363,7 +372,8 @@ def _check_numbers(ns: argparse.Namespace) -> None:
         finite(flag)
     finite("beta1", hi=1.0)
     for flag in ("batch_size_per_gpu", "num_epoch", "num_frames", "stride_frames", "audLen", "imgSize",
-                 "frameRate", "audRate", "eval_epoch", "attack_steps", "restarts", "train_attack_steps"):
+                 "frameRate", "audRate", "eval_epoch", "attack_steps", "restarts", "train_attack_steps",
+                 "apgd_steps", "square_queries"):
         if getattr(ns, flag) < 1:
             raise UsageError(f"--{flag}", f"must be >= 1, got {getattr(ns, flag)}")
     for flag in ("workers", "disp_iter", "save_examples", "max_eval_batches", "eval_batch_size"):
@@ -442,6 +452,10 @@ def resolve_config(ns: argparse.Namespace, given: Sequence[str] = (), defense: b
     _check_numbers(ns)
     _check_attack_flags(ns, given)
     attacks = parse_attack_names(ns.attack_type) if ns.mode == "eval" else ()
+    try:
+        parse_norm(ns.norm)
+    except ValueError as e:
+        raise UsageError("--norm", str(e)) from None
     eps_grid = _parse_grid("--eps", ns.eps) if ns.eps is not None else tuple(dict(e) for e in PAPER_EPS_GRID)
     if ns.save_examples and not any(v > 0 for e in eps_grid for v in e.values()):
         raise UsageError("--save_examples", "needs an attacked row (every --eps is 0)")

@@ -164,7 +164,9 @@ class Study:
                                               *resume, *extra],
                   rd.done_train)
         # the paper's attack on the whole grid; adaptive attacks on the both-modalities row (CPU budget)
-        adapt = ["--adaptive", "--adaptive_eps", "visual=0.006,audio=0.006"] if adaptive else []
+        # (APGD and Square at demo scale: 20 iterations, 500 queries)
+        adapt = ["--adaptive", "--adaptive_eps", "visual=0.006,audio=0.006", "--apgd_steps", "20",
+                 "--square_queries", "500"] if adaptive else []
         self.step(f"defense attack {run_id}", ["main_defense.py", *flags, *EVAL_BATCH, "--mode", "eval", "--attack_type", "pgd",
                                                "--reuse_eval", *adapt, *extra])
 
@@ -184,7 +186,7 @@ class Study:
             self.train(head, head, *init)
         self.train("minsim", "concat", *init, "--minsim_weight", "1.0", "--save_features")  # paper w = 1.0
         self.train("advtrain", "concat", *init, "--adv_train", "pgd", "--train_attack_steps", "3")
-        full = "fgsm,pgd" if q else "all"
+        full = "fgsm,pgd" if q else "fgsm,pgd,mim"  # the paper's attacks ('all' now includes apgd-* and square)
         self.evaluate("audio", "audio", full)
         self.evaluate("visual", "visual", full)
         self.evaluate("concat", "concat", full, *examples, *([] if q else ["--sweep", "--sweep_eps", *SWEEP_EPS]))

@@ -177,6 +177,11 @@ def clip_max_delta(clean: np.ndarray, adv: np.ndarray) -> float:
     return float(linf(_one_sample(clean), _one_sample(adv))[0])
 
 
+def clip_l2_delta(clean: np.ndarray, adv: np.ndarray) -> float:
+    """||adv - clean||_2 of one clip or frame."""
+    return float(np.linalg.norm((np.asarray(adv, dtype=np.float64) - np.asarray(clean, dtype=np.float64)).ravel()))
+
+
 def heatmap_overlay(frame: np.ndarray, loc: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """Overlay ``loc`` (h, w), min-max scaled with ``lo``/``hi`` and upsampled to the frame, as a jet heat map."""
     from matplotlib import colormaps
@@ -263,6 +268,8 @@ def _render_example(i: int, ex: Mapping[str, Any], asset_dir: Path) -> str:
         else:
             diff_caption = "|δ| = 0 (frames identical)"
         rows.append(("frame max |δ|", f"{255 * max_abs:.2f}/255", ""))
+        rows.append(("frame ||δ||₂", f"{clip_l2_delta(clean, adv):.4g}", f"threat model: {ex['norm_visual']}"
+                     if ex.get("norm_visual") else ""))
         scale_attr = f' data-scale="{scale!r}" data-max-abs="{max_abs!r}"'
         figures += [_figure(_asset_src(names["frame_clean"]), "clean frame"),
                     _figure(_asset_src(names["frame_adv"]), "adversarial frame"),
@@ -286,6 +293,8 @@ def _render_example(i: int, ex: Mapping[str, Any], asset_dir: Path) -> str:
             raise ValueError(f"example {i}: audio lengths differ: {a_clean.size} vs {a_adv.size}")
         rows.append(("audio SNR (dB)", fmt_db(clip_snr_db(a_clean, a_adv)), ""))
         rows.append(("audio max |δ|", f"{clip_max_delta(a_clean, a_adv):.4g}", ""))
+        rows.append(("audio ||δ||₂", f"{clip_l2_delta(a_clean, a_adv):.4g}", f"threat model: {ex['norm_audio']}"
+                     if ex.get("norm_audio") else ""))
         for key, audio, caption in (("audio_clean", a_clean, "clean audio"),
                                     ("audio_adv", a_adv, "adversarial audio")):
             name = f"{stem}_{key}.wav"

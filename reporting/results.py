@@ -59,6 +59,11 @@ COLUMNS: Dict[str, Tuple[str, Formatter]] = {
     "psnr_db_visual": ("PSNR visual (dB)", fmt_db),
     "n_samples": ("n", fmt_int),
     "seconds": ("time (s)", fmt_seconds),
+    "norm_audio": ("norm audio", fmt_generic),
+    "norm_visual": ("norm visual", fmt_generic),
+    "queries": ("queries", fmt_generic),
+    "per_attack": ("robust after each stage", fmt_generic),
+    "flags": ("flags", fmt_generic),
 }
 
 

@@ -18,7 +18,7 @@ from tests.test_attacks import ToyAV, make_batch
 
 ROW_KEYS = {"attack", "eps_audio", "eps_visual", "eps_unit", "steps", "random_start", "restarts", "attacked",
             "clean_acc", "adv_acc", "success_rate", "max_delta_audio", "max_delta_visual", "snr_db_audio",
-            "psnr_db_visual", "n_samples", "seconds"}
+            "psnr_db_visual", "n_samples", "seconds", "norm_audio", "norm_visual", "queries", "flags"}
 
 
 def loader(n_batches: int = 3, b: int = 5, seed: int = 0) -> List[Dict[str, torch.Tensor]]:
@@ -122,8 +122,9 @@ def test_clean_predictions_are_computed_once_per_batch():
     Counting.calls = 0  # the constructor's calibration forward does not count
     grid = ["visual=0,audio=0", "visual=0.01,audio=0", "visual=0,audio=0.01"]
     evaluate_attack_grid(model, loader(n_batches=2), ["fgsm", "pgd"], grid, "cpu", steps=2, progress=False)
-    # per batch: 1 clean forward; fgsm rows 1 + 1 (adv) each; pgd rows 2 + 1 each; zero rows nothing
-    assert Counting.calls == 2 * (1 + 2 * 2 + 2 * 3)
+    # per batch: 1 clean forward; fgsm rows 1 + 1 (adv) each; pgd rows 2 + 1 each; zero rows nothing;
+    # on the first batch 3 more: the sanity checks (two forwards for randomness, one with gradients)
+    assert Counting.calls == 2 * (1 + 2 * 2 + 2 * 3) + 3
 
 
 def test_unimodal_model_keeps_every_grid_row_and_marks_what_was_attacked(caplog):

@@ -50,7 +50,8 @@ def test_per_dataset_scripts_run_with_tiny_overrides(up, tmp_path):
                               "--save_examples", "1"]),
              ("train_defense", ["--", "--bank_size", "16", "--unrolled_iters", "5", "--ista_iters", "50"]),
              ("eval_defense", ["--attack_type", "fgsm", "--eps", "visual=0.006,audio=0.006", "--attack_steps", "1",
-                               "--bank_size", "16", "--unrolled_iters", "5", "--ista_iters", "50", "--restarts", "1"])]
+                               "--bank_size", "16", "--unrolled_iters", "5", "--ista_iters", "50", "--restarts", "1",
+                               "--apgd_steps", "2", "--square_queries", "5"])]
     for kind, extra in steps:
         proc = subprocess.run(["bash", str(REPO / "scripts" / f"{kind}_{up}.sh"), *tiny, *extra], cwd=REPO, env=env,
                               capture_output=True, text=True, timeout=600)

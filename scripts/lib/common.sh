@@ -5,6 +5,8 @@
 #   NPROC      processes (GPUs) on this node; >1 uses torchrun (default: 1)
 #   EPS_UNIT   visual eps unit: normalized (paper/reference convention) or input   (default: normalized)
 #   FUSION     fusion head for the attack scripts               (default: concat)
+#   AUTOATTACK 1: the attack scripts also run autoattack (APGD-CE, APGD-T, Square; slow)   (default: off)
+#   ATTACKS    --attack_type of the attack scripts  (default: fgsm,pgd,mim, plus autoattack if AUTOATTACK=1)
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
@@ -15,6 +17,8 @@ CKPT="${CKPT:-runs}"
 NPROC="${NPROC:-1}"
 EPS_UNIT="${EPS_UNIT:-normalized}"
 FUSION="${FUSION:-concat}"
+ATTACKS="${ATTACKS:-fgsm,pgd,mim${AUTOATTACK:+,autoattack}}"
+if [ "${AUTOATTACK:-}" = 0 ]; then ATTACKS="${ATTACKS%,autoattack}"; fi
 # The paper's grid (docs/paper.md, Attacks): (v, a) in {(0,0), (0,0.012), (0.012,0), (0.006,0.006)}.
 PAPER_GRID=("visual=0,audio=0" "visual=0,audio=0.012" "visual=0.012,audio=0" "visual=0.006,audio=0.006")
 
