@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-import os
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -22,6 +21,7 @@ from dataset.specs import DatasetSpec, get_spec, list_datasets
 from models import list_audio_nets, list_fusions, list_visual_nets
 from models.defense import BANK_SELECTORS, GRAD_MODES
 from models.visual_net import IMG_POOLS
+from pipeline.speed_flags import RESULT_NEUTRAL, add_speed_args
 from utils.errors import UsageError
 from utils.rundir import FILES
 
@@ -41,12 +41,6 @@ LIST_FLAGS = ("list_train", "list_val", "list_test")
 # Flags that only matter to an evaluation with attacks (given in training, or without --attack_type, they
 # would be silently ignored: that is an error instead).
 _ATTACK_ONLY = ("eps", "sweep", "save_examples", "adaptive", "adaptive_eps")
-
-
-def default_workers() -> int:
-    """Loader workers that leave two cores to the training process (measured: on 2 cores any worker slows
-    training down, benchmarks/bench_train.py)."""
-    return min(8, max(0, (os.cpu_count() or 1) - 2))
 
 
 def _csv_list(text: str) -> List[str]:
@@ -78,11 +72,6 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--weights", default="", help=f"checkpoint to evaluate (default: <run>/{FILES['checkpoint_best']})")
     g.add_argument("--disp_iter", type=int, default=20, help="log the training loss every N iterations")
     g.add_argument("--eval_epoch", type=int, default=1, help="evaluate on the val list every N epochs")
-    g.add_argument("--amp", action="store_true", help="bf16 autocast (GPU only; an error on CPU)")
-    g.add_argument("--channels_last", action="store_true", help="channels_last memory format (GPU only)")
-    g.add_argument("--deterministic", action="store_true",
-                   help="deterministic cuDNN/cuBLAS kernels and torch.use_deterministic_algorithms (slower on GPU; "
-                   "without it cudnn.benchmark is on)")
     g.add_argument("--no_progress", action="store_true", help="disable tqdm progress bars")
 
     g = p.add_argument_group("data")
@@ -105,12 +94,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--audRate", type=int, default=None)
     g.add_argument("--imgSize", type=int, default=None)
     g.add_argument("--batch_size_per_gpu", type=int, default=12, help="per process (paper: 12 per GPU)")
-    g.add_argument("--eval_batch_size", type=int, default=0,
-                   help="batch of evaluation and attacks per process (0: --batch_size_per_gpu); results do not "
-                   "depend on it")
-    g.add_argument("--workers", type=int, default=default_workers(),
-                   help="DataLoader worker processes per process (default: cores - 2, at most 8; 0 on a 2-core "
-                   "machine, where workers compete with the training step: see benchmarks/bench_train.py)")
+
+    add_speed_args(p)
 
     g = p.add_argument_group("model")
     g.add_argument("--arch_sound", default="anet", choices=list_audio_nets())
@@ -220,6 +205,7 @@ class RunConfig:
     channels_last: bool
     no_progress: bool
     deterministic: bool
+    compile: bool
     # data
     dataset: str
     list_train: str
@@ -238,6 +224,7 @@ class RunConfig:
     batch_size_per_gpu: int
     eval_batch_size: int
     workers: int
+    eval_cache: str
     # model
     arch_sound: str
     arch_frame: str
@@ -489,8 +476,7 @@ def parse_config(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]],
 
 def eval_identity(cfg: RunConfig) -> Mapping[str, Any]:
     """The configuration that determines an evaluation's numbers (for eval.json and --reuse_eval)."""
-    skip = {"id", "ckpt", "device", "workers", "no_progress", "disp_iter", "reuse_eval", "given", "resume",
-            "eval_batch_size", "deterministic",
+    skip = {"id", "ckpt", "device", "no_progress", "disp_iter", "reuse_eval", "given", "resume", *RESULT_NEUTRAL,
             "eval_epoch", "num_epoch", "lr_steps", "lr_frame", "lr_sound", "lr_classifier", "beta1",
             "weight_decay", "save_features", "init_from", "list_train", "features"}
     return {k: v for k, v in cfg.as_dict().items() if k not in skip}
