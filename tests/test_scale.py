@@ -196,9 +196,9 @@ def test_pipeline_model_inputs_equal_the_float_path(media, tmp_path, train):
 
     cfg = parse_config(get_args_parser(), _args(media, tmp_path, "inputs", "--num_frames", "3", "--stride_frames",
                                                 "2", "--eval_cache", str(tmp_path / "crops")))
-    ds = build_dataset(cfg, cfg.list_train, train_mode=train)
+    ds = build_dataset(cfg, cfg.eval_list, train_mode=train)  # (the torchrun test corrupts a training clip)
     assert ds.raw and (ds.crop_cache is None) == train
-    old = AVDataset(cfg.list_train, cfg.audio_path, cfg.frame_path, cfg.categories, train, num_frames=3,
+    old = AVDataset(cfg.eval_list, cfg.audio_path, cfg.frame_path, cfg.categories, train, num_frames=3,
                     stride_frames=2, frame_rate=cfg.frameRate, aud_len=cfg.audLen, aud_rate=cfg.audRate,
                     img_size=cfg.imgSize, seed=cfg.seed)
     for d in (ds, old):
