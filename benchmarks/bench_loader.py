@@ -5,7 +5,9 @@ with the same workers, batch size and sample order, in one run.
     python benchmarks/bench_loader.py                       # fake data (128x128 JPEGs, 4 s audio) in a temp dir
     python benchmarks/bench_loader.py --root media/ave --list data/ave/train.csv --categories_from ave
 
-Defaults follow the synthetic spec (img_size 64, its aud_len, one frame). The first batch of each loader
+Defaults follow the synthetic spec (img_size 64, its aud_len, one frame). AVDataset is timed on its float
+path and on the uint8 transport the pipeline uses (uint8 frames / int16 audio per batch, as they reach the
+device; "+ floats on CPU": with dataset.batches.DeviceLoader making the float inputs in this process). The first batch of each loader
 (worker start-up, imports) is not timed; each loader runs --repeats times, interleaved, and its best run
 is reported (on a shared machine, other load only ever slows a run down).
 """
@@ -18,7 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -30,6 +32,7 @@ sys.path.insert(0, str(REPO))
 from dataset import transforms as T  # noqa: E402
 from dataset import windows as W  # noqa: E402
 from dataset.av_dataset import AVDataset, build_loader, worker_init  # noqa: E402
+from dataset.batches import DeviceLoader  # noqa: E402
 from dataset.index import IndexRow, read_index  # noqa: E402
 from dataset.specs import get_spec, list_datasets  # noqa: E402
 
@@ -75,7 +78,7 @@ class PlainAVDataset(Dataset):
                 "visual": torch.stack(frames, dim=1), "label": self.labels[i], "id": row.clip_id, "index": i}
 
 
-def clips_per_second(loader: DataLoader, batches: int) -> float:
+def clips_per_second(loader: Iterable[Dict[str, torch.Tensor]], batches: int) -> float:
     """Throughput over ``batches`` batches after one untimed warm-up batch."""
     it = iter(loader)
     next(it)
@@ -150,6 +153,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         common = dict(num_frames=args.num_frames, stride_frames=args.stride_frames, frame_rate=8,
                       aud_len=args.aud_len, aud_rate=11025, img_size=args.img_size, seed=args.seed)
         fast = AVDataset(list_path, audio_root, frame_root, cats, train, **common)
+        raw = AVDataset(list_path, audio_root, frame_root, cats, train, **common).set_transport(raw=True)
         plain = PlainAVDataset(read_index(list_path, cats), cats, audio_root, frame_root, train, args.num_frames,
                                args.stride_frames, 8, args.aud_len, 11025, args.img_size)
         count = args.batch * (args.batches + 1)
@@ -158,6 +162,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                         sampler=sampler(len(plain), count, args.seed)),
             "fast": lambda: build_loader(fast, args.batch, args.workers, shuffle=False,
                                          sampler=sampler(len(fast), count, args.seed)),
+            "uint8": lambda: build_loader(raw, args.batch, args.workers, shuffle=False,
+                                          sampler=sampler(len(raw), count, args.seed)),
+            "uint8_cpu": lambda: DeviceLoader(build_loader(raw, args.batch, args.workers, shuffle=False,
+                                                           sampler=sampler(len(raw), count, args.seed)),
+                                              torch.device("cpu")),
         }
         if args.preload:
             cached = AVDataset(list_path, audio_root, frame_root, cats, train, preload=True, **common)
@@ -172,10 +181,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           f"{args.repeats} repeats, "
           f"img {args.img_size}, {args.num_frames} frame(s), aud_len {args.aud_len}")
     print(f"plain loader (PIL + torchvision + librosa): {res['plain']:8.1f} clips/s")
-    print(f"AVDataset (cv2 + windowed WAV read):       {res['fast']:8.1f} clips/s")
+    print(f"AVDataset (cv2 + windowed WAV read):       {res['fast']:8.1f} clips/s  (float path)")
+    print(f"AVDataset, uint8 transport:                 {res['uint8']:8.1f} clips/s")
+    print(f"AVDataset, uint8 + floats on CPU:           {res['uint8_cpu']:8.1f} clips/s")
     if "preload" in res:
         print(f"AVDataset (preload=True):                   {res['preload']:8.1f} clips/s")
-    print(f"ratio AVDataset / plain: {res['fast'] / res['plain']:.2f}x (target >= 3x)")
+    print(f"ratio AVDataset / plain: {res['fast'] / res['plain']:.2f}x float path, "
+          f"{res['uint8'] / res['plain']:.2f}x uint8 transport (target >= 3x)")
+    print(f"ratio uint8 / float path: {res['uint8'] / res['fast']:.2f}x, with floats on CPU "
+          f"{res['uint8_cpu'] / res['fast']:.2f}x")
     return 0
 
 

@@ -4,9 +4,13 @@
     python benchmarks/bench_train.py --root media/synthetic --list data/synthetic/train.csv --dataset synthetic
 
 "bare" is forward + backward + SGD step on one batch already in memory, repeated; "loader" is the same step
-fed by AVDataset through the project's DataLoader (augmentation on, --workers processes). The ratio
-loader/bare is what the input pipeline costs: 1.0 means loading is fully hidden behind compute.
+fed by AVDataset through the project's loader as training uses it (augmentation on, --workers processes,
+uint8/int16 batches made float by dataset.batches.DeviceLoader; --float_path: the per-sample float path).
+The ratio loader/bare is what the input pipeline costs: 1.0 means loading is fully hidden behind compute.
 Target: >= 0.9 with the default workers. Interleaved repeats, best of each reported.
+
+--compile also times the bare step with the audio and visual nets compiled (pipeline.build.compile_nets,
+inductor) against the eager one, after the compilation (which is reported, not timed in the ratio).
 """
 from __future__ import annotations
 
@@ -23,9 +27,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from dataset.av_dataset import AVDataset, build_loader  # noqa: E402
+from dataset.batches import DeviceLoader  # noqa: E402
 from dataset.specs import get_spec  # noqa: E402
 from models import create_model  # noqa: E402
-from pipeline.config import default_workers  # noqa: E402
+from dataset.batches import default_workers  # noqa: E402
 
 
 def step(model, opt, batch) -> None:
@@ -68,6 +73,9 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=default_workers(), help="default: the training default")
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--float_path", action="store_true", help="per-sample float tensors (the path before the "
+                   "uint8 transport)")
+    p.add_argument("--compile", action="store_true", help="also time the compiled bare step")
     a = p.parse_args()
     spec = get_spec(a.dataset)
     tmp = None
@@ -82,13 +90,25 @@ def main() -> int:
                    frame_path=Path(a.root) / "data" / "frames", categories=list(spec.categories), split_train=True,
                    num_frames=1, stride_frames=1, frame_rate=spec.fps, aud_len=spec.audio_len,
                    aud_rate=spec.audio_rate, img_size=spec.img_size, seed=0)
-    loader = build_loader(ds, batch_size=a.batch, workers=a.workers, shuffle=True, seed=0, drop_last=True)
+    ds.set_transport(raw=not a.float_path)
+    cpu = torch.device("cpu")
+    loader = DeviceLoader(build_loader(ds, batch_size=a.batch, workers=a.workers, shuffle=True, seed=0,
+                                       drop_last=True), cpu)
     torch.manual_seed(0)
     model = create_model(arch_frame=a.arch_frame, arch_classifier=a.arch_classifier, num_classes=spec.num_classes)
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    batch = next(iter(build_loader(ds, batch_size=a.batch, workers=0, shuffle=False, seed=0, drop_last=True)))
+    batch = next(iter(DeviceLoader(build_loader(ds, batch_size=a.batch, workers=0, shuffle=False, seed=0,
+                                                drop_last=True), cpu)))
     step(model, opt, batch)  # warm-up
+    if a.compile:
+        from pipeline.build import compile_nets
+
+        eager = max(time_bare(model, opt, batch, a.steps) for _ in range(a.repeats))
+        t0 = time.perf_counter()
+        compile_nets(model)
+        step(model, opt, batch)
+        print(f"compilation (first compiled step): {time.perf_counter() - t0:.1f} s")
     bare, fed = [], []
     for _ in range(a.repeats):
         bare.append(time_bare(model, opt, batch, a.steps))
@@ -98,7 +118,10 @@ def main() -> int:
           f"img {spec.img_size}, audio {spec.audio_len} samples")
     print(f"bare model step : {b:8.1f} samples/s")
     print(f"through loader  : {f:8.1f} samples/s")
-    print(f"ratio loader/bare: {f / b:.2f}  (target >= 0.9)")
+    print(f"ratio loader/bare: {f / b:.2f}  (target >= 0.9)  [{'float' if a.float_path else 'uint8'} path]")
+    if a.compile:
+        print(f"bare eager step : {eager:8.1f} samples/s")
+        print(f"ratio compiled/eager bare step: {b / eager:.2f}")
     if tmp is not None:
         tmp.cleanup()
     return 0

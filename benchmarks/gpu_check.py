@@ -3,18 +3,22 @@
 
 Rows: training clips/s (fp32 / bf16 / bf16 + channels_last, batch 12 and 64, 1 and 3 frames); PGD-10 time
 over the bare forward+backward at batch 12, 64, 256; sparse coding time (1024 x 512 bank, batch 64);
-defended PGD-10 with BPDA and with unrolled gradients; peak memory of each row. ``--cpu --tiny`` runs
-every row on small sizes (the test suite does). The torchrun row is benchmarks/gpu_check.sh's.
-No librosa/soundfile import: media are random tensors.
+defended PGD-10 with BPDA and with unrolled gradients; loader clips/s at 224 px, 3 frames from 640x360
+JPEGs to the device, the float path against the uint8 one (dataset/batches.py), with the default
+workers; peak memory of each row. ``--cpu --tiny`` runs every row on small sizes (the test suite does);
+``--only loader`` runs one group of rows. The torchrun row is benchmarks/gpu_check.sh's.
+No librosa/soundfile import: media are random tensors, the loader's files are written with cv2 and wave.
 
-    python benchmarks/gpu_check.py [--cpu --tiny] [--quick]
+    python benchmarks/gpu_check.py [--cpu] [--tiny] [--only train|pgd|solver|defended|loader]
 """
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 import traceback
+import wave
 from pathlib import Path
 from typing import Callable, Dict, List
 
@@ -137,12 +141,84 @@ def defended_pgd(grad: str, b: int, img: int, aud: int, atoms: int, n: int, dev:
     return f"{(time.perf_counter() - t0) * 1e3:.0f} ms"
 
 
+def write_media(root: Path, clips: int, frames: int, hw: tuple, seconds: float) -> Path:
+    """``clips`` clips of ``frames`` noisy JPEGs (h, w) and 16-bit WAVs at 11025 Hz; returns the index CSV."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for c in range(clips):
+        fdir = root / "frames" / f"c{c % 4}" / f"v{c}.mp4"
+        fdir.mkdir(parents=True, exist_ok=True)
+        base = rng.integers(0, 256, (hw[0] // 8, hw[1] // 8, 3), dtype=np.uint8)
+        for k in range(1, frames + 1):  # smooth content with some noise, as video frames
+            img = cv2.resize(base, (hw[1], hw[0])) + rng.integers(0, 16, (*hw, 3), dtype=np.uint8)
+            cv2.imwrite(str(fdir / f"{k:06d}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        (root / "audio" / f"c{c % 4}").mkdir(parents=True, exist_ok=True)
+        with wave.open(str(root / "audio" / f"c{c % 4}" / f"v{c}.wav"), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(11025)
+            w.writeframes(rng.integers(-8000, 8000, int(seconds * 11025), dtype=np.int16).tobytes())
+        rows.append(f"/c{c % 4}/v{c}.wav,/c{c % 4}/v{c}.mp4,{frames}\n")
+    (root / "list.csv").write_text("".join(rows))
+    return root / "list.csv"
+
+
+def loader_old_vs_new(img: int, aud: int, tiny: bool, dev: torch.device) -> str:
+    """Clips/s reaching ``dev`` as float model inputs: the float path (per-sample floats, pinned, copied)
+    against the uint8 path (uint8/int16 batches, DeviceLoader: side-stream copy and conversion)."""
+    from dataset.av_dataset import AVDataset, build_loader
+    from dataset.batches import DeviceLoader, default_workers
+
+    hw, clips, frames, b, n = ((36, 64), 8, 24, 2, 3) if tiny else ((360, 640), 48, 64, 32, 12)
+    workers = default_workers()
+    with tempfile.TemporaryDirectory() as tmp:
+        csv = write_media(Path(tmp), clips, frames, hw, frames / 8)
+        ds = [AVDataset(csv, Path(tmp) / "audio", Path(tmp) / "frames", [f"c{i}" for i in range(4)], True,
+                        num_frames=3, stride_frames=1, aud_len=aud, img_size=img) for _ in range(2)]
+        ds[1].set_transport(raw=True)
+
+        loaders = (build_loader(ds[0], b, workers, shuffle=True, drop_last=True),
+                   DeviceLoader(build_loader(ds[1], b, workers, shuffle=True, drop_last=True), dev))
+
+        def old():
+            while True:  # epochs until the timed batches are done
+                for batch in loaders[0]:
+                    yield {k: batch[k].to(dev, non_blocking=True) for k in ("audio", "visual")}
+
+        def new():
+            while True:
+                yield from loaders[1]
+
+        def rate(make) -> float:
+            it, seen = make(), 0
+            next(it)  # worker start-up is not timed
+            sync(dev)
+            t0 = time.perf_counter()
+            for _ in range(n):
+                seen += next(it)["visual"].shape[0]
+            sync(dev)
+            return seen / (time.perf_counter() - t0)
+
+        rates = {"old": 0.0, "new": 0.0}
+        for _ in range(2):  # interleaved, best of each
+            for name, make in (("old", old), ("new", new)):
+                rates[name] = max(rates[name], rate(make))
+    return (f"{rates['new'] / rates['old']:.2f}x ({rates['old']:.0f} -> {rates['new']:.0f} clips/s, "
+            f"{workers} workers, batch {b})")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--cpu", action="store_true", help="run on CPU (with --tiny: the test suite's smoke run)")
     p.add_argument("--tiny", action="store_true", help="small sizes: 32 px, 4096 samples, batch 2, PGD-1")
     p.add_argument("--steps", type=int, default=10, help="timed training steps per row")
+    p.add_argument("--only", default="", choices=["", "train", "pgd", "solver", "defended", "loader"],
+                   help="run one group of rows")
     args = p.parse_args()
+    want = (lambda group: not args.only or args.only == group)
     if not args.cpu and not torch.cuda.is_available():
         print("gpu_check: no CUDA device (use --cpu --tiny for the smoke run)", file=sys.stderr)
         return 1
@@ -156,20 +232,22 @@ def main() -> int:
     precisions = [("fp32", False, False), ("bf16", True, False), ("bf16+channels_last", True, True)]
     if args.tiny:
         precisions = precisions[:1] + precisions[2:] if dev.type == "cuda" else precisions[:1]
-    for frames in (1, 3):
+    for frames in (1, 3) if want("train") else ():
         for b in train_b[:1] if args.tiny else train_b:
             for label, amp, cl in precisions:
                 measure(f"train clips/s, {frames} frame(s), batch {b}, {label}",
                         lambda: train_rate(b, frames, amp, cl, img, aud, steps, dev), dev)
-    for b in pgd_b:
+    for b in pgd_b if want("pgd") else ():
         measure(f"PGD-{n_pgd} / bare fwd-bwd, batch {b}", lambda: pgd_over_bare(b, img, aud, n_pgd, dev), dev)
     dim, atoms = (64, 128) if args.tiny else (512, 1024)
-    measure(f"sparse coding, {atoms} atoms x {dim}, batch 64", lambda: fista_ms(dim, atoms, dev), dev)
-    for grad in ("bpda", "unrolled"):
+    if want("solver"):
+        measure(f"sparse coding, {atoms} atoms x {dim}, batch 64", lambda: fista_ms(dim, atoms, dev), dev)
+    for grad in ("bpda", "unrolled") if want("defended") else ():
         measure(f"defended PGD-{n_pgd} ({grad}), batch {pgd_b[0]}",
                 lambda: defended_pgd(grad, pgd_b[0], img, aud, atoms, n_pgd, dev), dev)
-    ROWS.append({"check": "loader clips/s, uint8 path vs old", "result": "not in this branch (issue 11, item 3)",
-                 "peak GiB": "-", "status": "skipped"})
+    if want("loader"):
+        measure(f"loader clips/s to the device, {img} px, 3 frames from {'64x36' if args.tiny else '640x360'} "
+                "JPEGs, uint8 path / float path", lambda: loader_old_vs_new(img, aud, args.tiny, dev), dev)
     width = max(len(r["check"]) for r in ROWS)
     print(f"device: {torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'}, torch {torch.__version__}")
     print(f"| {'check':<{width}} | result | peak GiB | status |")

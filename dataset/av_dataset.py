@@ -18,11 +18,10 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, BinaryIO, Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
-import soundfile as sf
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -30,6 +29,7 @@ from tqdm import tqdm
 
 from dataset import transforms as T
 from dataset import windows as W
+from dataset.batches import collate
 from dataset.errors import MediaError
 from dataset.index import IndexRow, read_index
 
@@ -89,11 +89,13 @@ def read_wav_header(fh: BinaryIO, size: int) -> WavInfo:
     raise ValueError("no data chunk")
 
 
-def read_pcm16(fh: BinaryIO, info: WavInfo, start: int, count: int) -> np.ndarray:
-    """``count`` mono 16-bit samples from sample ``start`` as float32 in [-1, 1) (fewer if the file ends)."""
+def read_pcm16(fh: BinaryIO, info: WavInfo, start: int, count: int, raw: bool = False) -> np.ndarray:
+    """``count`` mono 16-bit samples from sample ``start`` as float32 in [-1, 1) (fewer if the file ends);
+    ``raw``: the int16 samples themselves (dataset/batches.py scales them by 1/32768 on the device)."""
     fh.seek(info.data_offset + 2 * start)
     buf = fh.read(2 * count)
-    return np.frombuffer(buf[: len(buf) // 2 * 2], dtype="<i2").astype(np.float32) * _PCM16_SCALE
+    ints = np.frombuffer(buf[: len(buf) // 2 * 2], dtype="<i2")
+    return ints.astype(np.int16) if raw else ints.astype(np.float32) * _PCM16_SCALE
 
 
 def _check_positive(**kwargs: int) -> None:
@@ -117,7 +119,15 @@ class AVDataset(Dataset):
         seed: base seed of the per-sample generators (with the epoch and the index).
         preload: decode every needed frame (resized, uint8) and waveform once, at construction.
         train_margin: frames kept between a training centre and the clip ends (dataset/windows.py).
+
+    ``set_transport(raw=True)`` (the pipeline's loaders) makes ``ds[i]`` carry ``visual`` as the uint8 crop
+    (num_frames, img_size, img_size, 3), ``audio`` as int16 (1, aud_len) (float32 when the WAV is not 16-bit
+    PCM) and, in training, ``audio_gain`` (the volume factor, drawn in the same order); dataset/batches.py
+    turns them into the float tensors above, bitwise identical, on the device.
     """
+
+    raw: bool = False  # class defaults (see set_transport), so __init__ stays as it is
+    crop_cache: Optional[Any] = None  # uint8 eval crops by index (dataset/crop_cache.py), or None
 
     def __init__(self, list_path: PathLike, audio_path: PathLike, frame_path: PathLike,
                  categories: Sequence[str], split_train: bool, num_frames: int = 1, stride_frames: int = 1,
@@ -170,6 +180,12 @@ class AVDataset(Dataset):
             raise ValueError(f"epoch must be >= 0, got {epoch}")
         self._epoch.fill_(int(epoch))
 
+    def set_transport(self, raw: bool, crop_cache: Optional[Any] = None) -> "AVDataset":
+        """``raw``: uint8 frames and int16 audio per sample (see the class docstring); ``crop_cache``: an
+        indexable of the eval-mode uint8 crops (dataset/crop_cache.py; read in eval mode only). Returns self."""
+        self.raw, self.crop_cache = bool(raw), crop_cache
+        return self
+
     def sample_rng(self, index: int, epoch: Optional[int] = None) -> np.random.Generator:
         """The generator of sample ``index`` at ``epoch`` (default: the current one)."""
         return np.random.default_rng([self.seed, self.epoch if epoch is None else epoch, index])
@@ -181,9 +197,12 @@ class AVDataset(Dataset):
         rng = self.sample_rng(index) if self.train else None
         centre = self._choose_centre(row, rng)  # draw order: centre, crop+flip, volume
         visual = self._visual(index, row, centre, rng)
-        audio = self._audio(index, row, centre, rng)
-        return {"audio": torch.from_numpy(audio).unsqueeze(0), "visual": visual, "label": self._labels[index],
+        audio, gain = self._audio(index, row, centre, rng)
+        item = {"audio": torch.from_numpy(audio).unsqueeze(0), "visual": visual, "label": self._labels[index],
                 "id": row.clip_id, "index": index}
+        if gain is not None:  # raw transport in training: the volume is applied on the device
+            item["audio_gain"] = torch.tensor(float(gain), dtype=torch.float32)
+        return item
 
     # ---------------------------------------------------------------------------------- frame selection
     def _choose_centre(self, row: IndexRow, rng: Optional[np.random.Generator]) -> int:
@@ -203,6 +222,8 @@ class AVDataset(Dataset):
 
     # ------------------------------------------------------------------------------------------- visual
     def _visual(self, index: int, row: IndexRow, centre: int, rng: Optional[np.random.Generator]) -> torch.Tensor:
+        if self.crop_cache is not None and rng is None:
+            return self._frames_out(self.crop_cache[index])
         ks = W.frame_indices(centre, self.num_frames, self.stride)
         if self._frame_cache is not None:
             frames = [self._frame_cache[(index, k)] for k in ks]
@@ -216,7 +237,11 @@ class AVDataset(Dataset):
             top, left, flip = T.center_crop_params(h, w, self.img_size)
         else:
             top, left, flip = T.random_crop_params(rng, h, w, self.img_size)
-        return T.frames_to_tensor(T.crop_stack(frames, top, left, self.img_size, flip))
+        return self._frames_out(T.crop_stack(frames, top, left, self.img_size, flip))
+
+    def _frames_out(self, stack: np.ndarray) -> torch.Tensor:
+        """The (T, H, W, 3) uint8 crop as uint8 (raw transport) or as (3, T, H, W) float in [0, 1]."""
+        return torch.from_numpy(np.ascontiguousarray(stack)) if self.raw else T.frames_to_tensor(stack)
 
     def _check_last_frame(self, row: IndexRow) -> None:
         last = self.frame_file(row, row.num_frames)
@@ -251,23 +276,28 @@ class AVDataset(Dataset):
         return T.resize_short(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), self.short)
 
     # -------------------------------------------------------------------------------------------- audio
-    def _audio(self, index: int, row: IndexRow, centre: int, rng: Optional[np.random.Generator]) -> np.ndarray:
+    def _audio(self, index: int, row: IndexRow, centre: int, rng: Optional[np.random.Generator]
+               ) -> Tuple[np.ndarray, Optional[np.float32]]:
+        """The window as float32 with the volume applied, or (raw transport) as read plus the volume gain."""
         c = T.centre_sample(centre, self.fps, self.aud_rate)
         if self._audio_cache is not None:
             wave = T.take_window(self._audio_cache[index], c, self.aud_len)
         else:
-            wave = self._read_audio(row, c)
+            wave = self._read_audio(row, c, raw=self.raw)
+        if self.raw:
+            return np.ascontiguousarray(wave), (T.draw_gain(rng) if rng is not None else None)
         if rng is not None:
             wave = T.scale_volume(wave, rng)
-        return np.ascontiguousarray(wave, dtype=np.float32)
+        return np.ascontiguousarray(wave, dtype=np.float32), None
 
     def audio_file(self, row: IndexRow) -> str:
         """Path of the WAV of ``row``."""
         return f"{self.audio_root}{row.audio}"
 
-    def _read_audio(self, row: IndexRow, centre: Optional[int]) -> np.ndarray:
+    def _read_audio(self, row: IndexRow, centre: Optional[int], raw: bool = False) -> np.ndarray:
         """The ``aud_len`` window around sample ``centre`` (tiled if the file is shorter), or the whole
-        signal when ``centre`` is None. Only the window's bytes are read from long files."""
+        signal when ``centre`` is None. Only the window's bytes are read from long files. ``raw``: 16-bit
+        PCM stays int16 (other encodings are float32 either way)."""
         path = self.audio_file(row)
         try:
             fh = open(path, "rb")
@@ -285,7 +315,7 @@ class AVDataset(Dataset):
             start = T.window_start(info.frames, centre, self.aud_len) if window else 0
             count = self.aud_len if window else info.frames
             if info.pcm and info.bits == 16:
-                wave = read_pcm16(fh, info, start, count)
+                wave = read_pcm16(fh, info, start, count, raw=raw)
             else:  # other encodings (24-bit, float, ...) through libsndfile
                 wave = self._read_soundfile(path, row, start, count)
         if wave.shape[0] != count:
@@ -306,6 +336,8 @@ class AVDataset(Dataset):
 
     @staticmethod
     def _read_soundfile(path: str, row: IndexRow, start: int, count: int) -> np.ndarray:
+        import soundfile as sf  # only for WAVs that are not 16-bit PCM (GPU hosts may lack libsndfile)
+
         try:
             return sf.read(path, start=start, frames=count, dtype="float32", always_2d=False)[0]
         except (sf.LibsndfileError, RuntimeError, OSError) as e:
@@ -341,7 +373,8 @@ def worker_init(worker_id: int) -> None:
 def build_loader(dataset: Dataset, batch_size: int, workers: int, shuffle: bool,
                  sampler: Optional[Sampler] = None, seed: int = 0, drop_last: bool = False) -> DataLoader:
     """DataLoader over ``dataset``: persistent workers (so caches and decode flags survive epochs), a seeded
-    shuffle generator, pinned memory when CUDA is available. ``shuffle`` and ``sampler`` are exclusive."""
+    shuffle generator, pinned memory when CUDA is available, ``dataset.batches.collate`` (raw transport: int16
+    and float32 audio in one batch). ``shuffle`` and ``sampler`` are exclusive."""
     if shuffle and sampler is not None:
         raise ValueError("build_loader: give either shuffle=True or a sampler, not both")
     if batch_size < 1 or workers < 0:
@@ -350,4 +383,5 @@ def build_loader(dataset: Dataset, batch_size: int, workers: int, shuffle: bool,
     gen.manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler, num_workers=workers,
                       worker_init_fn=worker_init if workers > 0 else None, persistent_workers=workers > 0,
-                      pin_memory=torch.cuda.is_available(), drop_last=drop_last, generator=gen)
+                      pin_memory=torch.cuda.is_available(), drop_last=drop_last, generator=gen,
+                      collate_fn=collate)

@@ -126,7 +126,12 @@ def take_window(signal: np.ndarray, centre: int, length: int) -> np.ndarray:
     return full[start:start + length]
 
 
+def draw_gain(rng: np.random.Generator) -> np.float32:
+    """The training volume factor U(0.5, 1.5) as float32 (one draw of ``rng``)."""
+    return np.float32(rng.uniform(*VOLUME_RANGE))
+
+
 def scale_volume(wave: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Multiply by U(0.5, 1.5) and clip to [-1, 1] (training-time audio augmentation)."""
-    gain = np.float32(rng.uniform(*VOLUME_RANGE))
-    return np.clip(wave * gain, -1.0, 1.0).astype(np.float32, copy=False)
+    """Multiply by U(0.5, 1.5) and clip to [-1, 1] (training-time audio augmentation; dataset/batches.py
+    applies the same two float32 operations on the device for the raw transport)."""
+    return np.clip(wave * draw_gain(rng), -1.0, 1.0).astype(np.float32, copy=False)

@@ -58,9 +58,10 @@ def attack_grid(model: nn.Module, loader, names: Sequence[str], grid, device: to
         return evaluate_attack_grid(model, loader, names, grid, device, **kw)
 
 
-def eval_loader(cfg: RunConfig):
-    """The loader of the evaluated list (--list_test, else --list_val), cut to --max_eval_batches."""
-    loader = build_loader(build_dataset(cfg, cfg.eval_list, train_mode=False), cfg, train=False)
+def eval_loader(cfg: RunConfig, device: Optional[torch.device] = None):
+    """The loader of the evaluated list (--list_test, else --list_val) with its batches on ``device``, cut to
+    --max_eval_batches."""
+    loader = build_loader(build_dataset(cfg, cfg.eval_list, train_mode=False), cfg, train=False, device=device)
     return take(loader, cfg.max_eval_batches) if cfg.max_eval_batches else loader
 
 
@@ -152,7 +153,7 @@ def run_attack_eval(model: nn.Module, cfg: RunConfig, ctx: RunContext, label: st
     """The attack grid (and the sweep, plots, examples) on the evaluated list. Returns the rows and the
     per-sample correctness of every row (adaptive evaluation reuses the paper's PGD rows)."""
     names, grid = list(cfg.attacks), [dict(e) for e in cfg.eps_grid]
-    loader = eval_loader(cfg)
+    loader = eval_loader(cfg, ctx.device)
     mods = tuple(getattr(model, "modalities", ()))
     ex_attack, ex_mods = pick_example_row(names, grid, mods)
     collector = ExampleCollector(model, cfg.categories, cfg.save_examples, ex_attack, ex_mods or (), cfg.audRate,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -14,6 +14,8 @@ from attacks import create_attack
 from dataset.av_dataset import AVDataset
 from dataset.av_dataset import build_loader as _dataset_loader
 from dataset.specs import get_spec
+from dataset.batches import DeviceLoader
+from dataset.crop_cache import open_crop_cache
 from models import create_model
 from pipeline.config import RunConfig
 from pipeline.engine import TrainConfig
@@ -25,26 +27,36 @@ log = logging.getLogger(__name__)
 
 
 def build_dataset(cfg: RunConfig, list_path: str, train_mode: bool) -> AVDataset:
-    """AVDataset over ``list_path``; ``train_mode`` turns augmentation on."""
-    return AVDataset(
+    """AVDataset over ``list_path`` with the raw transport (uint8 frames, int16 audio; ``build_loader``
+    makes the floats on the device); ``train_mode`` turns augmentation on. Eval datasets read their crops
+    from --eval_cache when it is given (built there on first use)."""
+    ds = AVDataset(
         list_path=list_path, audio_path=cfg.audio_path, frame_path=cfg.frame_path,
         categories=list(cfg.categories), split_train=train_mode, num_frames=cfg.num_frames,
         stride_frames=cfg.stride_frames, frame_rate=cfg.frameRate, aud_len=cfg.audLen,
         aud_rate=cfg.audRate, img_size=cfg.imgSize, seed=cfg.seed,
         train_margin=round(get_spec(cfg.dataset).train_margin_s * cfg.frameRate))
+    cache = open_crop_cache(ds, cfg.eval_cache, workers=cfg.workers) if cfg.eval_cache and not train_mode else None
+    return ds.set_transport(raw=True, crop_cache=cache)
 
 
-def build_loader(ds: AVDataset, cfg: RunConfig, train: bool):
+def device_loader(loader, device: Optional[torch.device]) -> DeviceLoader:
+    """``loader``'s batches as the model's float inputs on ``device`` (default CPU), prefetched on CUDA."""
+    return DeviceLoader(loader, device if device is not None else torch.device("cpu"))
+
+
+def build_loader(ds: AVDataset, cfg: RunConfig, train: bool, device: Optional[torch.device] = None) -> DeviceLoader:
     """Train: a seeded shuffling DistributedSampler (also with one process, so a resumed run sees the
-    same order); eval: ShardSampler (no padding, exact counts under DDP), batches of --eval_batch_size."""
+    same order); eval: ShardSampler (no padding, exact counts under DDP), batches of --eval_batch_size.
+    Batches arrive on ``device`` as float model inputs (dataset/batches.py)."""
     if train:
         sampler = DistributedSampler(ds, num_replicas=du.world_size(), rank=du.rank(), shuffle=True,
                                      seed=cfg.seed, drop_last=False)
     else:
         sampler = du.ShardSampler(len(ds))
     batch = cfg.batch_size_per_gpu if train or not cfg.eval_batch_size else cfg.eval_batch_size
-    return _dataset_loader(ds, batch_size=batch, workers=cfg.workers, shuffle=False,
-                           sampler=sampler, seed=cfg.seed, drop_last=False)
+    return device_loader(_dataset_loader(ds, batch_size=batch, workers=cfg.workers, shuffle=False,
+                                         sampler=sampler, seed=cfg.seed, drop_last=False), device)
 
 
 def build_model(cfg: RunConfig) -> nn.Module:
@@ -58,6 +70,19 @@ def build_model(cfg: RunConfig) -> nn.Module:
         load_head_weights(model, cfg.weights_classifier)
     if cfg.init_from and cfg.mode == "train" and not cfg.resume:
         init_nets_from(model, cfg.init_from)
+    if cfg.compile:
+        compile_nets(model)
+    return model
+
+
+def compile_nets(model: nn.Module) -> nn.Module:
+    """--compile: ``torch.compile`` the audio and visual nets in place (``nn.Module.compile``: the state dict
+    and the checkpoints keep their keys). Every path runs through them: training, clean evaluation,
+    attacks and the defense's features. Returns ``model``."""
+    for name in ("audio_net", "visual_net"):
+        net = getattr(model, name, None)
+        if net is not None:
+            net.compile()
     return model
 
 

@@ -18,10 +18,11 @@ from attacks import default_attacks, list_attacks, parse_norm
 from attacks.metrics import PAPER_EPS_GRID, parse_eps
 from dataset.specs import DatasetSpec, get_spec
 from pipeline import reference_cli as ref
-from pipeline.flags import add_defense_args, default_workers, get_args_parser
+from pipeline.flags import add_defense_args, get_args_parser
+from pipeline.speed_flags import RESULT_NEUTRAL
 from utils.errors import UsageError
 
-__all__ = ["RunConfig", "add_defense_args", "default_workers", "get_args_parser", "parse_config", "resolve_config",
+__all__ = ["RunConfig", "add_defense_args", "get_args_parser", "parse_config", "resolve_config",
            "parse_attack_names", "eval_identity", "given_flags"]
 
 # Flags whose default comes from the dataset spec when left unset (None) on the command line.
@@ -66,6 +67,7 @@ class RunConfig:
     channels_last: bool
     no_progress: bool
     deterministic: bool
+    compile: bool
     # data
     dataset: str
     list_train: str
@@ -84,6 +86,7 @@ class RunConfig:
     batch_size_per_gpu: int
     eval_batch_size: int
     workers: int
+    eval_cache: str
     # model
     arch_sound: str
     arch_frame: str
@@ -351,8 +354,7 @@ def parse_config(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]],
 
 def eval_identity(cfg: RunConfig) -> Mapping[str, Any]:
     """The configuration that determines an evaluation's numbers (for eval.json and --reuse_eval)."""
-    skip = {"id", "ckpt", "device", "workers", "no_progress", "disp_iter", "reuse_eval", "given", "resume",
-            "eval_batch_size", "deterministic",
+    skip = {"id", "ckpt", "device", "no_progress", "disp_iter", "reuse_eval", "given", "resume", *RESULT_NEUTRAL,
             "eval_epoch", "num_epoch", "lr_steps", "lr_frame", "lr_sound", "lr_classifier", "beta1",
             "weight_decay", "save_features", "init_from", "list_train", "features", *ref.NO_EFFECT}
     return {k: v for k, v in cfg.as_dict().items() if k not in skip}

@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from dataset.batches import GAIN_KEY, to_model_floats
 from utils import distributed as du
 from utils.modes import model_mode
 
@@ -54,10 +55,12 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def to_inputs(batch: Dict[str, Any], device: torch.device, modalities, channels_last: bool = False):
-    """Move the model's inputs of a batch to ``device``; inputs the model does not use are dropped."""
+    """The model's float inputs of a batch on ``device`` (raw uint8/int16 batches are converted there,
+    dataset/batches.py; float ones are moved); inputs the model does not use are dropped."""
     inputs: Dict[str, torch.Tensor] = {}
+    floats = to_model_floats({k: v for k, v in batch.items() if k in (*modalities, GAIN_KEY)}, device)
     for m in modalities:
-        t = batch[m].to(device, non_blocking=True)
+        t = floats[m]
         if m == "visual" and channels_last and t.dim() == 5:
             t = t.contiguous(memory_format=torch.channels_last_3d)
         inputs[m] = t

@@ -3,7 +3,6 @@ from the registries. ``pipeline/config.py`` resolves the parsed flags into the f
 from __future__ import annotations
 
 import argparse
-import os
 from typing import List
 
 from attacks import list_attacks
@@ -13,13 +12,8 @@ from models import list_audio_nets, list_fusions, list_visual_nets
 from models.defense import BANK_SELECTORS, GRAD_MODES
 from models.visual_net import IMG_POOLS
 from pipeline import reference_cli as ref
+from pipeline.speed_flags import add_speed_args
 from utils.rundir import FILES
-
-
-def default_workers() -> int:
-    """Loader workers that leave two cores to the training process (measured: on 2 cores any worker slows
-    training down, benchmarks/bench_train.py)."""
-    return min(8, max(0, (os.cpu_count() or 1) - 2))
 
 
 def _csv_list(text: str) -> List[str]:
@@ -51,11 +45,6 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--weights", default="", help=f"checkpoint to evaluate (default: <run>/{FILES['checkpoint_best']})")
     g.add_argument("--disp_iter", type=int, default=20, help="log the training loss every N iterations")
     g.add_argument("--eval_epoch", type=int, default=1, help="evaluate on the val list every N epochs")
-    g.add_argument("--amp", action="store_true", help="bf16 autocast (GPU only; an error on CPU)")
-    g.add_argument("--channels_last", action="store_true", help="channels_last memory format (GPU only)")
-    g.add_argument("--deterministic", action="store_true",
-                   help="deterministic cuDNN/cuBLAS kernels and torch.use_deterministic_algorithms (slower on GPU; "
-                   "without it cudnn.benchmark is on)")
     g.add_argument("--no_progress", action="store_true", help="disable tqdm progress bars")
 
     g = p.add_argument_group("data")
@@ -78,12 +67,8 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--audRate", type=int, default=None)
     g.add_argument("--imgSize", type=int, default=None)
     g.add_argument("--batch_size_per_gpu", type=int, default=12, help="per process (paper: 12 per GPU)")
-    g.add_argument("--eval_batch_size", type=int, default=0,
-                   help="batch of evaluation and attacks per process (0: --batch_size_per_gpu); results do not "
-                   "depend on it")
-    g.add_argument("--workers", type=int, default=default_workers(),
-                   help="DataLoader worker processes per process (default: cores - 2, at most 8; 0 on a 2-core "
-                   "machine, where workers compete with the training step: see benchmarks/bench_train.py)")
+
+    add_speed_args(p)
 
     g = p.add_argument_group("model")
     g.add_argument("--arch_sound", default="anet", choices=list_audio_nets())

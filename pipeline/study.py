@@ -29,7 +29,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import main_attack
 import main_defense
-from pipeline.config import default_workers
+from dataset.batches import default_workers
 from reporting.results import read_results
 from reporting.study_findings import build_report
 from reporting.study_report import write_report
@@ -57,7 +57,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--clips_per_class", type=int, default=None)
     p.add_argument("--epochs", type=int, default=None, help="epochs of the audio-visual models (default 3)")
     p.add_argument("--epochs_unimodal", type=int, default=None, help="epochs of the unimodal models (default 16)")
-    p.add_argument("--workers", type=int, default=default_workers(), help="loader workers (default: cores - 2)")
+    p.add_argument("--workers", type=int, default=default_workers(), help="loader workers (default: the training default, dataset/batches.py)")
     p.add_argument("--seed", type=int, default=0)
     return p
 

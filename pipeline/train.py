@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from dataset.av_dataset import build_loader as _dataset_loader
-from pipeline.build import build_dataset, build_loader, make_optimizer, set_epoch_lr
+from pipeline.build import build_dataset, build_loader, device_loader, make_optimizer, set_epoch_lr
 from pipeline.config import RunConfig
 from pipeline.context import RunContext
 from pipeline.engine import LogitsAndFeatures, TrainConfig, evaluate, extract_features, train_one_epoch
@@ -53,7 +53,8 @@ def fit(model: nn.Module, cfg: RunConfig, ctx: RunContext, opts: TrainConfig,
 
     ds_train = build_dataset(cfg, cfg.list_train, train_mode=True)
     ds_val = build_dataset(cfg, cfg.list_val, train_mode=False)
-    train_loader, val_loader = build_loader(ds_train, cfg, train=True), build_loader(ds_val, cfg, train=False)
+    train_loader = build_loader(ds_train, cfg, train=True, device=ctx.device)
+    val_loader = build_loader(ds_val, cfg, train=False, device=ctx.device)
     net: nn.Module = LogitsAndFeatures(model)
     if du.is_distributed():
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
@@ -108,8 +109,8 @@ def save_features(model: nn.Module, cfg: RunConfig, ctx: RunContext, ckpt_path: 
     if not du.is_main():
         return out
     ds = build_dataset(cfg, cfg.list_train, train_mode=False)
-    loader = _dataset_loader(ds, batch_size=cfg.batch_size_per_gpu, workers=cfg.workers, shuffle=False,
-                             seed=cfg.seed)
+    loader = device_loader(_dataset_loader(ds, batch_size=cfg.batch_size_per_gpu, workers=cfg.workers,
+                                           shuffle=False, seed=cfg.seed), ctx.device)
     feats = extract_features(model, loader, ctx.device, progress=not cfg.no_progress)
     feats["checkpoint_sha256"] = sha256_file(ckpt_path)
     feats["checkpoint"] = str(ckpt_path)
@@ -123,7 +124,7 @@ def clean_accuracy(model: nn.Module, cfg: RunConfig, ctx: RunContext, list_path:
     """Clean accuracy on ``list_path`` (logged to metrics under ``tag`` and returned).
 
     Always fp32, also under --amp: the number reported is the attack grid's clean row (attacks are fp32)."""
-    loader = build_loader(build_dataset(cfg, list_path, train_mode=False), cfg, train=False)
+    loader = build_loader(build_dataset(cfg, list_path, train_mode=False), cfg, train=False, device=ctx.device)
     max_batches = cfg.max_eval_batches if cfg.mode == "eval" else 0
     res = evaluate(model, loader, ctx.device, amp=False, progress=not cfg.no_progress, desc=tag,
                    max_batches=max_batches, channels_last=cfg.channels_last)

@@ -2,6 +2,7 @@
 audio window (centring, tiling, clamping), frame stride, preload equivalence and the bad-input errors."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -413,3 +414,110 @@ def test_train_margin_keeps_centre_away_from_clip_ends():
     assert train_centre_range(40, 1, 1, margin) == (20, 20) == (middle_frame(40, 1, 1),) * 2  # too short
     assert train_centre_range(80, 1, 1, 0) == centre_range(80, 1, 1)
     assert train_centre_range(2, 3, 8, margin) == centre_range(2, 3, 8)  # no window at all: left to the checks
+
+
+# ------------------------------------------------------------------ raw transport (uint8 / int16 batches)
+def _loud_clips(root: Path):
+    """Four clips: loud 16-bit ones (the training volume clips them), one 32-bit float WAV, one quiet."""
+    rng = np.random.default_rng(4)
+    rows = []
+    for j, (cls, amp) in enumerate([("alpha", 0.95), ("beta", 0.9), ("gamma", 0.8), ("alpha", 0.1)]):
+        frames = [rng.integers(0, 256, (40, 52, 3), dtype=np.uint8) for _ in range(8)]
+        wave = (amp * np.sin(np.arange(12000) / 7.0)).astype(np.float32)
+        rows.append(write_clip(root, cls, f"v{j}", frames, wave, RATE))
+        if j == 2:
+            sf.write(str(root / "data" / "audio" / cls / f"v{j}.wav"), wave, RATE, subtype="FLOAT")
+    csv = root / "loud.csv"
+    csv.write_text("".join(r + "\n" for r in rows))
+    return csv
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_raw_transport_gives_the_float_path_bitwise(tmp_path, train):
+    from dataset.batches import GAIN_KEY, frames_to_floats, to_model_floats
+
+    csv = _loud_clips(tmp_path)
+
+    def ds():
+        return AVDataset(csv, tmp_path / "data" / "audio", tmp_path / "data" / "frames", CATS, train, num_frames=3,
+                         stride_frames=2, frame_rate=FPS, aud_len=L, aud_rate=RATE, img_size=32, seed=5)
+
+    old, raw = ds(), ds().set_transport(raw=True)
+    assert raw[0]["audio"].dtype == torch.int16 and raw[2]["audio"].dtype == torch.float32  # FLOAT WAV
+    clipped = 0
+    for epoch in (1, 2, 3):
+        old.set_epoch(epoch)
+        raw.set_epoch(epoch)
+        ref = next(iter(build_loader(old, batch_size=4, workers=0, shuffle=False)))
+        batch = next(iter(build_loader(raw, batch_size=4, workers=0, shuffle=False)))
+        assert batch["visual"].dtype == torch.uint8 and batch["visual"].shape == (4, 3, 32, 32, 3)
+        assert batch["audio"].dtype == torch.float32  # mixed encodings: int16 ones scaled in collate
+        assert (GAIN_KEY in batch) == train
+        only16 = next(iter(build_loader(raw, batch_size=2, workers=0, shuffle=False)))
+        assert only16["audio"].dtype == torch.int16
+        got = to_model_floats(batch, torch.device("cpu"))
+        assert GAIN_KEY not in got and got["visual"].is_contiguous()
+        for key in ("visual", "audio"):
+            assert got[key].dtype == ref[key].dtype and got[key].shape == ref[key].shape
+            assert torch.equal(got[key], ref[key]), (key, epoch)
+        assert torch.equal(to_model_floats(only16, torch.device("cpu"))["audio"], ref["audio"][:2])
+        # the table gather used off the CPU gives the same bits as the CPU's division
+        assert torch.equal(frames_to_floats(batch["visual"], use_table=True), ref["visual"])
+        clipped += int((ref["audio"].abs() == 1.0).sum())
+    assert clipped > 0 or not train  # the training volume's clamp was exercised
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_device_loader_on_cuda_gives_the_cpu_float_path(media):
+    from dataset.batches import DeviceLoader
+
+    old = make_ds(media, split="all", train=True, num_frames=3, stride_frames=2)
+    raw = make_ds(media, split="all", train=True, num_frames=3, stride_frames=2).set_transport(raw=True)
+    refs = list(build_loader(old, batch_size=4, workers=0, shuffle=False))
+    gots = list(DeviceLoader(build_loader(raw, batch_size=4, workers=2, shuffle=False), torch.device("cuda")))
+    assert len(refs) == len(gots)
+    for ref, got in zip(refs, gots):
+        for key in ("visual", "audio"):
+            assert got[key].is_cuda and torch.equal(got[key].cpu(), ref[key]), key
+
+
+def test_eval_crop_cache_gives_identical_batches(media, tmp_path):
+    from dataset.crop_cache import open_crop_cache
+
+    def ds(**kw):
+        return make_ds(media, split="all", train=False, num_frames=3, stride_frames=2, **kw)
+
+    folder = tmp_path / "crops"
+    cache = open_crop_cache(ds(), folder, workers=0, batch_size=5)
+    files = sorted(p.name for p in folder.iterdir())
+    assert len(files) == 2 and files[0].endswith(".json") and files[1].endswith(".u8")
+    stamp = (folder / files[1]).stat().st_mtime_ns
+    assert open_crop_cache(ds(), folder).shape == cache.shape == (len(ds()), 3, 32, 32, 3)
+    assert (folder / files[1]).stat().st_mtime_ns == stamp  # opened, not rebuilt
+    for raw in (True, False):
+        plain = ds().set_transport(raw=raw)
+        cached = ds().set_transport(raw=raw, crop_cache=cache)
+        ref = list(build_loader(plain, batch_size=4, workers=0, shuffle=False))
+        for workers in (0, 2):  # workers get the cache by path (pickled), not by content
+            got = list(build_loader(cached, batch_size=4, workers=workers, shuffle=False))
+            assert len(got) == len(ref)
+            for a, b in zip(ref, got):
+                assert torch.equal(a["visual"], b["visual"]) and torch.equal(a["audio"], b["audio"])
+                assert a["visual"].dtype == (torch.uint8 if raw else torch.float32)
+    train = make_ds(media, split="all", train=True, num_frames=3, stride_frames=2)
+    train.set_transport(raw=True, crop_cache=cache)  # training crops are random: the cache is not read
+    assert not torch.equal(train[0]["visual"], torch.from_numpy(cache[0]))
+    open_crop_cache(ds(img_size=24), folder)  # other sizes: another file
+    assert len(list(folder.iterdir())) == 4
+
+
+@pytest.mark.parametrize("cores,local_world,workers", [(2, 1, 0), (1, 1, 0), (4, 1, 2), (16, 1, 14), (16, 2, 6),
+                                                       (64, 8, 6), (64, 1, 16), (8, 16, 0)])
+def test_default_workers_from_affinity_and_local_ranks(cores, local_world, workers, monkeypatch):
+    from dataset.batches import default_workers
+
+    assert default_workers(cores, local_world) == workers
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(local_world))
+    if hasattr(os, "sched_getaffinity"):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+        assert default_workers() == workers

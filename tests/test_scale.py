@@ -180,3 +180,74 @@ def test_srun_without_rank_is_refused(monkeypatch):
     monkeypatch.setenv("SLURM_NTASKS", "4")
     with pytest.raises(UsageError, match="srun with 4 tasks but without RANK.*torchrun"):
         init_distributed("cpu")
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_pipeline_model_inputs_equal_the_float_path(media, tmp_path, train):
+    # The run's loader (uint8/int16 batches made float where they reach the device) and the float path
+    # give the model bitwise the same inputs, so the demo's numbers cannot move.
+    import torch
+
+    from dataset.av_dataset import AVDataset
+    from dataset.av_dataset import build_loader as plain_loader
+    from pipeline.build import build_dataset, build_loader
+    from pipeline.config import get_args_parser, parse_config
+    from pipeline.engine import to_inputs
+
+    cfg = parse_config(get_args_parser(), _args(media, tmp_path, "inputs", "--num_frames", "3", "--stride_frames",
+                                                "2", "--eval_cache", str(tmp_path / "crops")))
+    ds = build_dataset(cfg, cfg.eval_list, train_mode=train)  # (the torchrun test corrupts a training clip)
+    assert ds.raw and (ds.crop_cache is None) == train
+    old = AVDataset(cfg.eval_list, cfg.audio_path, cfg.frame_path, cfg.categories, train, num_frames=3,
+                    stride_frames=2, frame_rate=cfg.frameRate, aud_len=cfg.audLen, aud_rate=cfg.audRate,
+                    img_size=cfg.imgSize, seed=cfg.seed)
+    for d in (ds, old):
+        d.set_epoch(2)
+    loader = build_loader(ds, cfg, train=False)  # in order (ShardSampler), batches of 2
+    refs = list(plain_loader(old, batch_size=2, workers=0, shuffle=False))
+    cpu = torch.device("cpu")
+    gots = list(loader)
+    assert len(gots) == len(refs) == len(loader)
+    for ref, got in zip(refs, gots):
+        new_in, old_in = to_inputs(got, cpu, ("audio", "visual")), to_inputs(ref, cpu, ("audio", "visual"))
+        for m in ("audio", "visual"):
+            assert new_in[m].dtype == torch.float32 and torch.equal(new_in[m], old_in[m]), m
+        assert torch.equal(got["label"], ref["label"])
+
+
+def test_compile_flag_compiles_the_nets_and_keeps_results(media, tmp_path, monkeypatch):
+    # Inductor on this CPU compiles for minutes: the wiring is checked with the aot_eager backend (dynamo
+    # and AOTAutograd, forward and backward), which needs no C compiler; benchmarks/bench_train.py
+    # --compile measures inductor.
+    import torch
+    import torch.nn.functional as F
+
+    from pipeline.build import build_model
+    from pipeline.config import eval_identity, get_args_parser, parse_config
+
+    cfg = parse_config(get_args_parser(), _args(media, tmp_path, "compiled", "--compile", "--arch_frame", "resnet10"))
+    plain_cfg = cfg.replace(compile=False)
+    assert cfg.compile and eval_identity(cfg) == eval_identity(plain_cfg)
+    calls = []
+    original = torch.nn.Module.compile
+
+    def compile_aot_eager(self, *args, **kwargs):
+        calls.append(type(self).__name__)
+        return original(self, backend="aot_eager")
+
+    monkeypatch.setattr(torch.nn.Module, "compile", compile_aot_eager)
+    torch.manual_seed(0)
+    compiled = build_model(cfg)
+    torch.manual_seed(0)
+    eager = build_model(plain_cfg)
+    assert len(calls) == 2 and list(compiled.state_dict()) == list(eager.state_dict())
+    a = torch.rand(3, 1, 4096) * 2 - 1
+    v = torch.rand(3, 3, 1, 32, 32)
+    outs = []
+    for model in (compiled, eager):
+        x = {"audio": a.clone().requires_grad_(True), "visual": v.clone().requires_grad_(True)}
+        loss = F.cross_entropy(model(**x), torch.tensor([0, 1, 2]))
+        loss.backward()  # the attacks' input gradients
+        outs.append((loss.detach(), x["audio"].grad, x["visual"].grad))
+    for c, e in zip(*outs):
+        torch.testing.assert_close(c, e, rtol=1e-4, atol=1e-6)
