@@ -73,3 +73,34 @@ def test_ledger_counts_every_comparison() -> None:
 def test_se_and_formatting() -> None:
     assert binomial_se(0.5, 48) == pytest.approx(math.sqrt(0.25 / 48))
     assert fmt_acc_ci(5, 10) == "50.0% [23.7, 76.3]"
+
+
+def test_per_sample_file_round_trip_and_errors(tmp_path) -> None:
+    from reporting.per_sample import read_per_sample, row_key, write_per_sample
+    from utils.errors import MalformedFileError
+
+    data = {row_key("pgd", 0, 0): {0: True, 3: False}, row_key("pgd", 0.012, 0): {0: False, 3: False}}
+    path = write_per_sample(data, tmp_path / "per_sample.json")
+    assert read_per_sample(path) == data
+    (tmp_path / "bad.json").write_text('{"rows": []}')
+    with pytest.raises(MalformedFileError, match="format"):
+        read_per_sample(tmp_path / "bad.json")
+
+
+def test_surface_matrix_table_and_plot(tmp_path) -> None:
+    import numpy as np
+
+    from reporting.surface import plot_surface, surface_matrix, surface_table
+
+    eps = [0.0, 0.006, 0.012]
+    audio_rows = [{"eps_audio": e, "eps_visual": 0.0, "adv_acc": a, "n_samples": 10}
+                  for e, a in zip(eps, [0.8, 0.5, 0.2])]
+    acc, n = surface_matrix(audio_rows, eps, eps, ("audio",))
+    assert np.allclose(acc, [[0.8] * 3, [0.5] * 3, [0.2] * 3])  # an audio model ignores the visual budget
+    av_rows = audio_rows[:2]
+    acc, n = surface_matrix(av_rows, eps, eps, ("audio", "visual"))
+    assert acc[0, 0] == 0.8 and np.isnan(acc[2, 2]) and n[1, 0] == 10  # no row: NaN, never guessed
+    cells = surface_table(acc, n, eps, eps).cells()
+    assert cells[0][1] == "80.0 [49, 94]" and cells[2][3] == "—"
+    png = plot_surface(acc, eps, eps, tmp_path / "surface_x.png", "t")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
