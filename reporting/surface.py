@@ -45,7 +45,7 @@ def surface_matrix(rows: Sequence[Row], eps_audio: Sequence[float], eps_visual: 
 
 def surface_table(acc: np.ndarray, n: np.ndarray, eps_audio: Sequence[float], eps_visual: Sequence[float]) -> Table:
     """The surface as a table: one row per eps_audio, one column per eps_visual, cells 'acc% [95% CI]'."""
-    cols = [Column("eps_audio", "eps audio \\ eps visual")]
+    cols = [Column("eps_audio", "eps audio (rows) / eps visual (columns)")]
     cols += [Column(f"v{j}", f"visual {ev:g}", numeric=True) for j, ev in enumerate(eps_visual)]
     body: List[Dict[str, Any]] = []
     for i, ea in enumerate(eps_audio):
