@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from pipeline.attack_eval import PerSampleCorrect, attack_grid
 from pipeline.config import RunConfig
 from pipeline.context import RunContext
+from reporting.per_sample import WORST_CASE, row_key, write_per_sample
 from reporting.results import markdown_table, write_results
 from utils import distributed as du
 from utils.fileio import atomic_write_text
@@ -83,6 +84,7 @@ def run_adaptive(model: nn.Module, cfg: RunConfig, ctx: RunContext, label: str, 
     ]
     summary: List[Dict[str, Any]] = []
     detail: List[Dict[str, Any]] = []
+    worst_by_clip: Dict[Any, Dict[int, bool]] = {}
     try:
         for eps in grid:
             if all(v == 0 for v in eps.values()):
@@ -102,6 +104,8 @@ def run_adaptive(model: nn.Module, cfg: RunConfig, ctx: RunContext, label: str, 
                 detail.append(res["row"])
             keys = sorted(results[paper_name]["correct"])
             worst = torch.tensor([all(r["correct"][k] for r in results.values()) for k in keys], dtype=torch.float64)
+            worst_by_clip[row_key(WORST_CASE, eps.get("audio", 0.0), eps.get("visual", 0.0))] = {
+                int(k): bool(w) for k, w in zip(keys, worst.tolist())}
             counts = du.all_reduce_sum(torch.tensor([worst.sum().item(), float(len(keys))], dtype=torch.float64))
             acc = {c: results[c]["row"]["adv_acc"] for c in results}  # under DDP: already summed rows
             flags = []
@@ -131,6 +135,8 @@ def run_adaptive(model: nn.Module, cfg: RunConfig, ctx: RunContext, label: str, 
         write_results(detail, ctx.out_dir, name=EVAL_FILES["adaptive"])
         write_results(summary, ctx.out_dir, name=EVAL_FILES["robustness"])
         atomic_write_text(ctx.out_dir / EVAL_FILES["gradient_check"], json.dumps(vanish, indent=2))
+        if du.world_size() == 1:  # the grid's per-clip rows plus the adaptive worst case
+            write_per_sample({**grid_out["per_sample"].correct, **worst_by_clip}, ctx.out_dir / EVAL_FILES["per_sample"])
         print(f"\n## {label}: robust accuracy (per-sample worst case over all attacks)\n")
         print(markdown_table(summary, ["model", "eps_audio", "eps_visual", "clean_acc", "paper_attack_acc",
                                        "robust_acc", "flags"]))

@@ -1,13 +1,15 @@
 """Attack evaluation of a loaded model, shared by main_attack.py and main_defense.py.
 
 Writes into the evaluation folder (utils/rundir.py names every file): results.{json,csv,md} (the eps grid x
-attacks), optionally sweep_results.* and acc_vs_eps.png (--sweep), cosine_hist.png (audio-visual models) and
-examples/index.html (--save_examples N). Adaptive evaluation of a defended model is pipeline/adaptive.py's.
+attacks), per_sample.json (each clip's correctness per row, for the report's paired tests), optionally
+sweep_results.* and acc_vs_eps.png (--sweep), cosine_hist.png (audio-visual models) and examples/index.html
+(--save_examples N). Adaptive evaluation of a defended model is pipeline/adaptive.py's.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -20,6 +22,7 @@ from pipeline.config import RunConfig
 from pipeline.context import RunContext
 from reporting.examples_page import write_examples_page
 from reporting.plots import plot_accuracy_vs_eps, plot_cosine_hist
+from reporting.per_sample import write_per_sample
 from reporting.results import markdown_table, write_results
 from utils import distributed as du
 from utils.rundir import EVAL_FILES
@@ -65,21 +68,53 @@ def eval_loader(cfg: RunConfig, device: Optional[torch.device] = None):
     return take(loader, cfg.max_eval_batches) if cfg.max_eval_batches else loader
 
 
+OUTCOMES = ("fooled", "resisted", "wrong on clean")  # per clip of the example row, in the order shown
+
+
+def example_rank(seed: int, clip_id: str) -> str:
+    """The seeded rank of a clip for the examples page (lowest first): SHA-256 of "<seed>:<id>", so the
+    choice depends on neither the batch order nor any result."""
+    return hashlib.sha256(f"{seed}:{clip_id}".encode()).hexdigest()
+
+
+def selection_rule(seed: int) -> str:
+    """The examples page's description of how its clips were chosen."""
+    return (f"Chosen by a fixed rule, not by how they look: every test clip is put in a bucket (its true class, "
+            f"and the attack's outcome: fooled = right on clean, wrong when attacked; resisted = right both "
+            f"times; wrong on clean). In each bucket the clip with the lowest SHA-256('{seed}:<clip id>') is kept "
+            f"(seed {seed}). Each class offers two clips, its fooled and its resisted one (a class without one of them "
+            f"offers its wrong-on-clean clip instead); odd-numbered classes offer the resisted one first. The page "
+            f"takes one clip per class in class order, then the second ones, until it has N examples.")
+
+
 class ExampleCollector:
-    """Keeps the first N test clips of one attack row (clean vs adversarial), for the HTML page and the
-    clean-vs-attacked feature cosine histogram."""
+    """Picks the examples page's clips of one attack row (clean vs adversarial) by ``selection_rule``: one
+    candidate per (class, outcome) bucket, streamed (only the current best of each bucket is kept), and
+    gathers the clean-vs-attacked feature cosines of the row for the histogram."""
 
     def __init__(self, model: nn.Module, categories: Sequence[str], n_examples: int, attack: str,
-                 attacked: Sequence[str], sample_rate: int, norms: Optional[Dict[str, str]] = None) -> None:
+                 attacked: Sequence[str], sample_rate: int, norms: Optional[Dict[str, str]] = None,
+                 seed: int = 0) -> None:
         self.norms = dict(norms or {})
-        self.model, self.categories, self.n = model, list(categories), n_examples
+        self.model, self.categories, self.n, self.seed = model, list(categories), n_examples, seed
         self.attack, self.attacked, self.rate = attack, tuple(attacked), sample_rate
-        self.examples: List[Dict[str, Any]] = []
+        self.buckets: Dict[Tuple[int, str], Tuple[str, Dict[str, Any]]] = {}
         self.cos_clean: List[torch.Tensor] = []
         self.cos_adv: List[torch.Tensor] = []
         mods = getattr(model, "modalities", ())
         self.av = "audio" in mods and "visual" in mods
         self.localize = getattr(model, "arch", {}).get("arch_classifier") == "attention" and hasattr(model, "localize")
+
+    @property
+    def examples(self) -> List[Dict[str, Any]]:
+        """The chosen examples: class by class, fooled then resisted (wrong on clean fills a missing one)."""
+        per_class: List[List[Dict[str, Any]]] = []
+        for c in range(len(self.categories)):
+            got = [self.buckets[(c, o)][1] for o in OUTCOMES if (c, o) in self.buckets][:2]
+            per_class.append(got[::-1] if c % 2 else got)  # odd classes lead with the resisted clip
+        # round-robin over classes so that a small N still covers as many classes (and both outcomes) as it can
+        ordered = [exs[k] for k in range(2) for exs in per_class if k < len(exs)]
+        return ordered[:self.n]
 
     def __call__(self, info: Dict[str, Any]) -> None:
         if info["attack"] != self.attack or tuple(info["attacked"]) != self.attacked:
@@ -91,33 +126,46 @@ class ExampleCollector:
             if fc["audio"].shape[1] == fc["visual"].shape[1]:
                 self.cos_clean.append(F.cosine_similarity(fc["audio"], fc["visual"], dim=1).cpu())
                 self.cos_adv.append(F.cosine_similarity(fa["audio"], fa["visual"], dim=1).cpu())
-        if len(self.examples) >= self.n:
+        if not self.n:
+            return
+        labels, pc, pa = info["labels"].tolist(), info["clean_pred"].tolist(), info["adv_pred"].tolist()
+        chosen = []
+        for i, (y, c, a) in enumerate(zip(labels, pc, pa)):
+            outcome = OUTCOMES[2] if c != y else (OUTCOMES[0] if a != y else OUTCOMES[1])
+            rank = example_rank(self.seed, str(info["batch"]["id"][i]))
+            key = (int(y), outcome)
+            if key not in self.buckets or rank < self.buckets[key][0]:
+                chosen.append((i, key, rank, outcome))
+        if not chosen:
             return
         loc_c = loc_a = None
         if self.localize:
             with torch.no_grad():
                 loc_c, loc_a = self.model.localize(**inputs), self.model.localize(**adv)
-        for i in range(info["labels"].numel()):
-            if len(self.examples) >= self.n:
-                break
-            ex: Dict[str, Any] = {
-                "id": info["batch"]["id"][i], "label": self.categories[int(info["labels"][i])],
-                "pred_clean": self.categories[int(info["clean_pred"][i])],
-                "pred_adv": self.categories[int(info["adv_pred"][i])],
-                **{f"norm_{m}": self.norms[m] for m in self.attacked if m in self.norms}}
-            if "visual" in inputs:
-                v_c, v_a = inputs["visual"][i], adv["visual"][i]
-                if v_c.dim() == 4:  # (3, T, H, W): show the centre frame
-                    v_c, v_a = v_c[:, v_c.shape[1] // 2], v_a[:, v_a.shape[1] // 2]
-                ex["frame_clean"], ex["frame_adv"] = v_c.detach().cpu().clamp(0, 1), v_a.detach().cpu().clamp(0, 1)
-            if "audio" in inputs:
-                ex["audio_clean"] = inputs["audio"][i].detach().cpu().clamp(-1, 1)
-                ex["audio_adv"] = adv["audio"][i].detach().cpu().clamp(-1, 1)
-                ex["sample_rate"] = self.rate
-            if loc_c is not None:
-                t = loc_c.shape[1] // 2
-                ex["loc_clean"], ex["loc_adv"] = loc_c[i, t].cpu().numpy(), loc_a[i, t].cpu().numpy()
-            self.examples.append(ex)
+        for i, key, rank, outcome in chosen:
+            if key in self.buckets and rank >= self.buckets[key][0]:
+                continue  # a clip earlier in this batch already won the bucket
+            self.buckets[key] = (rank, self._example(info, inputs, adv, i, outcome, loc_c, loc_a))
+
+    def _example(self, info, inputs, adv, i: int, outcome: str, loc_c, loc_a) -> Dict[str, Any]:
+        ex: Dict[str, Any] = {
+            "id": info["batch"]["id"][i], "label": self.categories[int(info["labels"][i])],
+            "pred_clean": self.categories[int(info["clean_pred"][i])],
+            "pred_adv": self.categories[int(info["adv_pred"][i])], "metrics": {"attack outcome": outcome},
+            **{f"norm_{m}": self.norms[m] for m in self.attacked if m in self.norms}}
+        if "visual" in inputs:
+            v_c, v_a = inputs["visual"][i], adv["visual"][i]
+            if v_c.dim() == 4:  # (3, T, H, W): show the centre frame
+                v_c, v_a = v_c[:, v_c.shape[1] // 2], v_a[:, v_a.shape[1] // 2]
+            ex["frame_clean"], ex["frame_adv"] = v_c.detach().cpu().clamp(0, 1), v_a.detach().cpu().clamp(0, 1)
+        if "audio" in inputs:
+            ex["audio_clean"] = inputs["audio"][i].detach().cpu().clamp(-1, 1)
+            ex["audio_adv"] = adv["audio"][i].detach().cpu().clamp(-1, 1)
+            ex["sample_rate"] = self.rate
+        if loc_c is not None:
+            t = loc_c.shape[1] // 2
+            ex["loc_clean"], ex["loc_adv"] = loc_c[i, t].cpu().numpy(), loc_a[i, t].cpu().numpy()
+        return ex
 
 
 class PerSampleCorrect:
@@ -157,7 +205,7 @@ def run_attack_eval(model: nn.Module, cfg: RunConfig, ctx: RunContext, label: st
     mods = tuple(getattr(model, "modalities", ()))
     ex_attack, ex_mods = pick_example_row(names, grid, mods)
     collector = ExampleCollector(model, cfg.categories, cfg.save_examples, ex_attack, ex_mods or (), cfg.audRate,
-                                 parse_norm(cfg.norm))
+                                 parse_norm(cfg.norm), seed=cfg.seed)
     common = common_attack_options(cfg)
     per_sample = PerSampleCorrect()
 
@@ -170,6 +218,8 @@ def run_attack_eval(model: nn.Module, cfg: RunConfig, ctx: RunContext, label: st
         r["model"] = label
     if ctx.is_main:
         write_results(rows, ctx.out_dir, name=EVAL_FILES["results"])
+        if du.world_size() == 1:  # per-clip outcomes are only complete in one process
+            write_per_sample(per_sample.correct, ctx.out_dir / EVAL_FILES["per_sample"])
         print(f"\n## {label}: clean accuracy {clean['acc'] * 100:.2f}% on {clean['n']} clips ({cfg.eval_list})\n")
         print(markdown_table(rows, [c for c in TABLE_COLUMNS if c in rows[0]]))
         for r in rows:
@@ -210,7 +260,8 @@ def write_plots_and_examples(collector: ExampleCollector, cfg: RunConfig, ctx: R
         if not collector.examples:
             raise RuntimeError("--save_examples: no attacked row to take examples from (every eps is 0?)")
         page = write_examples_page(collector.examples, ctx.out_dir / EVAL_FILES["examples"],
-                                   f"{label}: {collector.attack} on {'+'.join(collector.attacked)}")
+                                   f"{label}: {collector.attack} on {'+'.join(collector.attacked)}",
+                                   selection=selection_rule(collector.seed))
         log.info("examples page: %s", page)
 
 

@@ -330,8 +330,10 @@ div.player { display: flex; flex-direction: column; }
 """
 
 
-def write_examples_page(examples: Sequence[Mapping[str, Any]], out_dir: PathLike, title: str) -> Path:
+def write_examples_page(examples: Sequence[Mapping[str, Any]], out_dir: PathLike, title: str,
+                        selection: str = "") -> Path:
     """Write ``out_dir/index.html`` and ``out_dir/assets/*`` for ``examples`` (keys: see the module docstring).
+    ``selection``: how the examples were chosen, shown under the title.
 
     Assets are named ``<index>_<sanitised id>_<kind>.{png,wav}``; files are written atomically and
     nothing else in ``out_dir`` is deleted (a re-run overwrites its own asset names). Returns the path
@@ -354,7 +356,9 @@ def write_examples_page(examples: Sequence[Mapping[str, Any]], out_dir: PathLike
             "(jet: blue low, red high). Audio is 16-bit PCM.")
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{_esc(title)}</title><style>{_CSS}</style></head><body>"
-            f"<h1>{_esc(title)}</h1><p class=\"note\">{_esc(note)}</p>"
+            f"<h1>{_esc(title)}</h1>"
+            + (f"<p class=\"note selection\">{_esc(selection)}</p>" if selection else "")
+            + f"<p class=\"note\">{_esc(note)}</p>"
             + "\n".join(sections) + "</body></html>\n")
     index = atomic_write_text(out_dir / "index.html", page)
     logger.info("wrote examples page %s (%d examples)", index, len(examples))

@@ -2,15 +2,29 @@
 the study's evaluations (see pipeline/study.py, which runs them).
 
 ``build_report(s)`` reads through a ``StudyView``: any object with the attributes below. Nothing here
-runs a model; every sentence of the reading is computed from the numbers, with its comparison stated.
+runs a model; every accuracy carries its Wilson 95% interval and every comparison of the reading its exact
+McNemar test on the same clips (reporting/study_readings.py). The robustness-surface heat maps are drawn
+into the study folder (``surface_<model>.png``).
 """
 from __future__ import annotations
 
+import importlib.metadata
+import os
+import platform
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Protocol, Sequence
 
-from reporting.results import comparison_table, results_table
-from reporting.study_report import Block, compare, pct, rel
+from reporting.per_sample import PerSample
+from reporting.results import results_table
+from reporting.stats import ALPHA, Z95, binomial_se
+from reporting.study_readings import acc_text, find_row, readings
+from reporting.study_report import Block, rel
+from reporting.surface import plot_surface, surface_matrix, surface_table
+from reporting.tables import Column, Table
+
+SURFACE_MODELS = {"audio": ("audio",), "visual": ("visual",), "concat": ("audio", "visual")}
+SOFTWARE = ("torch", "torchvision", "numpy", "scipy", "matplotlib", "Pillow")
+ATTACK_NAMES = {"fgsm": "FGSM", "pgd": "PGD-10", "mim": "MIM-10", "autoattack": "AutoAttack"}
 
 
 class StudyView(Protocol):
@@ -21,78 +35,171 @@ class StudyView(Protocol):
     epochs: int
     epochs_uni: int
     tune_epochs: int
+    seed: int
     fusions: Sequence[str]
     commands: List[str]
     timings: Dict[str, float]
+    settings: Dict[str, str]  # what the study chose and why (surface attack, AutoAttack budget, ...)
+    surface_eps: Sequence[float]
 
-    def results(self, run_id: str, name: str = "results") -> List[Dict[str, Any]]: ...
+    def results(self, run_id: str, name: str = "results", surface: bool = False) -> List[Dict[str, Any]]: ...
 
-    def has_results(self, run_id: str, name: str) -> bool: ...
+    def has_results(self, run_id: str, name: str, surface: bool = False) -> bool: ...
+
+    def per_sample(self, run_id: str, surface: bool = False) -> PerSample: ...
 
     def eval_path(self, run_id: str, key: str) -> Optional[Path]: ...
 
 
-def _row(rows, attack: str, audio: bool, visual: bool) -> Optional[Dict[str, Any]]:
-    for r in rows:
-        if r["attack"] == attack and (r["eps_audio"] > 0) == audio and (r["eps_visual"] > 0) == visual:
-            return r
-    return None
+def _eps_words(row: Optional[Dict[str, Any]]) -> str:
+    if row is None:
+        return ""
+    ea, ev = row["eps_audio"], row["eps_visual"]
+    if ea > 0 and ev > 0:
+        return f"audio {ea:g} + visual {ev:g}" if ea != ev else f"eps {ea:g} each"
+    return f"eps {ea if ea > 0 else ev:g}"
+
+
+def accuracy_table(rows_by_model: Dict[str, List[Dict[str, Any]]], attack: str) -> Table:
+    """One row per model: clean and attacked accuracies with 95% intervals; budgets in the headers."""
+    pats = ("audio", "visual", "both")
+    sample = {p: next((find_row(r, attack, p) for r in rows_by_model.values() if find_row(r, attack, p)), None)
+              for p in pats}
+    name = ATTACK_NAMES.get(attack, attack)
+    cols = [Column("model", "model"), Column("clean", "clean, % [95% CI]", numeric=True)]
+    cols += [Column(p, f"{name} on {'audio and visual' if p == 'both' else p}, {_eps_words(sample[p])}",
+                    numeric=True) for p in pats]
+    body = []
+    for model, rows in rows_by_model.items():
+        line = {"model": model, "clean": acc_text(rows[0] if rows else None, "clean_acc")}
+        line.update({p: acc_text(find_row(rows, attack, p)) for p in pats})
+        body.append(line)
+    return Table(cols, body)
+
+
+DEFENSES = (("plain (concat)", "concat", False), ("MinSim only", "minsim", False),
+            ("PGD adversarial training", "advtrain", False), ("memory banks only", "banks", True),
+            ("MinSim + banks (paper)", "minsim-banks", True))
+
+
+def defense_table(s: StudyView) -> Table:
+    """The defence table with headers in words (attack, modalities, budget) and 95% intervals."""
+    res = {rid: s.results(rid) for _, rid, _ in DEFENSES}
+    rob_row = None
+    for _, rid, defended in DEFENSES:
+        if defended and s.has_results(rid, "robustness"):
+            rob_row = next((r for r in s.results(rid, "robustness") if r["eps_audio"] > 0 and r["eps_visual"] > 0),
+                           rob_row)
+    specs = [(f"pgd_{p}", "pgd", p) for p in ("audio", "visual", "both")] + [("aa_both", "autoattack", "both")]
+    cols = [Column("model", "model"), Column("clean", "clean, % [95% CI]", numeric=True)]
+    for key, attack, p in specs:
+        row = next((find_row(r, attack, p) for r in res.values() if find_row(r, attack, p)), None)
+        where = "audio and visual" if p == "both" else p
+        cols.append(Column(key, f"{ATTACK_NAMES[attack]} on {where}, {_eps_words(row)}", numeric=True))
+    cols += [Column("adaptive", f"adaptive worst case on audio and visual, {_eps_words(rob_row)}", numeric=True),
+             Column("flags", "gradient-masking flags")]
+    body = []
+    for label, rid, defended in DEFENSES:
+        rows = res[rid]
+        line: Dict[str, Any] = {"model": label, "clean": acc_text(rows[0], "clean_acc")}
+        for key, attack, p in specs:
+            line[key] = acc_text(find_row(rows, attack, p))
+        if defended and s.has_results(rid, "robustness"):
+            rob = s.results(rid, "robustness")
+            r = next((x for x in rob if x["eps_audio"] > 0 and x["eps_visual"] > 0), None)
+            line["adaptive"] = acc_text(r, "robust_acc")
+            line["flags"] = "; ".join(sorted({x["flags"] for x in rob if x["flags"] != "none"})) or "none"
+        body.append(line)
+    return Table(cols, body)
+
+
+def provenance(s: StudyView) -> List[Block]:
+    """Software versions, the CPU, the seeds and the settings of the study."""
+    versions = [f"python {platform.python_version()}"]
+    for pkg in SOFTWARE:
+        try:
+            versions.append(f"{pkg} {importlib.metadata.version(pkg)}")
+        except importlib.metadata.PackageNotFoundError:
+            versions.append(f"{pkg} (not installed)")
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    lines = [f"software: {', '.join(versions)}", f"platform: {platform.platform()}",
+             f"CPU: {cpu}; {os.cpu_count()} logical cores visible", f"seed: {s.seed} (data, training, attacks, examples)"]
+    lines += [f"{k}: {v}" for k, v in s.settings.items()]
+    return [Block("h2", "Provenance"), Block("code", "\n".join(lines))]
+
+
+def surface_blocks(s: StudyView) -> List[Block]:
+    """Heat map and table of accuracy over (eps_audio x eps_visual) per model."""
+    out = [Block("h2", "Robustness surface: accuracy over (eps audio x eps visual)"),
+           Block("p", s.settings.get("surface", ""))]
+    eps = list(s.surface_eps)
+    for model, reads in SURFACE_MODELS.items():
+        if not s.has_results(model, "results", surface=True):
+            continue
+        rows = s.results(model, surface=True)
+        acc, n = surface_matrix(rows, eps, eps, reads)
+        png = plot_surface(acc, eps, eps, s.out / f"surface_{model}.png", f"{model}: accuracy (%) over the budget grid")
+        out.append(Block("img", f"{model}: robustness surface", path=rel(png, s.out)))
+        out.append(Block("p", f"{model}: accuracy, % [95% CI], rows eps audio, columns eps visual"
+                              + ("" if len(reads) == 2 else f" (reads only {reads[0]}: constant along the other axis)")))
+        out.append(Block("table", table=surface_table(acc, n, eps, eps)))
+    return out
 
 
 def build_report(s: StudyView) -> List[Block]:
     """Blocks of the report: tables from the runs' results.json, plots, readings, commands."""
     B: List[Block] = [Block("h1", "Audio-visual robustness on the embedded dataset")]
-    n_test = s.results("concat")[0]["n_samples"]
+    n_test = int(s.results("concat")[0]["n_samples"])
+    cav = s.results("concat")[0]["clean_acc"]
     B.append(Block("p", f"Embedded synthetic dataset ({s.clips} clips per class; {n_test} test clips), "
                         f"unimodal models trained {s.epochs_uni} epochs from scratch, audio-visual models {s.epochs} epochs "
                         "starting from the unimodal nets; visual net resnet10 at 64x64, audio net anet on 8192 samples "
                         "(0.74 s at 11025 Hz). Budgets are L-inf in input units (visual pixels in [0,1], audio "
                         "waveform in [-1,1]); the paper grid (v, a) = (0,0), (0,0.012), (0.012,0), (0.006,0.006); "
-                        "10 steps of eps/8 for PGD and MIM (paper settings). With this many test clips one "
-                        f"accuracy has a standard error of about {100 * (0.25 / max(n_test, 1)) ** 0.5:.0f} points "
-                        "at 50%."))
-    # main table
-    B.append(Block("h2", "Unimodal vs audio-visual (concat) under FGSM, PGD and MIM"))
-    attacks = sorted({r["attack"] for r in s.results("concat")})
+                        "10 steps of eps/8 for PGD and MIM (paper settings)."))
+    B.append(Block("p", f"Statistics: every accuracy is shown with its Wilson 95% interval in brackets. On {n_test} "
+                        f"test clips the standard error of one accuracy is {100 * binomial_se(0.5, n_test):.1f} points at "
+                        f"50% (sqrt(p(1-p)/n); {100 * binomial_se(cav, n_test):.1f} points at the concat model's "
+                        f"clean {100 * cav:.1f}%), so a 95% interval spans about +-{100 * Z95 * binomial_se(0.5, n_test):.0f} "
+                        "points. Comparisons are paired (all models see the same clips): the reading says 'higher' or "
+                        f"'lower' only when the exact two-sided McNemar test gives p < {ALPHA}, and shows the discordant "
+                        "counts and p."))
+    B.append(Block("h2", "Unimodal vs audio-visual (concat) under FGSM, PGD, MIM and AutoAttack"))
+    uni_av = {m: s.results(m) for m in ("audio", "visual", "concat")}
+    attacks = [a for a in ATTACK_NAMES if any(r["attack"] == a for r in uni_av["concat"])]
     for attack in attacks:
-        B.append(Block("p", f"{attack.upper()}: accuracy (clean / audio attacked / visual attacked / both attacked)"))
-        B.append(Block("table", table=comparison_table({m: s.results(m) for m in ("audio", "visual", "concat")}, attack)))
+        B.append(Block("p", f"{ATTACK_NAMES[attack]}: accuracy, % [95% CI]"))
+        B.append(Block("table", table=accuracy_table(uni_av, attack)))
+    if "autoattack" in s.settings:
+        B.append(Block("p", s.settings["autoattack"]))
     B.append(Block("p", "A unimodal model attacked on the modality it does not read keeps its clean accuracy: that "
-                        "budget cannot change its output (the row's 'attacked' field says 'none')."))
-    # fusion table
-    B.append(Block("h2", "Fusion heads under PGD"))
-    heads = {h: s.results(h) for h in s.fusions}
-    B.append(Block("table", table=comparison_table(heads, "pgd")))
-    # defense table
-    B.append(Block("h2", "Defenses under PGD"))
-    rows = []
-    for label, rid, kind in (("plain (concat)", "concat", "plain"), ("MinSim only", "minsim", "plain"),
-                             ("PGD adversarial training", "advtrain", "plain"),
-                             ("memory banks only", "banks", "defended"), ("MinSim + banks (paper)", "minsim-banks", "defended")):
-        res = s.results(rid)
-        row = {"model": label, "clean_acc": res[0]["clean_acc"]}
-        for key, a, v in (("audio", True, False), ("visual", False, True), ("both", True, True)):
-            r = _row(res, "pgd", a, v)
-            row[f"pgd_{key}_acc"] = r["adv_acc"] if r else None
-        if kind == "defended" and s.has_results(rid, "robustness"):
-            rob = s.results(rid, "robustness")
-            for key, a, v in (("audio", True, False), ("visual", False, True), ("both", True, True)):
-                r = next((x for x in rob if (x["eps_audio"] > 0) == a and (x["eps_visual"] > 0) == v), None)
-                row[f"adaptive_{key}_acc"] = r["robust_acc"] if r else None
-            row["flags"] = "; ".join(sorted({x["flags"] for x in rob if x["flags"] != "none"})) or "none"
-        rows.append(row)
-    B.append(Block("table", table=results_table(rows, ["model", "clean_acc", "pgd_audio_acc", "pgd_visual_acc",
-                                                       "pgd_both_acc", "adaptive_both_acc", "flags"])))
+                        "budget cannot change its output."))
+    B.append(Block("h2", "Fusion heads under PGD-10"))
+    B.append(Block("table", table=accuracy_table({h: s.results(h) for h in s.fusions}, "pgd")))
+    B.append(Block("h2", "Defenses"))
+    B.append(Block("table", table=defense_table(s)))
     B.append(Block("p", f"The two memory-bank models were fine-tuned for {s.tune_epochs} more epoch(s) at lr 1e-3 with "
                         "the banks fixed (paper step 3); the plain and MinSim models were not, so part of any clean-"
-                        "accuracy difference can come from that extra training."))
-    B.append(Block("p", "pgd_*: PGD-10 through the model as the paper ran it (for defended models: gradients "
-                        "unrolled through the solver). adaptive_*: per-sample worst case over FGSM, PGD with BPDA, "
-                        "PGD unrolled, and PGD with random restarts (the robustness table of the run's evaluation)."))
-    # reading
+                        "accuracy difference can come from that extra training. PGD-10 on a defended model: gradients "
+                        "unrolled through the solver, as the paper ran it. Adaptive worst case: per clip, the worst over "
+                        "FGSM, PGD (BPDA and unrolled, with and without random restarts), APGD-CE, APGD-T and Square."))
+    B.extend(surface_blocks(s))
     B.append(Block("h2", "What the numbers say"))
-    B.extend(Block("p", t) for t in readings(s, rows))
-    # figures
+    texts, ledger = readings(s, [(label, rid) for label, rid, defended in DEFENSES if defended])
+    B.extend(Block("p", t) for t in texts)
+    B.append(Block("p", "Every paired test of the reading (A vs B on the same clips):"))
+    B.append(Block("table", table=Table([Column("comparison", "comparison (A vs B)"), Column("n", "clips", numeric=True),
+                                         Column("a_right_b_wrong", "A right, B wrong", numeric=True),
+                                         Column("a_wrong_b_right", "A wrong, B right", numeric=True),
+                                         Column("p_value", "exact McNemar p", numeric=True),
+                                         Column("reading", "reading")], ledger.as_rows())))
     B.append(Block("h2", "Figures and examples"))
     for rid, f, cap in (("concat", "acc_vs_eps", "concat: PGD accuracy vs eps"),
                         ("concat", "cosine_hist", "concat: cos(f_audio, f_visual) clean vs PGD on both"),
@@ -104,63 +211,24 @@ def build_report(s: StudyView) -> List[Block]:
         p = s.eval_path(rid, "examples")
         p = p / "index.html" if p is not None else None
         if p is not None and p.exists():
-            B.append(Block("link", f"{rid}: adversarial examples (frames, audio players"
+            B.append(Block("link", f"{rid}: adversarial examples from every class, attacks that succeed and fail "
+                                   f"(frames, magnified difference, audio players"
                                    f"{', localization maps' if rid == 'attention' else ''})", path=rel(p, s.out)))
-    # full tables, commands, config
     B.append(Block("h2", "All rows"))
     for rid in ("audio", "visual", "concat"):
         B.append(Block("p", f"{rid}: every result row"))
         B.append(Block("table", table=results_table(s.results(rid), [
             "attack", "eps_audio", "eps_visual", "clean_acc", "adv_acc", "success_rate", "max_delta_audio",
-            "max_delta_visual", "snr_db_audio", "psnr_db_visual", "seconds"])))
+            "max_delta_visual", "snr_db_audio", "psnr_db_visual", "n_samples", "seconds"])))
+    B.extend(provenance(s))
     B.append(Block("h2", "Commands"))
     B.append(Block("code", "\n".join(s.commands)))
     B.append(Block("h2", "Timings (s)"))
-    B.append(Block("code", "\n".join(f"{k}: {v:.1f}" for k, v in s.timings.items())))
+    steps = {k: v for k, v in s.timings.items() if k != "total"}
+    lines = [f"{k}: {v:.1f}" for k, v in steps.items()]
+    if steps:
+        lines.append(f"sum of the steps run: {sum(steps.values()):.1f}")
+    if "total" in s.timings:
+        lines.append(f"study wall time: {s.timings['total']:.1f}")
+    B.append(Block("code", "\n".join(lines)))
     return B
-
-
-def readings(s: StudyView, defense_rows: List[Dict[str, Any]]) -> List[str]:
-    """Plain-language statements computed from the results (comparisons within 2 standard errors are
-    called 'about the same')."""
-    out = []
-    A, V, AV = s.results("audio"), s.results("visual"), s.results("concat")
-    n = AV[0]["n_samples"]
-    ca, cv, cav = A[0]["clean_acc"], V[0]["clean_acc"], AV[0]["clean_acc"]
-    best_uni = max(ca, cv)
-    out.append(f"Clean accuracy: audio {pct(ca)}, visual {pct(cv)}, audio-visual (concat) {pct(cav)}: integration is "
-               f"{compare(cav, best_uni, n)} the better unimodal model on clean data.")
-    for attack in sorted({r['attack'] for r in AV}):
-        ra, rv = _row(A, attack, True, False), _row(V, attack, False, True)
-        av_a, av_v, av_b = _row(AV, attack, True, False), _row(AV, attack, False, True), _row(AV, attack, True, True)
-        if not all((ra, rv, av_a, av_v, av_b)):
-            continue
-        out.append(f"{attack.upper()}: attacking only the audio leaves the audio model at {pct(ra['adv_acc'])} and the "
-                   f"audio-visual model at {pct(av_a['adv_acc'])} ({compare(av_a['adv_acc'], ra['adv_acc'], n)} the "
-                   f"audio model); attacking only the visual input leaves the visual model at {pct(rv['adv_acc'])} and "
-                   f"the audio-visual model at {pct(av_v['adv_acc'])} ({compare(av_v['adv_acc'], rv['adv_acc'], n)} the "
-                   "visual model); attacking "
-                   f"both (half the budget each) leaves the audio-visual model at {pct(av_b['adv_acc'])}, which is "
-                   f"{compare(av_b['adv_acc'], max(ra['adv_acc'], rv['adv_acc']), n)} the better unimodal model "
-                   "under its single-modality attack.")
-    heads = {}
-    for h in s.fusions:
-        r = _row(s.results(h), "pgd", True, True)
-        if r:
-            heads[h] = r["adv_acc"]
-    if heads:
-        best = max(heads, key=heads.get)
-        worst = min(heads, key=heads.get)
-        out.append(f"Fusion heads under PGD on both inputs: {', '.join(f'{h} {pct(a)}' for h, a in heads.items())}. "
-                   f"The most robust is {best}, {compare(heads[best], heads[worst], n)} the least robust ({worst}).")
-    for r in defense_rows:
-        if "adaptive_both_acc" in r and r.get("pgd_both_acc") is not None and r.get("adaptive_both_acc") is not None:
-            out.append(f"{r['model']}: PGD as the paper ran it leaves {pct(r['pgd_both_acc'])} on both inputs; the "
-                       f"strongest adaptive attacks leave {pct(r['adaptive_both_acc'])} "
-                       f"({'the defense does not survive adaptive attacks' if r['adaptive_both_acc'] + 1e-9 < r['pgd_both_acc'] else 'adaptive attacks do no better than the paper attack'}); "
-                       f"gradient-masking flags: {r['flags']}.")
-    adv = next((r for r in defense_rows if r["model"].startswith("PGD adversarial")), None)
-    if adv and adv.get("pgd_both_acc") is not None:
-        out.append(f"PGD adversarial training keeps {pct(adv['pgd_both_acc'])} under PGD on both inputs at a clean "
-                   f"accuracy of {pct(adv['clean_acc'])}.")
-    return out

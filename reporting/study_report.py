@@ -4,8 +4,8 @@ A report is a list of :class:`Block` objects (headings, paragraphs, tables, imag
 ``render_markdown`` and ``render_html`` turn the same blocks into both formats, so the two never
 disagree: a table block carries a :class:`reporting.tables.Table`, rendered directly to each format
 from the same formatted cells. Every number comes from a results.json written by an evaluation; the
-reading ("what the numbers say") is computed from those numbers with the comparison stated, never
-written in advance.
+reading ("what the numbers say") is computed from those numbers, each comparison by a paired test
+(reporting/stats.py, reporting/study_readings.py), never written in advance.
 """
 from __future__ import annotations
 
@@ -113,26 +113,9 @@ def rel(path: Path, start: Path) -> str:
     return os.path.relpath(path, start)
 
 
-# ------------------------------------------------------------------------------------------------------
-# Readings computed from the numbers
-
-
-def se(acc: float, n: int) -> float:
-    """Binomial standard error of an accuracy measured on n samples."""
-    return math.sqrt(max(acc * (1 - acc), 1e-12) / max(n, 1))
-
-
-def compare(a: float, b: float, n: int) -> str:
-    """'higher'/'lower'/'about the same' for a vs b, 'about the same' when within 2 standard errors."""
-    margin = 2 * math.sqrt(se(a, n) ** 2 + se(b, n) ** 2)
-    if abs(a - b) <= margin:
-        return "about the same as"
-    return "higher than" if a > b else "lower than"
-
-
 def pct(x: Optional[float]) -> str:
     """A fraction as a percentage with 1 decimal ("—" for None / NaN)."""
     return MISSING if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
 
 
-__all__ = ["BLOCK_KINDS", "Block", "render_markdown", "render_html", "write_report", "rel", "se", "compare", "pct"]
+__all__ = ["BLOCK_KINDS", "Block", "render_markdown", "render_html", "write_report", "rel", "pct"]

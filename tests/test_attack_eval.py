@@ -206,3 +206,45 @@ def test_two_processes_equal_one_process():
             assert a[key] == b[key], key
         for key in ("snr_db_audio", "psnr_db_visual"):
             assert (a[key] is None and b[key] is None) or a[key] == pytest.approx(b[key], rel=1e-12)
+
+
+def test_example_selection_covers_every_class_and_both_outcomes() -> None:
+    """The examples page's clips: seeded rank per (class, outcome) bucket, independent of batch order."""
+    import torch.nn as nn
+
+    from pipeline.attack_eval import ExampleCollector, example_rank
+
+    class Audio(nn.Module):
+        modalities = ("audio",)
+
+    cats = ["a", "b", "c", "d"]
+    ids = [f"{cats[i % 4]}/clip{i:02d}" for i in range(32)]
+    labels = torch.tensor([i % 4 for i in range(32)])
+    clean_pred = labels.clone()
+    clean_pred[28:] = (labels[28:] + 1) % 4  # 4 clips wrong on clean
+    adv_pred = clean_pred.clone()
+    adv_pred[:14] = (labels[:14] + 1) % 4  # fooled: clips 0..13, resisted: 14..27
+
+    def feed(col: ExampleCollector, order: List[int]) -> None:
+        for start in range(0, 32, 8):
+            idx = order[start:start + 8]
+            audio = torch.rand(len(idx), 1, 16) * 2 - 1
+            col({"attack": "pgd", "attacked": ("audio",), "inputs": {"audio": audio}, "adv": {"audio": audio},
+                 "labels": labels[idx], "clean_pred": clean_pred[idx], "adv_pred": adv_pred[idx],
+                 "batch": {"id": [ids[i] for i in idx]}})
+
+    def chosen(order: List[int], n: int, seed: int = 0) -> List[tuple]:
+        col = ExampleCollector(Audio(), cats, n, "pgd", ("audio",), 8000, seed=seed)
+        feed(col, order)
+        return [(e["id"], e["metrics"]["attack outcome"]) for e in col.examples]
+
+    forward = list(range(32))
+    full = chosen(forward, 8)
+    assert len(full) == 8 and {i.split("/")[0] for i, _ in full} == set(cats)
+    assert {o for _, o in full} == {"fooled", "resisted"}
+    assert {o for _, o in chosen(forward, 4)} == {"fooled", "resisted"}  # one per class, both outcomes
+    assert chosen(forward[::-1], 8) == full  # batch order does not matter
+    # within a bucket the lowest seeded hash wins
+    fooled_a = [ids[i] for i in range(14) if i % 4 == 0]
+    assert (min(fooled_a, key=lambda c: example_rank(0, c)), "fooled") in full
+    assert chosen(forward, 8, seed=1) != full or len(fooled_a) == 1  # the seed changes the choice

@@ -25,7 +25,6 @@ from reporting.study_report import Block
 from reporting.tables import Column, Table
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
 NASTY = "<b>&\"x'"  # a class name that breaks a page that forgets to escape
 
 
@@ -319,26 +318,6 @@ def test_examples_page_rejects_bad_inputs(tmp_path: Path) -> None:
     assert not (tmp_path / "index.html").exists()
 
 
-@pytest.mark.skipif(not CHROMIUM.is_file(), reason="/usr/bin/chromium is not installed (apt-get install chromium)")
-def test_page_renders_in_headless_chromium(tmp_path: Path) -> None:
-    index = examples_page.write_examples_page(_examples(), tmp_path / "page", title="Render check")
-    shot = tmp_path / "shot.png"
-    script = ROOT / "scripts" / "check_html.py"
-    proc = subprocess.run([sys.executable, str(script), str(index), str(shot)], capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    with Image.open(shot) as im:
-        assert im.size == (1200, 900)
-        pixels = np.asarray(im.convert("RGB"))
-    assert pixels.std() > 20 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 500  # images drawn
-
-    blank = tmp_path / "blank.html"
-    blank.write_text("<!DOCTYPE html><html><body></body></html>")
-    proc = subprocess.run([sys.executable, str(script), str(blank), str(tmp_path / "blank.png")],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1 and "BLANK" in proc.stderr  # the check itself can fail
-
-
 # --------------------------------------------------------------------------------------------------
 # the one table model, and everything that renders a table going through it
 # --------------------------------------------------------------------------------------------------
@@ -440,8 +419,7 @@ def test_block_api() -> None:
     with pytest.raises(ValueError, match="only a table block"):
         Block("p", "x", table=table)
     assert study_report.pct(0.1234) == "12.3%" and study_report.pct(None) == "—"
-    assert study_report.compare(0.9, 0.1, 100) == "higher than"
-    assert study_report.compare(0.5, 0.52, 100) == "about the same as"
+    assert not hasattr(study_report, "compare")  # the 2-SE rule is gone: comparisons are paired tests
 
 
 def test_examples_page_uses_the_evaluation_metrics(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -87,9 +88,15 @@ def test_demo_quick_study_end_to_end(tmp_path):
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     report = (out / "report.md").read_text()
-    for heading in ("Unimodal vs audio-visual", "FGSM", "PGD", "Fusion heads under PGD", "Defenses under PGD",
-                    "What the numbers say", "Commands"):
+    for heading in ("Unimodal vs audio-visual", "FGSM", "PGD", "AutoAttack", "Fusion heads under PGD", "Defenses",
+                    "Robustness surface", "What the numbers say", "Provenance", "Commands"):
         assert heading in report, heading
+    # statistics: intervals on accuracies, McNemar p-values, the number of comparisons; headers in words
+    assert "[95% CI]" in report and "exact McNemar" in report and "paired comparisons were made" in report
+    assert "PGD-10 on audio and visual, eps 0.006 each" in report and "pgd_both_acc" not in report
+    for model in ("audio", "visual", "concat"):
+        assert (out / f"surface_{model}.png").is_file() and f"surface_{model}.png" in report
+    assert (RunDir(out / "concat").latest_eval() / "per_sample.json").is_file()
     for model in ("audio", "visual", "concat", "sum", "film_av", "gated_av", "attention", "MinSim + banks",
                   "PGD adversarial training"):
         assert f"| {model}" in report, model
@@ -97,9 +104,15 @@ def test_demo_quick_study_end_to_end(tmp_path):
     assert "<table>" in html and "What the numbers say" in html
     assert (RunDir(out / "concat").latest_eval() / "examples" / "index.html").is_file()
     assert (RunDir(out / "attention").latest_eval() / "examples" / "index.html").is_file()
+    pages = [out / "report.html"] + sorted(out.glob("*/evals/*/examples/index.html"))
+    assert len(pages) == 3
+    if shutil.which("chromium") or Path("/usr/bin/chromium").is_file():  # scripts/test.sh installs it (root)
+        proc = subprocess.run([str(REPO / ".venv" / "bin" / "python"), str(REPO / "scripts" / "check_html.py"),
+                               "--check", *map(str, pages)], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
     # a second call reuses every finished step
     again = subprocess.run(cmd, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True,
                            text=True, timeout=300)
     assert again.returncode == 0 and "[run] train" not in again.stderr + again.stdout
     assert "already finished with this configuration" in again.stdout  # evaluations reused, not recomputed
-    assert len(RunDir(out / "concat").eval_ids()) == 1
+    assert len(RunDir(out / "concat").eval_ids()) == 2  # the paper grid and the robustness surface

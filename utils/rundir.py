@@ -59,6 +59,7 @@ EVAL_FILES: Dict[str, str] = {
     "acc_vs_eps": "acc_vs_eps.png",
     "cosine_hist": "cosine_hist.png",
     "examples": "examples",
+    "per_sample": "per_sample.json",
 }
 _PARTIAL = ".partial"
 

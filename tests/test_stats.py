@@ -1,0 +1,106 @@
+"""reporting/stats.py: Wilson intervals and the exact McNemar test, against scipy and hand-checked cases."""
+from __future__ import annotations
+
+import math
+
+import pytest
+from scipy import stats as sps
+
+from reporting.stats import (ALPHA, Comparisons, binomial_cdf_half, binomial_se, fmt_acc_ci, mcnemar_exact_p,
+                             paired, wilson_interval)
+
+
+def test_wilson_hand_checked() -> None:
+    # 0 of 10: upper bound z^2 / (n + z^2) = 3.8415 / 13.8415 = 0.27753
+    lo, hi = wilson_interval(0, 10)
+    assert lo == 0.0 and hi == pytest.approx(0.277535, abs=1e-5)
+    # 5 of 10: symmetric around 0.5, half-width 0.30008 (textbook value 0.2366 .. 0.7634)
+    lo, hi = wilson_interval(5, 10)
+    assert (lo, hi) == (pytest.approx(0.236593, abs=1e-5), pytest.approx(0.763407, abs=1e-5))
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    with pytest.raises(ValueError):
+        wilson_interval(11, 10)
+
+
+@pytest.mark.parametrize("k,n", [(0, 1), (1, 1), (3, 48), (26, 48), (48, 48), (80, 160), (159, 160)])
+def test_wilson_matches_scipy(k: int, n: int) -> None:
+    ci = sps.binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    lo, hi = wilson_interval(k, n)
+    assert lo == pytest.approx(ci.low, abs=1e-9) and hi == pytest.approx(ci.high, abs=1e-9)
+
+
+@pytest.mark.parametrize("b,c", [(0, 0), (0, 1), (1, 0), (0, 5), (3, 7), (7, 3), (10, 10), (2, 19), (40, 61)])
+def test_mcnemar_matches_scipy_binomtest(b: int, c: int) -> None:
+    want = 1.0 if b + c == 0 else sps.binomtest(min(b, c), b + c, 0.5, alternative="two-sided").pvalue
+    assert mcnemar_exact_p(b, c) == pytest.approx(want, rel=1e-12, abs=1e-15)
+
+
+def test_mcnemar_hand_checked() -> None:
+    assert mcnemar_exact_p(0, 5) == pytest.approx(2 / 32)  # 2 * (1/2)^5 = 0.0625: not below 0.05
+    assert mcnemar_exact_p(0, 6) == pytest.approx(2 / 64)  # 0.03125
+    assert mcnemar_exact_p(1, 6) == pytest.approx(2 * (1 + 7) / 128)  # 0.125
+    assert mcnemar_exact_p(4, 4) == 1.0
+    assert binomial_cdf_half(2, 4) == pytest.approx(11 / 16)
+    with pytest.raises(ValueError):
+        mcnemar_exact_p(-1, 2)
+
+
+def test_paired_counts_and_words() -> None:
+    a = {i: True for i in range(20)}
+    b = {i: i >= 8 for i in range(20)}  # B wrong on 8 clips A gets right
+    res = paired(a, b)
+    assert (res.n, res.k_a, res.k_b, res.b, res.c) == (20, 20, 12, 8, 0)
+    assert res.p == pytest.approx(2 / 256) and res.word == "higher than"
+    assert paired(b, a).word == "lower than"
+    # a difference of 2 of 20 is not evidence: about the same
+    assert paired(a, {i: i >= 2 for i in range(20)}).word == "about the same as"
+    # only common clips are paired
+    assert paired({0: True, 1: False}, {1: True, 2: True}).n == 1
+    with pytest.raises(ValueError):
+        paired({0: True}, {1: True})
+
+
+def test_ledger_counts_every_comparison() -> None:
+    led = Comparisons()
+    a = {i: True for i in range(10)}
+    led.compare("x", a, {i: False for i in range(10)})
+    led.compare("y", a, a)
+    assert len(led.made) == 2 and "2 paired comparisons" in led.summary() and "1 had p < 0.05" in led.summary()
+    assert [r["reading"] for r in led.as_rows()] == ["higher", "about the same"]
+    assert ALPHA == 0.05
+
+
+def test_se_and_formatting() -> None:
+    assert binomial_se(0.5, 48) == pytest.approx(math.sqrt(0.25 / 48))
+    assert fmt_acc_ci(5, 10) == "50.0% [23.7, 76.3]"
+
+
+def test_per_sample_file_round_trip_and_errors(tmp_path) -> None:
+    from reporting.per_sample import read_per_sample, row_key, write_per_sample
+    from utils.errors import MalformedFileError
+
+    data = {row_key("pgd", 0, 0): {0: True, 3: False}, row_key("pgd", 0.012, 0): {0: False, 3: False}}
+    path = write_per_sample(data, tmp_path / "per_sample.json")
+    assert read_per_sample(path) == data
+    (tmp_path / "bad.json").write_text('{"rows": []}')
+    with pytest.raises(MalformedFileError, match="format"):
+        read_per_sample(tmp_path / "bad.json")
+
+
+def test_surface_matrix_table_and_plot(tmp_path) -> None:
+    import numpy as np
+
+    from reporting.surface import plot_surface, surface_matrix, surface_table
+
+    eps = [0.0, 0.006, 0.012]
+    audio_rows = [{"eps_audio": e, "eps_visual": 0.0, "adv_acc": a, "n_samples": 10}
+                  for e, a in zip(eps, [0.8, 0.5, 0.2])]
+    acc, n = surface_matrix(audio_rows, eps, eps, ("audio",))
+    assert np.allclose(acc, [[0.8] * 3, [0.5] * 3, [0.2] * 3])  # an audio model ignores the visual budget
+    av_rows = audio_rows[:2]
+    acc, n = surface_matrix(av_rows, eps, eps, ("audio", "visual"))
+    assert acc[0, 0] == 0.8 and np.isnan(acc[2, 2]) and n[1, 0] == 10  # no row: NaN, never guessed
+    cells = surface_table(acc, n, eps, eps).cells()
+    assert cells[0][1] == "80.0 [49, 94]" and cells[2][3] == "—"
+    png = plot_surface(acc, eps, eps, tmp_path / "surface_x.png", "t")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
