@@ -135,8 +135,9 @@ def setup(cfg: RunConfig, device: torch.device, record: Optional[Dict[str, Any]]
             atomic_write_text(rd.args, json.dumps(payload, indent=2, sort_keys=True, default=str))
     else:
         rec = eval_record(cfg, record)
-        # UTC time first (names sort by age), the configuration hash, and a random tag for same-second twins
-        eval_id = du.broadcast_object(f"{_dt.datetime.now(_dt.timezone.utc):%Y%m%dT%H%M%S}Z-"
+        # UTC time to the microsecond first (names sort by age, also within one second), the configuration
+        # hash, and a random tag
+        eval_id = du.broadcast_object(f"{_dt.datetime.now(_dt.timezone.utc):%Y%m%dT%H%M%S.%f}Z-"
                                       f"{rec['config_sha256'][:8]}-{os.urandom(2).hex()}")
         rec.update({"eval_id": eval_id, "started": _utc_now(), "command": sys.argv})
         out = rd.staging_dir(eval_id)
