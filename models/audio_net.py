@@ -5,6 +5,8 @@ Every net takes a waveform ``(B, 1, L)`` in [-1, 1] and returns a ``(B, out_dim)
 
 * ``anet``: the reference raw-waveform VGG-style 1-D CNN (docs/paper.md, Model): 4 blocks of two stride-2
   Conv1d+BN+ReLU followed by MaxPool, channels 64/128/256/512, global max pool -> 512-d.
+* ``anet_lite``: the same net with channels 16/32/64/512 (same strides, same 512-d output): the embedded
+  dataset's CPU demo net, not a paper setting.
 * ``vggish``: a VGGish-style 2-D CNN on a log-mel spectrogram computed *inside* the model (torch.stft and
   a librosa mel filterbank held as a buffer), so attacks and gradients stay on the waveform.
 """
@@ -41,6 +43,10 @@ def check_waveform(x: Tensor, min_length: int, name: str) -> None:
 
 # ---------------------------------------------------------------------------------------------- anet
 _ANET_CHANNELS = (64, 128, 256, 512)  # docs/paper.md, Model: channels 64,128,256,512
+# anet_lite: the first three blocks at a quarter of the width, the last at 512 so that the feature keeps the
+# visual net's 512 dimensions (MinSim compares the two). Not a paper value: a CPU budget for the embedded
+# dataset's demo, where the full-width first blocks cost ~6x as much (benchmarks/bench_models.py).
+_ANET_LITE_CHANNELS = (16, 32, 64, 512)
 _ANET_KERNEL = 3  # VGG-style 3-tap kernels (our choice; the paper only fixes stride 2 and the channels)
 _ANET_POOL = 2  # MaxPool1d(2) closing each block (our choice of pool size)
 
@@ -72,7 +78,7 @@ def _min_length(out_length: Callable[[int], int]) -> int:
 
 
 class ANet(nn.Module):
-    """Raw-waveform VGG-style 1-D CNN (the reference audio net), 512-d output.
+    """Raw-waveform VGG-style 1-D CNN (the reference audio net); ``channels[-1]``-d output (512 for both nets).
 
     Input ``(B, 1, L)`` in [-1, 1] with ``L >= ANet.min_length`` (2341 samples); the paper feeds 65535
     samples (~5.9 s at 11025 Hz). Each block halves the length three times (two stride-2 convs, a pool),
@@ -80,13 +86,15 @@ class ANet(nn.Module):
     """
 
     min_length: int = _min_length(_anet_out_length)
-    out_dim: int = _ANET_CHANNELS[-1]
 
-    def __init__(self) -> None:
+    def __init__(self, channels: Sequence[int] = _ANET_CHANNELS) -> None:
         super().__init__()
+        if len(channels) != len(_ANET_CHANNELS) or min(channels) < 1:
+            raise ValueError(f"anet needs {len(_ANET_CHANNELS)} positive block widths, got {tuple(channels)}")
+        self.out_dim = int(channels[-1])
         layers: List[nn.Module] = []
         c_in = 1
-        for c_out in _ANET_CHANNELS:
+        for c_out in channels:
             for _ in range(2):
                 layers += [
                     nn.Conv1d(c_in, c_out, _ANET_KERNEL, stride=2, padding=_ANET_KERNEL // 2, bias=False),
@@ -98,7 +106,7 @@ class ANet(nn.Module):
         self.features = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
-        """``(B, 1, L)`` waveform -> ``(B, 512)`` feature (global max over time)."""
+        """``(B, 1, L)`` waveform -> ``(B, out_dim)`` feature (global max over time)."""
         check_waveform(x, self.min_length, "anet")
         return self.features(x).amax(dim=-1)
 
@@ -196,6 +204,12 @@ class VGGish(nn.Module):
 def build_anet(audio_rate: int = 11025) -> ANet:
     """The reference raw-waveform 1-D CNN; ``audio_rate`` is accepted for a uniform signature and unused."""
     return ANet()
+
+
+@AUDIO_NETS.register("anet_lite")
+def build_anet_lite(audio_rate: int = 11025) -> ANet:
+    """anet with narrow early blocks (16/32/64/512 channels, same strides and 512-d output): the CPU demo's net."""
+    return ANet(_ANET_LITE_CHANNELS)
 
 
 @AUDIO_NETS.register("vggish")

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import torchvision
 
 import models
-from models.audio_net import ANet, VGGish
+from models.audio_net import AUDIO_NETS, ANet, VGGish
 from models.fusion import FUSIONS
 
 FUSION_NAMES = models.list_fusions()
@@ -156,7 +156,8 @@ def test_vggish_logmel_matches_librosa_and_grad_reaches_waveform(rate):
     assert wave.grad is not None and wave.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("net", [ANet(), VGGish(11025)], ids=["anet", "vggish"])
+@pytest.mark.parametrize("net", [ANet(), AUDIO_NETS.get("anet_lite")(), VGGish(11025)],
+                         ids=["anet", "anet_lite", "vggish"])
 def test_audio_min_length_enforced(net):
     net.eval()
     with torch.no_grad():
@@ -165,6 +166,19 @@ def test_audio_min_length_enforced(net):
             net(torch.zeros(1, 1, net.min_length - 1))
         with pytest.raises(ValueError, match=r"\(B, 1, L\)"):
             net(torch.zeros(1, 2, net.min_length))
+
+
+def test_anet_lite_is_anet_with_narrow_early_blocks():
+    full, lite = ANet(), AUDIO_NETS.get("anet_lite")()
+    convs = [[m for m in net.modules() if isinstance(m, torch.nn.Conv1d)] for net in (full, lite)]
+    assert [c.out_channels for c in convs[0]] == [64, 64, 128, 128, 256, 256, 512, 512]
+    assert [c.out_channels for c in convs[1]] == [16, 16, 32, 32, 64, 64, 512, 512]
+    assert [c.stride for c in convs[0]] == [c.stride for c in convs[1]]  # same time resolution everywhere
+    assert lite.out_dim == full.out_dim == 512 and lite.min_length == full.min_length  # MinSim needs equal dims
+    n_full, n_lite = (sum(p.numel() for p in net.parameters()) for net in (full, lite))
+    assert n_lite < n_full
+    with pytest.raises(ValueError, match="4 positive block widths"):
+        ANet((16, 32, 64))
 
 
 def test_unknown_names_list_valid_ones():
