@@ -144,7 +144,8 @@ def evaluate_attack_grid(
         attacked ("audio+visual", "audio", "visual" or "none": what was actually perturbed), clean_acc,
         adv_acc, success_rate (fraction of clean-correct samples flipped; None if there are none),
         max_delta_audio, max_delta_visual (largest |delta| used, input units), snr_db_audio, psnr_db_visual
-        (means over samples; None where that modality was not attacked), n_samples, seconds (attack time,
+        (means over the samples the attack changed; None where that modality was not attacked or no sample
+        was changed), n_samples, seconds (attack time,
         slowest process), norm_audio, norm_visual, queries (mean model queries per attacked sample of
         square and autoattack's square stage, else None), flags ("; "-joined sanity flags of
         ``attacks.sanity`` and of autoattack, "none" if nothing was flagged; computed on this process).
@@ -239,12 +240,14 @@ def _run(model: nn.Module, loader: Iterable[Mapping[str, Any]], rows: List[_Row]
                     row.bump(f"max_delta_{m}", float(linf(inputs[m], adv[m]).max()))
             if "audio" in row.attacked:
                 snr = snr_db(inputs["audio"], adv["audio"])
-                row.add("snr_sum", float(snr.sum()))
-                row.add("snr_count", snr.numel())
+                changed = torch.isfinite(snr)  # an untouched clip (e.g. APGD skips misclassified ones) has SNR inf
+                row.add("snr_sum", float(snr[changed].sum()))
+                row.add("snr_count", int(changed.sum()))
             if "visual" in row.attacked:
                 psnr = psnr_db(inputs["visual"], adv["visual"])
-                row.add("psnr_sum", float(psnr.sum()))
-                row.add("psnr_count", psnr.numel())
+                changed = torch.isfinite(psnr)
+                row.add("psnr_sum", float(psnr[changed].sum()))
+                row.add("psnr_count", int(changed.sum()))
             if on_batch is not None:
                 on_batch({"attack": row.name, "eps": dict(row.eps), "attacked": row.attacked,
                           "batch_index": batch_index, "batch": batch, "inputs": inputs, "adv": adv,

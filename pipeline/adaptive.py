@@ -2,13 +2,15 @@
 
 The attack as the paper ran it (PGD through the solver), then FGSM and PGD through the other gradient mode
 (BPDA or unrolled), PGD with random restarts, APGD-CE and APGD-T through both, and the black-box Square
-attack; the robust accuracy is the per-sample worst case over all of them. Writes adaptive_results.*, robustness.* and gradient_check.json into the eval folder.
+attack (``--adaptive_attacks`` picks a subset; the paper's attack always runs); the robust accuracy is the
+per-sample worst case over all of them, and robustness.* names the attacks it was taken over. Writes
+adaptive_results.*, robustness.* and gradient_check.json into the eval folder.
 """
 from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 import torch
 import torch.nn as nn
@@ -16,6 +18,7 @@ import torch.nn.functional as F
 
 from pipeline.attack_eval import PerSampleCorrect, attack_grid
 from pipeline.config import RunConfig
+from pipeline.flags import ADAPTIVE_ATTACKS
 from pipeline.context import RunContext
 from reporting.per_sample import WORST_CASE, row_key, write_per_sample
 from reporting.results import markdown_table, write_results
@@ -59,6 +62,11 @@ def gradient_norms(model: nn.Module, loader, device: torch.device, max_batches: 
     return {m: z / max(n, 1) for m, z in zero.items()}
 
 
+def adaptive_families(spec: str) -> Tuple[str, ...]:
+    """The attack families of ``--adaptive_attacks`` ('all' or a comma list of ADAPTIVE_ATTACKS)."""
+    return ADAPTIVE_ATTACKS if spec == "all" else tuple(a.strip() for a in spec.split(","))
+
+
 def run_adaptive(model: nn.Module, cfg: RunConfig, ctx: RunContext, label: str, grid_out: Dict[str, Any]
                  ) -> Dict[str, Any]:
     """The paper's attack plus adaptive ones on every eps of ``cfg.adaptive_grid``; robust accuracy is the
@@ -72,16 +80,18 @@ def run_adaptive(model: nn.Module, cfg: RunConfig, ctx: RunContext, label: str, 
     restarts = cfg.restarts
     other = "bpda" if base_mode == "unrolled" else "unrolled"
     paper_name = f"paper: pgd ({base_mode})"
-    configs = [  # (name, attack, grad mode, overrides); the paper's attack = the grid's PGD rows
-        (paper_name, "pgd", base_mode, {}),
-        (f"fgsm ({other})", "fgsm", other, {}),
-        (f"pgd ({other})", "pgd", other, {}),
-        (f"pgd ({base_mode}, random start x{restarts})", "pgd", base_mode,
-         {"random_start": True, "restarts": restarts}),
-        (f"pgd ({other}, random start x{restarts})", "pgd", other, {"random_start": True, "restarts": restarts}),
-        *[(f"{a} ({mode})", a, mode, {}) for a in ("apgd-ce", "apgd-t") for mode in (base_mode, other)],
-        ("square (black box)", "square", base_mode, {}),  # no gradients: one gradient mode is enough
+    families = adaptive_families(cfg.adaptive_attacks)
+    rs = {"random_start": True, "restarts": restarts}
+    configs = [  # (family, name, attack, grad mode, overrides); the paper's attack = the grid's PGD rows
+        (None, paper_name, "pgd", base_mode, {}),
+        ("fgsm", f"fgsm ({other})", "fgsm", other, {}),
+        ("pgd", f"pgd ({other})", "pgd", other, {}),
+        ("pgd_restarts", f"pgd ({base_mode}, random start x{restarts})", "pgd", base_mode, rs),
+        ("pgd_restarts", f"pgd ({other}, random start x{restarts})", "pgd", other, rs),
+        *[(a, f"{a} ({mode})", a, mode, {}) for a in ("apgd-ce", "apgd-t") for mode in (base_mode, other)],
+        ("square", "square (black box)", "square", base_mode, {}),  # no gradients: one gradient mode is enough
     ]
+    configs = [c[1:] for c in configs if c[0] is None or c[0] in families]
     summary: List[Dict[str, Any]] = []
     detail: List[Dict[str, Any]] = []
     worst_by_clip: Dict[Any, Dict[int, bool]] = {}
@@ -109,13 +119,15 @@ def run_adaptive(model: nn.Module, cfg: RunConfig, ctx: RunContext, label: str, 
             counts = du.all_reduce_sum(torch.tensor([worst.sum().item(), float(len(keys))], dtype=torch.float64))
             acc = {c: results[c]["row"]["adv_acc"] for c in results}  # under DDP: already summed rows
             flags = []
-            if acc[f"fgsm ({other})"] < min(acc[paper_name], acc[f"pgd ({other})"]):
+            pgd_other = acc.get(f"pgd ({other})", acc[paper_name])
+            if f"fgsm ({other})" in acc and acc[f"fgsm ({other})"] < min(acc[paper_name], pgd_other):
                 flags.append("FGSM beats PGD: gradient masking likely")
             for mode, single in ((base_mode, paper_name), (other, f"pgd ({other})")):
-                if acc[f"pgd ({mode}, random start x{restarts})"] < acc[single]:
+                rs_name = f"pgd ({mode}, random start x{restarts})"
+                if rs_name in acc and single in acc and acc[rs_name] < acc[single]:
                     flags.append(f"random starts lower PGD ({mode}) accuracy: the single run was not the strongest")
             white = min(a for c, a in acc.items() if not c.startswith("square"))
-            if acc["square (black box)"] < white:
+            if "square (black box)" in acc and acc["square (black box)"] < white:
                 flags.append("black box beats white box: Square below every gradient attack (gradient masking likely)")
             if acc[paper_name] > counts[0].item() / counts[1].item():
                 flags.append("the paper's attack overestimates robustness")
@@ -123,6 +135,7 @@ def run_adaptive(model: nn.Module, cfg: RunConfig, ctx: RunContext, label: str, 
                             "clean_acc": results[paper_name]["row"]["clean_acc"],
                             "paper_attack_acc": acc[paper_name], **{f"acc[{c}]": a for c, a in acc.items()},
                             "robust_acc": counts[0].item() / counts[1].item(), "n_samples": int(counts[1].item()),
+                            "attacks": "paper pgd, " + ", ".join(families),
                             "flags": "; ".join(flags) or "none"})
         _set_grad_mode(model, "bpda")
         zero = gradient_norms(model, loader, ctx.device)

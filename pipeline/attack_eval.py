@@ -45,8 +45,10 @@ def common_attack_options(cfg: RunConfig) -> Dict[str, Any]:
     """Options of evaluate_attack_grid shared by the grid, the sweep and the adaptive attacks."""
     reduce, reduce_max = reducers()
     apgd = {"steps": cfg.apgd_steps}
-    options = {"apgd-ce": apgd, "apgd-dlr": apgd, "apgd-t": apgd, "square": {"n_queries": cfg.square_queries},
-               "autoattack": {"steps": cfg.apgd_steps, "n_queries": cfg.square_queries}}
+    options = {"apgd-ce": apgd, "apgd-dlr": apgd, "apgd-t": {**apgd, "n_target_classes": cfg.apgd_targets},
+               "square": {"n_queries": cfg.square_queries},
+               "autoattack": {"steps": cfg.apgd_steps, "n_target_classes": cfg.apgd_targets,
+                              "n_queries": cfg.square_queries}}
     return dict(steps=cfg.attack_steps, eps_unit=cfg.eps_unit, random_start=cfg.random_start,
                 restarts=cfg.restarts, seed=cfg.seed, norm=cfg.norm, attack_options=options, reduce=reduce,
                 reduce_max=reduce_max, progress=not cfg.no_progress)

@@ -18,6 +18,7 @@ from attacks import default_attacks, list_attacks, parse_norm
 from attacks.metrics import PAPER_EPS_GRID, parse_eps
 from dataset.specs import DatasetSpec, get_spec
 from pipeline import reference_cli as ref
+from pipeline.flags import ADAPTIVE_ATTACKS
 from pipeline.flags import add_defense_args, get_args_parser
 from pipeline.speed_flags import RESULT_NEUTRAL
 from utils.errors import UsageError
@@ -40,7 +41,8 @@ _SPEC_DEFAULTS = {
 LIST_FLAGS = ("list_train", "list_val", "list_test")
 # Flags that only matter to an evaluation with attacks (given in training, or without --attack_type, they
 # would be silently ignored: that is an error instead).
-_ATTACK_ONLY = ("eps", "sweep", "save_examples", "adaptive", "adaptive_eps", "norm", "apgd_steps", "square_queries")
+_ATTACK_ONLY = ("eps", "sweep", "save_examples", "adaptive", "adaptive_eps", "norm", "apgd_steps", "apgd_targets",
+                "square_queries")
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,7 @@ class RunConfig:
     attack_type: str
     norm: str
     apgd_steps: int
+    apgd_targets: int
     square_queries: int
     eps: Optional[Tuple[str, ...]]
     eps_unit: str
@@ -149,6 +152,7 @@ class RunConfig:
     unrolled_iters: int = 100
     adaptive: bool = False
     adaptive_eps: Optional[Tuple[str, ...]] = None
+    adaptive_attacks: str = "all"
     # derived
     defense: bool = False
     attacks: Tuple[str, ...] = ()
@@ -214,7 +218,7 @@ def _check_numbers(ns: argparse.Namespace) -> None:
     finite("beta1", hi=1.0)
     for flag in ("batch_size_per_gpu", "num_epoch", "num_frames", "stride_frames", "audLen", "imgSize",
                  "frameRate", "audRate", "eval_epoch", "attack_steps", "restarts", "train_attack_steps",
-                 "apgd_steps", "square_queries"):
+                 "apgd_steps", "apgd_targets", "square_queries"):
         if getattr(ns, flag) < 1:
             raise UsageError(f"--{flag}", f"must be >= 1, got {getattr(ns, flag)}")
     for flag in ("workers", "disp_iter", "save_examples", "max_eval_batches", "eval_batch_size"):
@@ -301,6 +305,15 @@ def resolve_config(ns: argparse.Namespace, given: Sequence[str] = (), defense: b
     if ns.save_examples and not any(v > 0 for e in eps_grid for v in e.values()):
         raise UsageError("--save_examples", "needs an attacked row (every --eps is 0)")
     adaptive_grid: Tuple[Dict[str, float], ...] = ()
+    for flag in ("adaptive_eps", "adaptive_attacks"):
+        if flag in given and not getattr(ns, "adaptive", False):
+            raise UsageError(f"--{flag}", "needs --adaptive (without it no adaptive attack runs)")
+    if getattr(ns, "adaptive_attacks", "all") != "all":
+        names = [a.strip() for a in ns.adaptive_attacks.split(",")]
+        bad = [a for a in names if a not in ADAPTIVE_ATTACKS]
+        if bad or not names or len(set(names)) != len(names):
+            raise UsageError("--adaptive_attacks", f"expected 'all' or a comma list of distinct names from "
+                             f"{', '.join(ADAPTIVE_ATTACKS)}, got {ns.adaptive_attacks!r}")
     if getattr(ns, "adaptive", False):
         if not attacks:
             raise UsageError("--adaptive", "needs --attack_type (the paper's attack is pgd)")

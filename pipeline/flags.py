@@ -15,6 +15,9 @@ from pipeline import reference_cli as ref
 from pipeline.speed_flags import add_speed_args
 from utils.rundir import FILES
 
+# Families of adaptive attacks of main_defense.py --adaptive (pipeline/adaptive.py), besides the paper's PGD.
+ADAPTIVE_ATTACKS = ("fgsm", "pgd", "pgd_restarts", "apgd-ce", "apgd-t", "square")
+
 
 def _csv_list(text: str) -> List[str]:
     return [t for t in (s.strip() for s in text.split(",")) if t]
@@ -109,6 +112,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--norm", default="Linf", help="threat model: Linf, L2, or per modality like --eps, e.g. "
                    "'visual=L2,audio=snr' (snr: the audio eps is a signal-to-noise ratio in dB)")
     g.add_argument("--apgd_steps", type=int, default=100, help="APGD iterations of apgd-* and autoattack (paper: 100)")
+    g.add_argument("--apgd_targets", type=int, default=9,
+                   help="target classes of apgd-t and autoattack's apgd-t stage, the top ones of the clean logits "
+                   "(AutoAttack standard: 9, i.e. every other class on 10 or fewer)")
     g.add_argument("--square_queries", type=int, default=5000,
                    help="query budget of square and autoattack's square stage (paper: 5000)")
     g.add_argument("--eps", nargs="+", default=None,
@@ -156,6 +162,10 @@ def add_defense_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    "when gradients are unrolled through the solver")
     g.add_argument("--adaptive", action="store_true",
                    help="also run the adaptive attacks (unrolled, BPDA, PGD with restarts)")
+    g.add_argument("--adaptive_attacks", default="all",
+                   help="which adaptive attacks to run besides the paper's PGD: 'all' or a comma list of "
+                   f"{', '.join(ADAPTIVE_ATTACKS)} (fgsm/pgd: through the other gradient mode; pgd_restarts: PGD "
+                   "with random starts in both modes; apgd-*: in both modes; square: black box)")
     g.add_argument("--adaptive_eps", nargs="+", default=None,
                    help="eps of the grid to run the adaptive attacks on (default: every nonzero row of --eps)")
     return p

@@ -5,7 +5,7 @@ A *result row* is one attack setting evaluated on one model, as produced by ``at
     {"attack": "pgd", "eps_audio": 0.006, "eps_visual": 0.006, "eps_unit": "input", "steps": 10,
      "clean_acc": 0.91, "adv_acc": 0.12, "success_rate": 0.87,          # fractions in [0, 1]
      "max_delta_audio": 0.006, "max_delta_visual": 0.0235,               # largest |x_adv - x| used
-     "snr_db_audio": 31.2, "psnr_db_visual": 40.1,                       # may be inf (no perturbation)
+     "snr_db_audio": 31.2, "psnr_db_visual": 40.1,                       # over changed clips; None if none
      "n_samples": 104, "seconds": 12.3,
      "model": "concat", "run": "music_av", "fusion": "concat"}          # optional
 

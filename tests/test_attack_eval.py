@@ -248,3 +248,27 @@ def test_example_selection_covers_every_class_and_both_outcomes() -> None:
     fooled_a = [ids[i] for i in range(14) if i % 4 == 0]
     assert (min(fooled_a, key=lambda c: example_rank(0, c)), "fooled") in full
     assert chosen(forward, 8, seed=1) != full or len(fooled_a) == 1  # the seed changes the choice
+
+
+def test_snr_and_psnr_average_only_the_clips_the_attack_changed():
+    """APGD leaves clips it does not attack untouched (SNR inf): the row's mean is over the changed ones."""
+    from attacks.base import ATTACKS
+    from attacks.fgsm import FGSM
+
+    @ATTACKS.register("zz_first_only")
+    class _FirstOnly(FGSM):  # FGSM on the first clip of each batch, the others returned as they were
+        def __call__(self, inputs, labels):
+            adv = super().__call__(inputs, labels)
+            return {m: torch.cat([adv[m][:1], inputs[m][1:]]) for m in adv}
+
+    try:
+        model = ToyAV(seed=5)
+        grid = ["visual=0.01,audio=0.01"]
+        (first,) = evaluate_attack_grid(model, loader(), ["zz_first_only"], grid, "cpu", progress=False)
+        (every,) = evaluate_attack_grid(model, loader(), ["fgsm"], grid, "cpu", progress=False)
+    finally:
+        ATTACKS._items.pop("zz_first_only")
+    for key in ("snr_db_audio", "psnr_db_visual"):
+        assert math.isfinite(first[key]) and math.isfinite(every[key])
+        # FGSM moves every sample by eps: the per-clip values are alike, so both means are close
+        assert first[key] == pytest.approx(every[key], rel=0.2)

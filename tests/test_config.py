@@ -86,6 +86,8 @@ def trained(media, tmp_path_factory):
     (["--mode", "eval", "--attack_type", "pgd", "--sweep_eps", "-1"], "--sweep_eps"),
     (["--cls_num", "7"], "--cls_num"),
     (["--categories", "alpha,alpha,beta"], "--categories"),
+    (["--mode", "eval", "--attack_type", "autoattack", "--apgd_targets", "0"], "--apgd_targets"),
+    (["--apgd_targets", "2"], "--apgd_targets"),  # training ignores it: refused
 ])
 def test_bad_flags_exit_2_with_one_line_before_any_work(media, tmp_path, capsys, extra, needle):
     code, err = cli(main_attack.main, argv(media, tmp_path, "r", *extra), capsys)
@@ -100,6 +102,51 @@ def test_bad_adaptive_eps_is_refused_before_the_grid(media, trained, capsys):
     code, err = cli(main_defense.main, args, capsys)
     assert code == 2 and len(err) == 1 and "--adaptive_eps" in err[0]
     assert not (trained / "def").exists()
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--adaptive", "--adaptive_attacks", "pgd,bogus"], "--adaptive_attacks"),
+    (["--adaptive", "--adaptive_attacks", "square,square"], "--adaptive_attacks"),
+    (["--adaptive_attacks", "square"], "needs --adaptive"),  # would be silently ignored without --adaptive
+    (["--adaptive_eps", "audio=0.006,visual=0"], "needs --adaptive"),
+])
+def test_adaptive_options_are_checked_before_work(media, trained, capsys, extra, needle):
+    args = argv(media, trained, "def", "--base_weights", str(RunDir(trained / "base").checkpoint_best),
+                "--features", str(RunDir(trained / "base").features), "--mode", "eval", "--attack_type", "pgd",
+                *extra)
+    code, err = cli(main_defense.main, args, capsys)
+    assert code == 2 and len(err) == 1 and needle in err[0], err
+    assert not (trained / "def").exists()
+
+
+def test_adaptive_attacks_subset_runs_only_those_and_says_so(media, trained):
+    base = RunDir(trained / "base")
+    args = argv(media, trained, "def-subset", "--base_weights", str(base.checkpoint_best), "--features",
+                str(base.features), "--mode", "eval", "--attack_type", "pgd", "--eps", "audio=0,visual=0",
+                "audio=0.006,visual=0.006", "--attack_steps", "1", "--bank_size", "8", "--ista_iters", "20",
+                "--unrolled_iters", "3", "--adaptive", "--adaptive_attacks", "fgsm,square", "--square_queries", "3")
+    assert main_defense.main(args) == 0
+    ev = RunDir(trained / "def-subset").latest_eval()
+    configs = [r["config"] for r in json.loads((ev / "adaptive_results.json").read_text())]
+    assert configs == ["paper: pgd (unrolled)", "fgsm (bpda)", "square (black box)"], configs
+    (summary,) = json.loads((ev / "robustness.json").read_text())
+    assert summary["attacks"] == "paper pgd, fgsm, square"
+    assert not any(k.startswith("acc[apgd") or "random start" in k for k in summary), sorted(summary)
+
+
+def test_apgd_targets_reach_apgd_t_and_autoattack():
+    from attacks import create_attack
+    from models import create_model
+    from pipeline.attack_eval import common_attack_options
+
+    cfg = config_mod.parse_config(get_args_parser(), ["--list_test", "t.csv", "--mode", "eval", "--attack_type",
+                                                      "autoattack,apgd-t", "--apgd_targets", "2"])
+    options = common_attack_options(cfg)["attack_options"]
+    model = create_model("anet", "resnet10", "concat", num_classes=4).eval()
+    eps = {"audio": 0.01, "visual": 0.01}
+    aa = create_attack("autoattack", model, eps=eps, **options["autoattack"])
+    apgdt = create_attack("apgd-t", model, eps=eps, **options["apgd-t"])
+    assert aa.stages[1].n_target_classes == 2 and apgdt.n_target_classes == 2
 
 
 def test_permuted_categories_are_refused(media, trained, capsys):
