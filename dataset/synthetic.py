@@ -39,11 +39,11 @@ logger = logging.getLogger(__name__)
 
 # rendered rates; preprocessing later extracts 8 fps frames and 11025 Hz audio (docs/paper.md, Preprocessing and layout)
 VIDEO_FPS = 16  # rendered video rate
-VIDEO_SIZE = 128  # rendered frame side in px; the synthetic spec trains on 64 px (dataset/specs.py)
+VIDEO_SIZE = 64  # rendered frame side in px; the synthetic spec trains on 32 px crops (dataset/specs.py)
 AUDIO_RATE = 22050  # rendered audio rate in Hz
 GLYPH_RENDER_PX = 128  # font size at which glyphs are rasterised once, then scaled down per frame
 AAC_BITRATE = "96k"  # mono AAC, transparent enough for instrument timbre at 22050 Hz
-X264_CRF = "20"  # visually near-lossless at 128 px; small files
+X264_CRF = "20"  # visually near-lossless at 64 px; small files
 
 
 # ----------------------------------------------------------------------------------------------- class design
@@ -89,7 +89,7 @@ LOOKS: Tuple[Look, ...] = (
     Look("keyboard", 0x1F3B9),  # musical keyboard
     Look("violin", 0x1F3BB),
     Look("trumpet", 0x1F3BA),
-    Look("guitar", 0x1F3B8),
+    Look("flute", 0x1FA88),
 )
 
 # Pitch ranges: a comfortable part of each instrument's real range (MIDI note numbers, 60 = middle C).
@@ -100,8 +100,8 @@ SOUNDS: Tuple[SoundSource, ...] = (
                             Instrument("cello", 42, 36, 64))),
     SoundSource("brass", (Instrument("trumpet", 56, 55, 80), Instrument("trombone", 57, 40, 67),
                           Instrument("horn", 60, 41, 72))),
-    SoundSource("plucked", (Instrument("nylon_guitar", 24, 40, 76), Instrument("steel_guitar", 25, 40, 76),
-                            Instrument("harp", 46, 36, 84))),
+    SoundSource("winds", (Instrument("flute", 73, 60, 93), Instrument("recorder", 74, 65, 93),
+                          Instrument("pan_flute", 75, 55, 84))),
 )
 
 # Distractor glyphs: everyday objects, none of them a look of any class.
@@ -324,7 +324,8 @@ def trajectory(rng: np.random.Generator, n_frames: int, fps: int, canvas: int,
     half = base * 0.6
     pos = rng.uniform(half, canvas - half, 2)
     heading = rng.uniform(0.0, 2 * np.pi)
-    vel = np.array([np.cos(heading), np.sin(heading)]) * rng.uniform(10.0, 40.0) / fps  # 10-40 px/s
+    speed = rng.uniform(0.08, 0.3) * canvas  # 8-30 % of the frame side per second
+    vel = np.array([np.cos(heading), np.sin(heading)]) * speed / fps
     scale_amp, scale_period, scale_phase = rng.uniform(0.0, 0.2), rng.uniform(1.0, 3.0), rng.uniform(0, 2 * np.pi)
     rot_amp, rot_period, rot_phase = rng.uniform(0.0, 20.0), rng.uniform(1.0, 4.0), rng.uniform(0, 2 * np.pi)
     out = np.empty((n_frames, 4))
@@ -375,6 +376,12 @@ def _paste(canvas: "PILImage", glyph: "PILImage", cx: float, cy: float, size: fl
     canvas.paste(g, (round(cx - g.size[0] / 2), round(cy - g.size[1] / 2)), g)
 
 
+# Object sizes as fractions of the frame side (longer side of the glyph). The class glyph fills about half the
+# frame so that it survives the 32 px model input; the distractor is always smaller than it, and behind it.
+MAIN_SIZE = np.array([0.42, 0.60])
+DISTRACTOR_SIZE = np.array([0.16, 0.30])
+
+
 def render_video(rng: np.random.Generator, look: Look, seconds: float, onsets: Sequence[float],
                  fps: int = VIDEO_FPS, size: int = VIDEO_SIZE) -> np.ndarray:
     """(T, size, size, 3) uint8 frames: background, a moving distractor behind the moving class glyph,
@@ -383,9 +390,9 @@ def render_video(rng: np.random.Generator, look: Look, seconds: float, onsets: S
 
     n = int(round(seconds * fps))
     bg = Image.fromarray((render_background(rng, size) * 255).round().astype(np.uint8))
-    main_traj = trajectory(rng, n, fps, size, (0.30 * size, 0.48 * size))
+    main_traj = trajectory(rng, n, fps, size, MAIN_SIZE * size)
     main_traj[:, 2] *= onset_pulse(onsets, n, fps)
-    dis_traj = trajectory(rng, n, fps, size, (0.16 * size, 0.32 * size))
+    dis_traj = trajectory(rng, n, fps, size, DISTRACTOR_SIZE * size)
     # shrink each glyph once to its largest size in the clip: per-frame resizes then start from a small image
     main_glyph = _shrink(glyph_image(look.codepoint), main_traj[:, 2].max())
     distractor = _shrink(glyph_image(DISTRACTORS[rng.integers(len(DISTRACTORS))]), dis_traj[:, 2].max())

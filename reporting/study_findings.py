@@ -82,6 +82,19 @@ DEFENSES = (("plain (concat)", "concat", False), ("MinSim only", "minsim", False
             ("MinSim + banks (paper)", "minsim-banks", True))
 
 
+def _adaptive_attacks(s: StudyView) -> str:
+    """The attacks the adaptive worst case was taken over, as robustness.json names them."""
+    names = {r.get("attacks") for _, rid, defended in DEFENSES if defended and s.has_results(rid, "robustness")
+             for r in s.results(rid, "robustness")}
+    names.discard(None)
+    words = {"paper pgd": "the paper's PGD", "fgsm": "FGSM through the other gradient mode (BPDA or unrolled)",
+             "pgd": "PGD through the other gradient mode", "pgd_restarts": "random-start PGD in both modes", "apgd-ce": "APGD-CE in both modes",
+             "apgd-t": "APGD-T in both modes", "square": "the black-box Square attack"}
+    if not names:
+        return "the adaptive attacks of pipeline/adaptive.py"
+    return "; ".join(", ".join(words.get(a.strip(), a.strip()) for a in n.split(",")) for n in sorted(names))
+
+
 def defense_table(s: StudyView) -> Table:
     """The defence table with headers in words (attack, modalities, budget) and 95% intervals."""
     res = {rid: s.results(rid) for _, rid, _ in DEFENSES}
@@ -160,8 +173,9 @@ def build_report(s: StudyView) -> List[Block]:
     cav = s.results("concat")[0]["clean_acc"]
     B.append(Block("p", f"Embedded synthetic dataset ({s.clips} clips per class; {n_test} test clips), "
                         f"unimodal models trained {s.epochs_uni} epochs from scratch, audio-visual models {s.epochs} epochs "
-                        "starting from the unimodal nets; visual net resnet10 at 64x64, audio net anet on 8192 samples "
-                        "(0.74 s at 11025 Hz). Budgets are L-inf in input units (visual pixels in [0,1], audio "
+                        "starting from the unimodal nets; visual net resnet10 at 32x32, audio net anet_lite (anet's "
+                        "strides, channels 16/32/64/512) on 8192 samples (0.74 s at 11025 Hz); docs/demo.md says "
+                        "why. Budgets are L-inf in input units (visual pixels in [0,1], audio "
                         "waveform in [-1,1]); the paper grid (v, a) = (0,0), (0,0.012), (0.012,0), (0.006,0.006); "
                         "10 steps of eps/8 for PGD and MIM (paper settings)."))
     B.append(Block("p", f"Statistics: every accuracy is shown with its Wilson 95% interval in brackets. On {n_test} "
@@ -189,7 +203,7 @@ def build_report(s: StudyView) -> List[Block]:
                         "the banks fixed (paper step 3); the plain and MinSim models were not, so part of any clean-"
                         "accuracy difference can come from that extra training. PGD-10 on a defended model: gradients "
                         "unrolled through the solver, as the paper ran it. Adaptive worst case: per clip, the worst over "
-                        "FGSM, PGD (BPDA and unrolled, with and without random restarts), APGD-CE, APGD-T and Square."))
+                        f"{_adaptive_attacks(s)}."))
     B.extend(surface_blocks(s))
     B.append(Block("h2", "What the numbers say"))
     texts, ledger = readings(s, [(label, rid) for label, rid, defended in DEFENSES if defended])

@@ -1,16 +1,16 @@
 """Generate the embedded synthetic audio-visual dataset: real H.264 + AAC mp4 clips.
 
-    python scripts/make_synthetic_dataset.py --out media/synthetic --clips-per-class 40 --seconds 3 --seed 0
+    python scripts/make_synthetic_dataset.py --out media/synthetic --clips-per-class 100 --seconds 2 --seed 0
 
-writes ``<out>/videos/<class>/<class>_<index>.mp4`` (128x128 px at 16 fps, mono AAC at 22050 Hz), the input
+writes ``<out>/videos/<class>/<class>_<index>.mp4`` (64x64 px at 16 fps, mono AAC at 22050 Hz), the input
 of ``scripts/extract_frames.py`` / ``scripts/extract_audio.py`` (8 fps frames, 11025 Hz audio).
 
-Class design (dataset/synthetic.py): 4 looks (OpenMoji glyphs: keyboard, violin, trumpet, guitar) and
-4 sound sources (General-MIDI families from the TimGM6mb soundfont: piano, strings, brass, plucked) are
+Class design (dataset/synthetic.py): 4 looks (OpenMoji glyphs: keyboard, violin, trumpet, flute) and
+4 sound sources (General-MIDI families from the TimGM6mb soundfont: piano, strings, brass, winds) are
 paired on a cycle, look i with sound i and with sound i+1 (mod 4):
 
     keyboard_piano  keyboard_strings  violin_strings  violin_brass
-    trumpet_brass   trumpet_plucked   guitar_plucked  guitar_piano
+    trumpet_brass   trumpet_winds     flute_winds     flute_piano
 
 Each look is in exactly 2 classes and each sound in exactly 2 classes, so some classes share a look but
 differ in sound (keyboard_piano / keyboard_strings) and others share a sound but differ in look
@@ -51,7 +51,7 @@ from dataset.synthetic import (AUDIO_RATE, SYNTHETIC_CATEGORIES, VIDEO_FPS, VIDE
 from utils.errors import MalformedFileError, UsageError, run_cli  # noqa: E402
 from utils.fileio import atomic_write_text  # noqa: E402
 
-GENERATOR_VERSION = 1  # bump when the rendering changes, so old folders are not silently mixed with new clips
+GENERATOR_VERSION = 2  # bump when the rendering changes, so old folders are not silently mixed with new clips
 META_NAME = "synthetic.json"
 MAX_SECONDS = 60.0  # a sanity bound: clips are short by design
 
@@ -60,9 +60,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     """Command-line flags of the synthetic dataset maker."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, required=True, help="dataset folder; clips go to <out>/videos/<class>/")
-    p.add_argument("--clips-per-class", "--clips_per_class", dest="clips_per_class", type=int, default=40,
-                   help="clips per class (default 40)")
-    p.add_argument("--seconds", type=float, default=3.0, help="clip length in seconds (default 3)")
+    p.add_argument("--clips-per-class", "--clips_per_class", dest="clips_per_class", type=int, default=100,
+                   help="clips per class (default 100, the demo's)")
+    p.add_argument("--seconds", type=float, default=2.0, help="clip length in seconds (default 2, the demo's)")
     p.add_argument("--seed", type=int, default=0, help="dataset seed, >= 0 (default 0)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="parallel processes (default: number of cores)")

@@ -50,7 +50,8 @@ class FakeStudy:
         if surface:
             return self.surf[run_id]
         if name == "robustness":
-            return [{"eps_audio": 0.006, "eps_visual": 0.006, "robust_acc": 0.0, "n_samples": N, "flags": "none"}]
+            return [{"eps_audio": 0.006, "eps_visual": 0.006, "robust_acc": 0.0, "n_samples": N, "flags": "none",
+                     "attacks": "paper pgd, fgsm, square"}]
         return self.rows[run_id]
 
     def has_results(self, run_id: str, name: str, surface: bool = False) -> bool:
@@ -70,6 +71,9 @@ def test_report_statistics_headers_surface_provenance(tmp_path: Path) -> None:
     # headers in words, never raw keys
     assert "PGD-10 on audio, eps 0.012" in md and "AutoAttack on audio and visual, eps 0.006 each" in md
     assert "adaptive worst case on audio and visual, eps 0.006 each" in md
+    # the attacks behind the worst case are the ones robustness.json names, not a fixed list
+    assert ("worst over the paper's PGD, FGSM through the other gradient mode (BPDA or unrolled), the black-box "
+            "Square attack.") in md and "APGD-CE" not in md
     for raw in ("pgd_audio_acc", "pgd_both_acc", "adaptive_both_acc", "clean_acc |"):
         assert raw not in md
     # every comparison of the reading is a McNemar test, and their number is stated
