@@ -147,9 +147,10 @@ class Attack:
         if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
             raise ValueError(f"restarts must be an int >= 1, got {restarts!r}")
         if (random_start or restarts > 1) and not self.supports_random_start:
+            takers = [n for n in ATTACKS.names() if getattr(ATTACKS.get(n), "supports_random_start", False)]
             raise ValueError(
                 f"{self.name} does not take random_start/restarts (got random_start={random_start}, "
-                f"restarts={restarts}); attacks that do: pgd, mim"
+                f"restarts={restarts}); attacks that do: {', '.join(takers)}"
             )
         if restarts > 1 and not random_start:
             raise ValueError(f"restarts={restarts} needs random_start=True: without a random start every "

@@ -18,7 +18,7 @@ from attacks import default_attacks, list_attacks, parse_norm
 from attacks.metrics import PAPER_EPS_GRID, parse_eps
 from dataset.specs import DatasetSpec, get_spec
 from pipeline import reference_cli as ref
-from pipeline.flags import ADAPTIVE_ATTACKS
+from pipeline.flags import ADAPTIVE_ATTACKS, ADAPTIVE_GRAD_MODES
 from pipeline.flags import add_defense_args, get_args_parser
 from pipeline.speed_flags import RESULT_NEUTRAL
 from utils.errors import UsageError
@@ -297,6 +297,14 @@ def resolve_config(ns: argparse.Namespace, given: Sequence[str] = (), defense: b
     _check_numbers(ns)
     _check_attack_flags(ns, given)
     attacks = parse_attack_names(ns.attack_type) if ns.mode == "eval" else ()
+    # the targeted DLR loss needs the 3 largest other logits: asked for by name on fewer classes, refuse now
+    # (with --adaptive_attacks all, pipeline/adaptive.py leaves apgd-t out and says so)
+    adaptive_named = [a.split(":")[0].strip() for a in getattr(ns, "adaptive_attacks", "all").split(",")]
+    for flag, names in (("--attack_type", attacks), ("--adaptive_attacks", adaptive_named)):
+        bad = [a for a in names if a in ("apgd-t", "autoattack")]
+        if bad and ns.cls_num < 4:
+            raise UsageError(flag, f"{bad[0]} needs at least 4 classes (targeted DLR loss), this run has "
+                                   f"{ns.cls_num}; use apgd-ce")
     try:
         parse_norm(ns.norm)
     except ValueError as e:
@@ -310,10 +318,12 @@ def resolve_config(ns: argparse.Namespace, given: Sequence[str] = (), defense: b
             raise UsageError(f"--{flag}", "needs --adaptive (without it no adaptive attack runs)")
     if getattr(ns, "adaptive_attacks", "all") != "all":
         names = [a.strip() for a in ns.adaptive_attacks.split(",")]
-        bad = [a for a in names if a not in ADAPTIVE_ATTACKS]
+        bad = [a for a in names if a.split(":")[0] not in ADAPTIVE_ATTACKS or a.count(":") > 1
+               or (":" in a and a.split(":")[1] not in ADAPTIVE_GRAD_MODES)]
         if bad or not names or len(set(names)) != len(names):
             raise UsageError("--adaptive_attacks", f"expected 'all' or a comma list of distinct names from "
-                             f"{', '.join(ADAPTIVE_ATTACKS)}, got {ns.adaptive_attacks!r}")
+                             f"{', '.join(ADAPTIVE_ATTACKS)}, each optionally with :unrolled or :bpda, got "
+                             f"{ns.adaptive_attacks!r}")
     if getattr(ns, "adaptive", False):
         if not attacks:
             raise UsageError("--adaptive", "needs --attack_type (the paper's attack is pgd)")

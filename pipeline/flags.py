@@ -17,6 +17,7 @@ from utils.rundir import FILES
 
 # Families of adaptive attacks of main_defense.py --adaptive (pipeline/adaptive.py), besides the paper's PGD.
 ADAPTIVE_ATTACKS = ("fgsm", "pgd", "pgd_restarts", "apgd-ce", "apgd-t", "square")
+ADAPTIVE_GRAD_MODES = ("unrolled", "bpda")  # an entry "apgd-t:unrolled" keeps that family's runs in one mode
 
 
 def _csv_list(text: str) -> List[str]:
@@ -165,7 +166,8 @@ def add_defense_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--adaptive_attacks", default="all",
                    help="which adaptive attacks to run besides the paper's PGD: 'all' or a comma list of "
                    f"{', '.join(ADAPTIVE_ATTACKS)} (fgsm/pgd: through the other gradient mode; pgd_restarts: PGD "
-                   "with random starts in both modes; apgd-*: in both modes; square: black box)")
+                   "with random starts in both modes; apgd-*: in both modes; square: black box); NAME:unrolled or "
+                   "NAME:bpda keeps only that gradient mode's runs of NAME")
     g.add_argument("--adaptive_eps", nargs="+", default=None,
                    help="eps of the grid to run the adaptive attacks on (default: every nonzero row of --eps)")
     return p

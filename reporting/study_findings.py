@@ -12,7 +12,7 @@ import importlib.metadata
 import os
 import platform
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Protocol, Sequence
+from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple
 
 from reporting.per_sample import PerSample
 from reporting.results import results_table
@@ -84,22 +84,34 @@ DEFENSES = (("plain (concat)", "concat", False), ("MinSim only", "minsim", False
 
 def _adaptive_attacks(s: StudyView) -> str:
     """The attacks the adaptive worst case was taken over, as robustness.json names them."""
-    names = {r.get("attacks") for _, rid, defended in DEFENSES if defended and s.has_results(rid, "robustness")
+    names = {r.get("attacks") for _, rid, defended in present_defenses(s) if defended and s.has_results(rid, "robustness")
              for r in s.results(rid, "robustness")}
     names.discard(None)
     words = {"paper pgd": "the paper's PGD", "fgsm": "FGSM through the other gradient mode (BPDA or unrolled)",
-             "pgd": "PGD through the other gradient mode", "pgd_restarts": "random-start PGD in both modes", "apgd-ce": "APGD-CE in both modes",
+             "pgd": "PGD through the other gradient mode", "pgd_restarts": "random-start PGD in both modes",
+             "apgd-ce": "APGD-CE in both modes",
              "apgd-t": "APGD-T in both modes", "square": "the black-box Square attack"}
     if not names:
         return "the adaptive attacks of pipeline/adaptive.py"
-    return "; ".join(", ".join(words.get(a.strip(), a.strip()) for a in n.split(",")) for n in sorted(names))
+    def word(entry: str) -> str:
+        family, _, mode = entry.strip().partition(":")
+        text = words.get(family, family)
+        return f"{text.replace(' in both modes', '')} through {mode} gradients only" if mode else text
+
+    return "; ".join(", ".join(word(a) for a in n.split(",")) for n in sorted(names))
+
+
+def present_defenses(s: StudyView) -> List[Tuple[str, str, bool]]:
+    """The rows of DEFENSES whose run the study evaluated (the demo leaves 'memory banks only' out for time)."""
+    return [d for d in DEFENSES if s.has_results(d[1], "results")]
 
 
 def defense_table(s: StudyView) -> Table:
     """The defence table with headers in words (attack, modalities, budget) and 95% intervals."""
-    res = {rid: s.results(rid) for _, rid, _ in DEFENSES}
+    defenses = present_defenses(s)
+    res = {rid: s.results(rid) for _, rid, _ in defenses}
     rob_row = None
-    for _, rid, defended in DEFENSES:
+    for _, rid, defended in defenses:
         if defended and s.has_results(rid, "robustness"):
             rob_row = next((r for r in s.results(rid, "robustness") if r["eps_audio"] > 0 and r["eps_visual"] > 0),
                            rob_row)
@@ -112,7 +124,7 @@ def defense_table(s: StudyView) -> Table:
     cols += [Column("adaptive", f"adaptive worst case on audio and visual, {_eps_words(rob_row)}", numeric=True),
              Column("flags", "gradient-masking flags")]
     body = []
-    for label, rid, defended in DEFENSES:
+    for label, rid, defended in defenses:
         rows = res[rid]
         line: Dict[str, Any] = {"model": label, "clean": acc_text(rows[0], "clean_acc")}
         for key, attack, p in specs:
@@ -199,14 +211,18 @@ def build_report(s: StudyView) -> List[Block]:
     B.append(Block("table", table=accuracy_table({h: s.results(h) for h in s.fusions}, "pgd")))
     B.append(Block("h2", "Defenses"))
     B.append(Block("table", table=defense_table(s)))
-    B.append(Block("p", f"The two memory-bank models were fine-tuned for {s.tune_epochs} more epoch(s) at lr 1e-3 with "
-                        "the banks fixed (paper step 3); the plain and MinSim models were not, so part of any clean-"
+    banked = [label for label, _, defended in present_defenses(s) if defended]
+    missing = [label for label, rid, _ in DEFENSES if (label, rid) not in {(d[0], d[1]) for d in present_defenses(s)}]
+    B.append(Block("p", f"The memory-bank models ({', '.join(banked)}) were fine-tuned for {s.tune_epochs} more epoch(s) "
+                        "at lr 1e-3 with the banks fixed (paper step 3); the plain and MinSim models were not, so part "
+                        "of any clean-"
                         "accuracy difference can come from that extra training. PGD-10 on a defended model: gradients "
                         "unrolled through the solver, as the paper ran it. Adaptive worst case: per clip, the worst over "
-                        f"{_adaptive_attacks(s)}."))
+                        f"{_adaptive_attacks(s)}."
+                        + (f" Not run in this study: {', '.join(missing)}." if missing else "")))
     B.extend(surface_blocks(s))
     B.append(Block("h2", "What the numbers say"))
-    texts, ledger = readings(s, [(label, rid) for label, rid, defended in DEFENSES if defended])
+    texts, ledger = readings(s, [(label, rid) for label, rid, defended in present_defenses(s) if defended])
     B.extend(Block("p", t) for t in texts)
     B.append(Block("p", "Every paired test of the reading (A vs B on the same clips):"))
     B.append(Block("table", table=Table([Column("comparison", "comparison (A vs B)"), Column("n", "clips", numeric=True),

@@ -107,8 +107,10 @@ def test_bad_adaptive_eps_is_refused_before_the_grid(media, trained, capsys):
 @pytest.mark.parametrize("extra,needle", [
     (["--adaptive", "--adaptive_attacks", "pgd,bogus"], "--adaptive_attacks"),
     (["--adaptive", "--adaptive_attacks", "square,square"], "--adaptive_attacks"),
+    (["--adaptive", "--adaptive_attacks", "apgd-t:sideways"], "--adaptive_attacks"),
     (["--adaptive_attacks", "square"], "needs --adaptive"),  # would be silently ignored without --adaptive
     (["--adaptive_eps", "audio=0.006,visual=0"], "needs --adaptive"),
+    (["--adaptive", "--adaptive_attacks", "apgd-t:unrolled"], "needs at least 4 classes"),  # 3 classes here
 ])
 def test_adaptive_options_are_checked_before_work(media, trained, capsys, extra, needle):
     args = argv(media, trained, "def", "--base_weights", str(RunDir(trained / "base").checkpoint_best),
@@ -124,14 +126,16 @@ def test_adaptive_attacks_subset_runs_only_those_and_says_so(media, trained):
     args = argv(media, trained, "def-subset", "--base_weights", str(base.checkpoint_best), "--features",
                 str(base.features), "--mode", "eval", "--attack_type", "pgd", "--eps", "audio=0,visual=0",
                 "audio=0.006,visual=0.006", "--attack_steps", "1", "--bank_size", "8", "--ista_iters", "20",
-                "--unrolled_iters", "3", "--adaptive", "--adaptive_attacks", "fgsm,square", "--square_queries", "3")
+                "--unrolled_iters", "3", "--adaptive", "--adaptive_attacks", "fgsm,apgd-ce:bpda,square",
+                "--square_queries", "3", "--apgd_steps", "2", "--apgd_targets", "1")
     assert main_defense.main(args) == 0
     ev = RunDir(trained / "def-subset").latest_eval()
     configs = [r["config"] for r in json.loads((ev / "adaptive_results.json").read_text())]
-    assert configs == ["paper: pgd (unrolled)", "fgsm (bpda)", "square (black box)"], configs
+    assert configs == ["paper: pgd (unrolled)", "fgsm (bpda)", "apgd-ce (bpda)", "square (black box)"], configs
     (summary,) = json.loads((ev / "robustness.json").read_text())
-    assert summary["attacks"] == "paper pgd, fgsm, square"
-    assert not any(k.startswith("acc[apgd") or "random start" in k for k in summary), sorted(summary)
+    assert summary["attacks"] == "paper pgd, fgsm, apgd-ce:bpda, square"
+    assert sorted(k for k in summary if k.startswith("acc[")) == [
+        "acc[apgd-ce (bpda)]", "acc[fgsm (bpda)]", "acc[paper: pgd (unrolled)]", "acc[square (black box)]"]
 
 
 def test_apgd_targets_reach_apgd_t_and_autoattack():

@@ -96,3 +96,20 @@ def test_reading_fails_loudly_without_per_clip_outcomes(tmp_path: Path) -> None:
     s.clip["concat"] = {}
     with pytest.raises(KeyError, match="per_sample.json has no row"):
         build_report(s)
+
+
+def test_a_defence_the_study_did_not_run_is_left_out_and_named(tmp_path: Path) -> None:
+    class WithoutBanksOnly(FakeStudy):
+        def has_results(self, run_id: str, name: str, surface: bool = False) -> bool:
+            return run_id != "banks" and super().has_results(run_id, name, surface)
+
+        def results(self, run_id: str, name: str = "results", surface: bool = False):
+            if run_id == "banks":
+                raise FileNotFoundError("runs/banks has no finished evaluation")
+            return super().results(run_id, name, surface)
+
+    md = render_markdown(build_report(WithoutBanksOnly(tmp_path)))
+    assert "| memory banks only" not in md and "| MinSim + banks (paper)" in md
+    assert "Not run in this study: memory banks only." in md
+    full = render_markdown(build_report(FakeStudy(tmp_path)))
+    assert "| memory banks only" in full and "Not run in this study" not in full
