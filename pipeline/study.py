@@ -38,6 +38,7 @@ from reporting.per_sample import PerSample, read_per_sample
 from reporting.results import read_results
 from reporting.study_findings import build_report
 from reporting.study_report import write_report
+from utils.fileio import atomic_write_text
 from utils.rundir import RunDir, eval_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -65,6 +66,7 @@ ADAPTIVE_DEMO = ["--adaptive_attacks", "fgsm,apgd-t:unrolled,square"]
 # 160 clips (a standard error of at most 4 points on one accuracy). Chosen with the unimodal and concat
 # models' validation accuracy as the only criterion (docs/demo.md); never on any attacked number.
 CLIPS_PER_CLASS = 100
+TIMINGS_FILE = "timings.json"  # <out>/timings.json: each step's seconds in the call that did its work
 CLIP_SECONDS = "2"
 VAL_FRACTION, TEST_FRACTION = 0.08, 0.2  # of each class; at least one clip each (smoke runs with few clips)
 
@@ -98,7 +100,11 @@ class Study:
         self.out: Path = args.out
         self.out.mkdir(parents=True, exist_ok=True)
         self.commands: List[str] = []
-        self.timings: Dict[str, float] = {}
+        self.timings: Dict[str, float] = {}  # this call's steps
+        # each step's time in the call that did its work (a resumed study reports those, not its reuse times)
+        tf = self.out / TIMINGS_FILE
+        self.recorded: Dict[str, float] = json.loads(tf.read_text()) if tf.is_file() else {}
+        self.reused: set = set()
         q = args.quick
         self.clips = args.clips_per_class or (12 if q else CLIPS_PER_CLASS)
         self.epochs_uni = args.epochs_unimodal or (1 if q else 24)
@@ -132,9 +138,9 @@ class Study:
                            f"{self.aa[1]} iterations, Square with {self.aa[5]} queries (AutoAttack standard: 100 "
                            "iterations, 9 target classes, 5000 queries), each "
                            "stage on the clips still classified correctly, L-inf budget of the paper grid. With "
-                           "reduced budgets it is an upper bound on robust accuracy. On the defended models "
-                           "the adaptive worst case stands in for it: it runs APGD-CE, APGD-T and Square (plus PGD "
-                           "variants) on every clip and keeps the per-clip worst case."),
+                           "reduced budgets it is an upper bound on robust accuracy. On the defended model the "
+                           "adaptive worst case stands in for it: the attacks named under the defence table, each "
+                           "on every clip, and the per-clip worst case."),
             "defense": ("Memory-bank defence at demo scale: banks of the clean features of every training clip "
                         "(up to 1024 per modality, paper), FISTA capped at 100 iterations and 10 iterations "
                         "unrolled for gradients (paper: up to 2000 ISTA iterations). The caps bound the solver's "
@@ -166,8 +172,11 @@ class Study:
         self.commands.append(" ".join(shlex.quote(str(c)) for c in ["python", *argv]))
         if done is not None and done.exists():
             log.info("[skip] %s (done)", name)
+            self.reused.add(name)
             return
         log.info("[run] %s", name)
+        run_id = str(argv[list(argv).index("--id") + 1]) if "--id" in argv else None
+        before = set(self.run_dir(run_id).eval_ids()) if run_id and "eval" in argv else None
         t0 = time.time()
         if str(argv[0]) in IN_PROCESS:
             IN_PROCESS[str(argv[0])]([str(a) for a in argv[1:]])
@@ -179,7 +188,16 @@ class Study:
             if proc.returncode != 0:
                 sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-8000:])
                 raise RuntimeError(f"study step {name!r} failed (exit {proc.returncode}): {self.commands[-1]}")
-        self.timings[name] = time.time() - t0
+        seconds = time.time() - t0
+        self.timings[name] = seconds
+        # did this call do the work? an evaluation did if a new folder appeared (--reuse_eval otherwise);
+        # a data script that found every output in place returns within a second
+        did = set(self.run_dir(run_id).eval_ids()) != before if before is not None else seconds >= 1.0
+        if did or name not in self.recorded:
+            self.recorded[name] = seconds
+            atomic_write_text(self.out / TIMINGS_FILE, json.dumps(self.recorded, indent=1) + "\n")
+        if not did:
+            self.reused.add(name)
 
     def run_dir(self, run_id: str) -> RunDir:
         return RunDir(self.out / run_id)

@@ -83,7 +83,9 @@ class Paired:
 
     def evidence(self) -> str:
         """The test in words: discordant counts and p-value, e.g. 'McNemar 7 vs 2 discordant clips, p = 0.18'."""
-        return f"exact McNemar on {self.n} paired clips: {self.b} vs {self.c} discordant, p = {fmt_p(self.p)}"
+        p = fmt_p(self.p)
+        return (f"exact McNemar on {self.n} paired clips: {self.b} vs {self.c} discordant, "
+                f"p {p if p.startswith('<') else '= ' + p}")
 
 
 def paired(a: Mapping[int, bool], b: Mapping[int, bool]) -> Paired:

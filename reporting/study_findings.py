@@ -189,7 +189,7 @@ def build_report(s: StudyView) -> List[Block]:
                         "strides, channels 16/32/64/512) on 8192 samples (0.74 s at 11025 Hz); docs/demo.md says "
                         "why. Budgets are L-inf in input units (visual pixels in [0,1], audio "
                         "waveform in [-1,1]); the paper grid (v, a) = (0,0), (0,0.012), (0.012,0), (0.006,0.006); "
-                        "10 steps of eps/8 for PGD and MIM (paper settings)."))
+                        "10 steps of eps/8 for PGD (and MIM where it runs; paper settings)."))
     B.append(Block("p", f"Statistics: every accuracy is shown with its Wilson 95% interval in brackets. On {n_test} "
                         f"test clips the standard error of one accuracy is {100 * binomial_se(0.5, n_test):.1f} points at "
                         f"50% (sqrt(p(1-p)/n); {100 * binomial_se(cav, n_test):.1f} points at the concat model's "
@@ -197,9 +197,11 @@ def build_report(s: StudyView) -> List[Block]:
                         "points. Comparisons are paired (all models see the same clips): the reading says 'higher' or "
                         f"'lower' only when the exact two-sided McNemar test gives p < {ALPHA}, and shows the discordant "
                         "counts and p."))
-    B.append(Block("h2", "Unimodal vs audio-visual (concat) under FGSM, PGD, MIM and AutoAttack"))
     uni_av = {m: s.results(m) for m in ("audio", "visual", "concat")}
     attacks = [a for a in ATTACK_NAMES if any(r["attack"] == a for r in uni_av["concat"])]
+    names = [ATTACK_NAMES[a].split("-")[0] for a in attacks]
+    B.append(Block("h2", "Unimodal vs audio-visual (concat) under "
+                         + (", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else "".join(names))))
     for attack in attacks:
         B.append(Block("p", f"{ATTACK_NAMES[attack]}: accuracy, % [95% CI]"))
         B.append(Block("table", table=accuracy_table(uni_av, attack)))
@@ -254,11 +256,14 @@ def build_report(s: StudyView) -> List[Block]:
     B.append(Block("h2", "Commands"))
     B.append(Block("code", "\n".join(s.commands)))
     B.append(Block("h2", "Timings (s)"))
-    steps = {k: v for k, v in s.timings.items() if k != "total"}
-    lines = [f"{k}: {v:.1f}" for k, v in steps.items()]
-    if steps:
-        lines.append(f"sum of the steps run: {sum(steps.values()):.1f}")
+    recorded = getattr(s, "recorded", None) or {k: v for k, v in s.timings.items() if k != "total"}
+    reused = getattr(s, "reused", set())
+    lines = [f"{k}: {v:.1f}" + ("  (an earlier call; reused in this one)" if k in reused else "")
+             for k, v in recorded.items()]
+    if recorded:
+        lines.append(f"sum of the steps (each in the call that did its work): {sum(recorded.values()):.1f}")
     if "total" in s.timings:
-        lines.append(f"study wall time: {s.timings['total']:.1f}")
+        lines.append(f"this call's wall time: {s.timings['total']:.1f}"
+                     + (f" ({len(reused)} step(s) reused from earlier calls)" if reused else ""))
     B.append(Block("code", "\n".join(lines)))
     return B

@@ -28,6 +28,11 @@ class ReadingView(Protocol):
     def per_sample(self, run_id: str, surface: bool = False) -> PerSample: ...
 
 
+
+def _capitalised(sentence: str) -> str:
+    """``sentence`` with its first letter upper-cased (a reading that starts a sentence)."""
+    return sentence[:1].upper() + sentence[1:]
+
 def find_row(rows: Sequence[Row], attack: str, pattern: str) -> Optional[Row]:
     """The row of ``attack`` whose attacked modalities match ``pattern`` (audio, visual, both, clean)."""
     a, v = PATTERNS[pattern]
@@ -85,8 +90,8 @@ def readings(s: ReadingView, defense_rows: Sequence[Tuple[str, str]]) -> Tuple[L
     best_uni, best_clips = ("audio", ca) if ra["clean_acc"] >= rv["clean_acc"] else ("visual", cv)
     out.append(f"Clean accuracy: audio {acc_text(ra, 'clean_acc')}, visual {acc_text(rv, 'clean_acc')}, audio-visual "
                f"(concat) {acc_text(AV[0], 'clean_acc')}. "
-               + rd.says("clean: concat vs better unimodal", "the audio-visual model", cav,
-                         f"the better unimodal model ({best_uni})", best_clips) + ".")
+               + _capitalised(rd.says("clean: concat vs better unimodal", "the audio-visual model", cav,
+                                      f"the better unimodal model ({best_uni})", best_clips)) + ".")
     for attack in sorted({r["attack"] for r in AV}):
         xa, xv = find_row(A, attack, "audio"), find_row(V, attack, "visual")
         ya, yv, yb = (find_row(AV, attack, p) for p in ("audio", "visual", "both"))

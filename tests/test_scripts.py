@@ -118,3 +118,9 @@ def test_demo_quick_study_end_to_end(tmp_path):
     assert again.returncode == 0 and "[run] train" not in again.stderr + again.stdout
     assert "already finished with this configuration" in again.stdout  # evaluations reused, not recomputed
     assert len(RunDir(out / "concat").eval_ids()) == 2  # the paper grid and the robustness surface
+    # the resumed study still reports each step's time in the call that did it, and says what it reused
+    first = json.loads((out / "timings.json").read_text())
+    assert first["train audio"] > 1.0 and first["attack concat"] > 1.0
+    timings = (out / "report.md").read_text().split("## Timings (s)")[1]
+    assert f"train audio: {first['train audio']:.1f}  (an earlier call; reused in this one)" in timings
+    assert f"attack concat: {first['attack concat']:.1f}  (an earlier call; reused in this one)" in timings

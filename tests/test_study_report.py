@@ -83,11 +83,11 @@ def test_report_statistics_headers_surface_provenance(tmp_path: Path) -> None:
     assert n_words == n_tests > 5
     assert f"{n_tests} paired comparisons were made" in reading
     # concat at 90% clean against unimodal ~50% on 40 clips: a real difference, called so with its p
-    assert "the audio-visual model is higher than the better unimodal model" in reading
+    assert "The audio-visual model is higher than the better unimodal model" in reading
     for model in ("audio", "visual", "concat"):
         assert (tmp_path / f"surface_{model}.png").is_file()
     assert "## Provenance" in md and "torch " in md and "CPU:" in md and "seed: 0" in md
-    assert "sum of the steps run: 1.0" in md
+    assert "sum of the steps (each in the call that did its work): 1.0" in md
     assert page.count("<table") == md.count("\n|:") or page.count("<table") > 10
 
 
