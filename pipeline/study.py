@@ -24,6 +24,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -178,6 +179,7 @@ class Study:
         run_id = str(argv[list(argv).index("--id") + 1]) if "--id" in argv else None
         before = set(self.run_dir(run_id).eval_ids()) if run_id and "eval" in argv else None
         t0 = time.time()
+        did = True
         if str(argv[0]) in IN_PROCESS:
             IN_PROCESS[str(argv[0])]([str(a) for a in argv[1:]])
             logging.getLogger().handlers.clear()
@@ -188,11 +190,12 @@ class Study:
             if proc.returncode != 0:
                 sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-8000:])
                 raise RuntimeError(f"study step {name!r} failed (exit {proc.returncode}): {self.commands[-1]}")
+            # the generator and the extractors say when every output was already in place
+            did = not re.search(r"(^|\s)0 (clip\(s\) written|extracted),", proc.stdout)
         seconds = time.time() - t0
         self.timings[name] = seconds
-        # did this call do the work? an evaluation did if a new folder appeared (--reuse_eval otherwise);
-        # a data script that found every output in place returns within a second
-        did = set(self.run_dir(run_id).eval_ids()) != before if before is not None else seconds >= 1.0
+        if before is not None:  # an evaluation did its work if a new folder appeared (else --reuse_eval reused one)
+            did = set(self.run_dir(run_id).eval_ids()) != before
         if did or name not in self.recorded:
             self.recorded[name] = seconds
             atomic_write_text(self.out / TIMINGS_FILE, json.dumps(self.recorded, indent=1) + "\n")
