@@ -359,28 +359,6 @@ def read_clip_list(path: PathLike) -> List[str]:
     return ids
 
 
-def split_from_lists(rows: Mapping[str, IndexRow], lists: Mapping[str, Sequence[str]]) -> Tuple[
-        Dict[str, List[IndexRow]], List[Excluded]]:
-    """Assign clips to the splits named in ``lists`` (split -> clip ids), e.g. the official AVE split.
-
-    Listed clips without complete media are returned as excluded; complete clips in no list are excluded
-    too. The lists are expected to be leak-free (prepare_ave.py resolves the official split's leakage).
-    """
-    out: Dict[str, List[IndexRow]] = {}
-    excluded: List[Excluded] = []
-    listed = set()
-    for split, ids in lists.items():
-        out[split] = []
-        for clip_id in ids:
-            listed.add(clip_id)
-            if clip_id in rows:
-                out[split].append(rows[clip_id])
-            else:
-                excluded.append(Excluded(clip_id, f"listed in {split} but has no complete audio + frames"))
-    excluded += [Excluded(c, "complete but in no split list") for c in sorted(set(rows) - listed)]
-    return out, excluded
-
-
 def write_excluded(path: Path, excluded: Sequence[Excluded]) -> None:
     """Write ``clip_id,reason`` rows (with a header) atomically."""
     atomic_write_csv(Path(path), ["clip_id", "reason"], [(e.clip_id, e.reason) for e in excluded])
