@@ -170,8 +170,9 @@ class APGD(Attack):
         with torch.no_grad():
             logits = self._forward({**fixed, **clean})
         k = logits.shape[1]
-        if k < 4:
-            raise ValueError(f"apgd-t (targeted DLR) needs at least 4 classes, the model has {k}; use apgd-ce")
+        if k < self.min_classes:
+            raise ValueError(f"apgd-t (targeted DLR) needs at least {self.min_classes} classes, the model has {k}; "
+                             "use apgd-ce")
         order = logits.sort(dim=1, descending=True).indices
         n = min(self.n_target_classes, k - 1)
         # the t-th most likely class other than the label (the label itself is skipped)
@@ -224,3 +225,4 @@ class APGDT(APGD):
     name = "apgd-t"
     loss_name = "dlr"
     n_targets = 1
+    min_classes = 4  # the targeted DLR loss reads the 3 largest other logits

@@ -50,6 +50,7 @@ class AutoAttack(Attack):
 
     name = "autoattack"
     in_all = False
+    min_classes = APGDT.min_classes  # its second stage
     grid_options = False
 
     def __init__(self, model: nn.Module, eps: Mapping[str, float], version: str = "standard", steps: int = 100,

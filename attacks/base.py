@@ -115,6 +115,9 @@ class Attack:
     # The grid's steps/random_start/restarts options apply (fgsm, pgd, mim); False: the attack keeps its
     # paper defaults unless given attack-specific options (apgd, square, autoattack).
     grid_options: bool = True
+    # Fewest classes the attack works on (apgd-t's targeted DLR loss needs 4); the pre-flight check of
+    # pipeline/config.py reads it, so a run on fewer classes stops before any work.
+    min_classes: int = 1
 
     def __init__(
         self,

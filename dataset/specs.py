@@ -143,7 +143,7 @@ def _synthetic() -> DatasetSpec:
         audio_len=8192,  # ~0.74 s at 11025 Hz, at least one note of the melody (CPU budget, not a paper value)
         img_size=32,  # the class glyph fills about half of it (dataset/synthetic.py); CPU budget, not a paper value
         num_epoch=8, lr_steps=(6,),  # CPU budget, not a paper value
-        train_margin_s=0.0,  # 3-s clips: the whole clip, as before (a 3-s margin would pin every clip's middle)
+        train_margin_s=0.0,  # 2-s clips: the whole clip (a 3-s margin would pin every clip's middle)
         alpha_audio=1e-6, alpha_visual=6e-6,  # MUSIC's ISTA steps (closest paper setting: small, clean set)
         default_root="media/synthetic", index_dir="data/synthetic",
     )

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from pipeline.attack_eval import PerSampleCorrect, attack_grid
-from pipeline.config import RunConfig
-from pipeline.flags import ADAPTIVE_ATTACKS
+from attacks import ATTACKS
+from pipeline.config import RunConfig, adaptive_families
 from pipeline.context import RunContext
 from reporting.per_sample import WORST_CASE, row_key, write_per_sample
 from reporting.results import markdown_table, write_results
@@ -62,14 +62,6 @@ def gradient_norms(model: nn.Module, loader, device: torch.device, max_batches: 
     return {m: z / max(n, 1) for m, z in zero.items()}
 
 
-def adaptive_families(spec: str) -> Tuple[Tuple[str, Optional[str]], ...]:
-    """(family, gradient mode or None for every mode) of ``--adaptive_attacks``: 'all' or a comma list of
-    ADAPTIVE_ATTACKS, each optionally ``:unrolled`` or ``:bpda``."""
-    if spec == "all":
-        return tuple((a, None) for a in ADAPTIVE_ATTACKS)
-    return tuple((a.strip().split(":")[0], a.strip().split(":")[1] if ":" in a else None) for a in spec.split(","))
-
-
 def run_adaptive(model: nn.Module, cfg: RunConfig, ctx: RunContext, label: str, grid_out: Dict[str, Any]
                  ) -> Dict[str, Any]:
     """The paper's attack plus adaptive ones on every eps of ``cfg.adaptive_grid``; robust accuracy is the
@@ -84,9 +76,11 @@ def run_adaptive(model: nn.Module, cfg: RunConfig, ctx: RunContext, label: str, 
     other = "bpda" if base_mode == "unrolled" else "unrolled"
     paper_name = f"paper: pgd ({base_mode})"
     families = adaptive_families(cfg.adaptive_attacks)
-    if cfg.cls_num < 4 and any(f == "apgd-t" for f, _ in families):  # only with 'all': named, config refuses it
-        log.warning("--adaptive: apgd-t needs at least 4 classes (this run has %d); left out", cfg.cls_num)
-        families = tuple((f, m) for f, m in families if f != "apgd-t")
+    too_few = [f for f, _ in families if f in ATTACKS.names() and ATTACKS.get(f).min_classes > cfg.cls_num]
+    if too_few:  # only with 'all': an attack named on too few classes is refused by pipeline/config.py
+        log.warning("--adaptive: %s need(s) more classes than this run's %d; left out", ", ".join(too_few),
+                    cfg.cls_num)
+        families = tuple((f, m) for f, m in families if f not in too_few)
     rs = {"random_start": True, "restarts": restarts}
     configs = [  # (family, name, attack, grad mode, overrides); the paper's attack = the grid's PGD rows
         (None, paper_name, "pgd", base_mode, {}),

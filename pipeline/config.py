@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
-from attacks import default_attacks, list_attacks, parse_norm
+from attacks import ATTACKS, default_attacks, list_attacks, parse_norm
 from attacks.metrics import PAPER_EPS_GRID, parse_eps
 from dataset.specs import DatasetSpec, get_spec
 from pipeline import reference_cli as ref
@@ -180,6 +180,22 @@ class RunConfig:
 DERIVED_FIELDS = ("defense", "attacks", "eps_grid", "adaptive_grid", "train_budget", "given")
 
 
+def adaptive_families(spec: str) -> Tuple[Tuple[str, Optional[str]], ...]:
+    """--adaptive_attacks as (family, gradient mode or None for both modes): 'all' or a comma list of distinct
+    ADAPTIVE_ATTACKS, each optionally ``:unrolled`` or ``:bpda``; anything else is a UsageError."""
+    if spec == "all":
+        return tuple((a, None) for a in ADAPTIVE_ATTACKS)
+    out: list = []
+    for entry in spec.split(","):
+        family, colon, mode = entry.strip().partition(":")
+        item = (family, mode if colon else None)
+        if family not in ADAPTIVE_ATTACKS or (colon and mode not in ADAPTIVE_GRAD_MODES) or item in out:
+            raise UsageError("--adaptive_attacks", f"expected 'all' or a comma list of distinct names from "
+                             f"{', '.join(ADAPTIVE_ATTACKS)}, each optionally with :unrolled or :bpda, got {spec!r}")
+        out.append(item)
+    return tuple(out)
+
+
 def parse_attack_names(text: str) -> Tuple[str, ...]:
     """--attack_type: a registered name, a comma list, ``all`` (every registered attack) or ``none``."""
     valid = list_attacks()
@@ -297,14 +313,15 @@ def resolve_config(ns: argparse.Namespace, given: Sequence[str] = (), defense: b
     _check_numbers(ns)
     _check_attack_flags(ns, given)
     attacks = parse_attack_names(ns.attack_type) if ns.mode == "eval" else ()
-    # the targeted DLR loss needs the 3 largest other logits: asked for by name on fewer classes, refuse now
-    # (with --adaptive_attacks all, pipeline/adaptive.py leaves apgd-t out and says so)
-    adaptive_named = [a.split(":")[0].strip() for a in getattr(ns, "adaptive_attacks", "all").split(",")]
-    for flag, names in (("--attack_type", attacks), ("--adaptive_attacks", adaptive_named)):
-        bad = [a for a in names if a in ("apgd-t", "autoattack")]
-        if bad and ns.cls_num < 4:
-            raise UsageError(flag, f"{bad[0]} needs at least 4 classes (targeted DLR loss), this run has "
-                                   f"{ns.cls_num}; use apgd-ce")
+    # an attack asked for by name on fewer classes than it needs (apgd-t's targeted DLR loss: 4) stops now;
+    # with --adaptive_attacks all, pipeline/adaptive.py leaves such attacks out and says so
+    spec = getattr(ns, "adaptive_attacks", "all")
+    families = [f for f, _ in adaptive_families(spec)] if spec != "all" else []
+    for flag, names in (("--attack_type", attacks), ("--adaptive_attacks", families)):
+        bad = [a for a in names if a in list_attacks() and ATTACKS.get(a).min_classes > ns.cls_num]
+        if bad:
+            raise UsageError(flag, f"{bad[0]} needs at least {ATTACKS.get(bad[0]).min_classes} classes, this run "
+                                   f"has {ns.cls_num}; use apgd-ce")
     try:
         parse_norm(ns.norm)
     except ValueError as e:
@@ -316,14 +333,6 @@ def resolve_config(ns: argparse.Namespace, given: Sequence[str] = (), defense: b
     for flag in ("adaptive_eps", "adaptive_attacks"):
         if flag in given and not getattr(ns, "adaptive", False):
             raise UsageError(f"--{flag}", "needs --adaptive (without it no adaptive attack runs)")
-    if getattr(ns, "adaptive_attacks", "all") != "all":
-        names = [a.strip() for a in ns.adaptive_attacks.split(",")]
-        bad = [a for a in names if a.split(":")[0] not in ADAPTIVE_ATTACKS or a.count(":") > 1
-               or (":" in a and a.split(":")[1] not in ADAPTIVE_GRAD_MODES)]
-        if bad or not names or len(set(names)) != len(names):
-            raise UsageError("--adaptive_attacks", f"expected 'all' or a comma list of distinct names from "
-                             f"{', '.join(ADAPTIVE_ATTACKS)}, each optionally with :unrolled or :bpda, got "
-                             f"{ns.adaptive_attacks!r}")
     if getattr(ns, "adaptive", False):
         if not attacks:
             raise UsageError("--adaptive", "needs --attack_type (the paper's attack is pgd)")

@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import main_attack
 import main_defense
@@ -53,8 +53,8 @@ UNIMODAL = ["audio", "visual"]
 SURFACE_EPS = [0.0, 0.003, 0.006, 0.012]  # per modality: the robustness surface is this grid squared (4 x 4)
 SURFACE_ATTACK = ["--attack_type", "fgsm"]  # see Study.settings["surface"] for why
 # AutoAttack at demo scale (AutoAttack standard: 100 steps, 9 target classes, 5000 queries)
-AA = ["--apgd_steps", "10", "--apgd_targets", "3", "--square_queries", "50"]
-AA_QUICK = ["--apgd_steps", "3", "--apgd_targets", "1", "--square_queries", "20"]  # --quick: plumbing only
+AA = {"apgd_steps": 10, "apgd_targets": 3, "square_queries": 50}
+AA_QUICK = {"apgd_steps": 3, "apgd_targets": 1, "square_queries": 20}  # --quick: plumbing only
 # The memory-bank defence at demo scale (paper: banks of up to 1024 clean features, at most 2000 ISTA
 # iterations; ours unrolls 100 for gradients). At the paper's cap one forward pass through the solver costs
 # ~10x the networks' on 2 cores (measured on the embedded set).
@@ -105,7 +105,7 @@ class Study:
         # each step's time in the call that did its work (a resumed study reports those, not its reuse times)
         tf = self.out / TIMINGS_FILE
         self.recorded: Dict[str, float] = json.loads(tf.read_text()) if tf.is_file() else {}
-        self.reused: set = set()
+        self.reused: Set[str] = set()
         q = args.quick
         self.clips = args.clips_per_class or (12 if q else CLIPS_PER_CLASS)
         self.epochs_uni = args.epochs_unimodal or (1 if q else 24)
@@ -125,7 +125,9 @@ class Study:
         self.train_flags = ["--lr_frame", "1e-2", "--lr_sound", "3e-3", "--lr_classifier", "3e-3"]
         self.seed = args.seed
         self.surface_eps = SURFACE_EPS
-        self.aa = AA_QUICK if q else AA
+        aa = AA_QUICK if q else AA
+        self.aa = [x for k, v in aa.items() for x in (f"--{k}", str(v))]  # the flags of every AutoAttack-scale run
+        self.n_val, self.n_test = self.split_counts()
         self.settings: Dict[str, str] = {
             "surface": (f"Accuracy of each model over the budget grid eps_audio x eps_visual in "
                         f"{{{', '.join(f'{e:g}' for e in SURFACE_EPS)}}}^2 under {SURFACE_ATTACK[1].upper()} (one "
@@ -135,8 +137,9 @@ class Study:
                         "the surface is an upper bound on robust accuracy; the paper-grid tables above give PGD-10 "
                         "and AutoAttack at their points. The unimodal models are evaluated on their own axis only "
                         "(4 points): they do not read the other input."),
-            "autoattack": (f"AutoAttack at demo scale: APGD-CE and APGD-T ({self.aa[3]} target classes) with "
-                           f"{self.aa[1]} iterations, Square with {self.aa[5]} queries (AutoAttack standard: 100 "
+            "autoattack": (f"AutoAttack at demo scale: APGD-CE and APGD-T ({aa['apgd_targets']} target classes) "
+                           f"with {aa['apgd_steps']} iterations, Square with {aa['square_queries']} queries "
+                           "(AutoAttack standard: 100 "
                            "iterations, 9 target classes, 5000 queries), each "
                            "stage on the clips still classified correctly, L-inf budget of the paper grid. With "
                            "reduced budgets it is an upper bound on robust accuracy. On the defended model the "
@@ -151,7 +154,7 @@ class Study:
                         "through BPDA, APGD-CE, PGD through BPDA and random-start PGD left out for time). The "
                         "banks-only ablation (banks on the plain concat model) is left out for time as well."),
             "data": (f"Embedded set: {self.clips} clips of {CLIP_SECONDS} s per class, split "
-                     f"{self.split_counts()[0]}/{self.split_counts()[1]} clips of each class for val/test; anet_lite "
+                     f"{self.n_val}/{self.n_test} clips of each class for val/test; anet_lite "
                      "audio net (16/32/64/512 channels) and resnet10 on 32 px frames, both from scratch (CPU budget)."),
         }
 
@@ -218,8 +221,7 @@ class Study:
                             "--out_dir", str(a.media / "data" / "audio"), "--workers", w])
         self.step("index", ["scripts/make_index.py", "--root", str(a.media), "--out", str(a.index),
                             "--dataset", "synthetic", "--seed", str(a.seed),
-                            "--val", f"{self.split_counts()[0] / self.clips:.6f}",
-                            "--test", f"{self.split_counts()[1] / self.clips:.6f}"])
+                            "--val", f"{self.n_val / self.clips:.6f}", "--test", f"{self.n_test / self.clips:.6f}"])
 
     # -- 2. training ----------------------------------------------------------------------------------
     def train(self, run_id: str, head: str, *extra: str) -> None:

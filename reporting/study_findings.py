@@ -12,7 +12,7 @@ import importlib.metadata
 import os
 import platform
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Protocol, Sequence, Set, Tuple
 
 from reporting.per_sample import PerSample
 from reporting.results import results_table
@@ -38,7 +38,9 @@ class StudyView(Protocol):
     seed: int
     fusions: Sequence[str]
     commands: List[str]
-    timings: Dict[str, float]
+    timings: Dict[str, float]  # this call's steps, and "total": its wall time
+    recorded: Dict[str, float]  # each step's time in the call that did its work (timings.json)
+    reused: Set[str]  # steps this call found done (their time in ``recorded`` is an earlier call's)
     settings: Dict[str, str]  # what the study chose and why (surface attack, AutoAttack budget, ...)
     surface_eps: Sequence[float]
 
@@ -82,21 +84,28 @@ DEFENSES = (("plain (concat)", "concat", False), ("MinSim only", "minsim", False
             ("MinSim + banks (paper)", "minsim-banks", True))
 
 
-def _adaptive_attacks(s: StudyView) -> str:
-    """The attacks the adaptive worst case was taken over, as robustness.json names them."""
-    names = {r.get("attacks") for _, rid, defended in present_defenses(s) if defended and s.has_results(rid, "robustness")
+# robustness.json's names of the adaptive attack families in words: (attack, which gradient modes by default)
+ADAPTIVE_WORDS = {"paper pgd": ("the paper's PGD", ""),
+                  "fgsm": ("FGSM", "through the other gradient mode (BPDA or unrolled)"),
+                  "pgd": ("PGD", "through the other gradient mode"),
+                  "pgd_restarts": ("random-start PGD", "in both modes"), "apgd-ce": ("APGD-CE", "in both modes"),
+                  "apgd-t": ("APGD-T", "in both modes"), "square": ("the black-box Square attack", "")}
+
+
+def _adaptive_attacks(s: StudyView, defenses: Sequence[Tuple[str, str, bool]]) -> str:
+    """The attacks the adaptive worst case was taken over, as robustness.json names them ("apgd-t:unrolled":
+    that family through one gradient mode only)."""
+    names = {r.get("attacks") for _, rid, defended in defenses if defended and s.has_results(rid, "robustness")
              for r in s.results(rid, "robustness")}
     names.discard(None)
-    words = {"paper pgd": "the paper's PGD", "fgsm": "FGSM through the other gradient mode (BPDA or unrolled)",
-             "pgd": "PGD through the other gradient mode", "pgd_restarts": "random-start PGD in both modes",
-             "apgd-ce": "APGD-CE in both modes",
-             "apgd-t": "APGD-T in both modes", "square": "the black-box Square attack"}
     if not names:
         return "the adaptive attacks of pipeline/adaptive.py"
+
     def word(entry: str) -> str:
         family, _, mode = entry.strip().partition(":")
-        text = words.get(family, family)
-        return f"{text.replace(' in both modes', '')} through {mode} gradients only" if mode else text
+        attack, modes = ADAPTIVE_WORDS.get(family, (family, ""))
+        how = f"through {mode} gradients only" if mode else modes
+        return f"{attack} {how}" if how else attack
 
     return "; ".join(", ".join(word(a) for a in n.split(",")) for n in sorted(names))
 
@@ -106,9 +115,9 @@ def present_defenses(s: StudyView) -> List[Tuple[str, str, bool]]:
     return [d for d in DEFENSES if s.has_results(d[1], "results")]
 
 
-def defense_table(s: StudyView) -> Table:
-    """The defence table with headers in words (attack, modalities, budget) and 95% intervals."""
-    defenses = present_defenses(s)
+def defense_table(s: StudyView, defenses: Sequence[Tuple[str, str, bool]]) -> Table:
+    """The defence table (rows: ``defenses``, see :func:`present_defenses`) with headers in words (attack,
+    modalities, budget) and 95% intervals."""
     res = {rid: s.results(rid) for _, rid, _ in defenses}
     rob_row = None
     for _, rid, defended in defenses:
@@ -212,19 +221,20 @@ def build_report(s: StudyView) -> List[Block]:
     B.append(Block("h2", "Fusion heads under PGD-10"))
     B.append(Block("table", table=accuracy_table({h: s.results(h) for h in s.fusions}, "pgd")))
     B.append(Block("h2", "Defenses"))
-    B.append(Block("table", table=defense_table(s)))
-    banked = [label for label, _, defended in present_defenses(s) if defended]
-    missing = [label for label, rid, _ in DEFENSES if (label, rid) not in {(d[0], d[1]) for d in present_defenses(s)}]
+    defenses = present_defenses(s)
+    B.append(Block("table", table=defense_table(s, defenses)))
+    banked = [label for label, _, defended in defenses if defended]
+    missing = [label for label, rid, defended in DEFENSES if (label, rid, defended) not in defenses]
     B.append(Block("p", f"The memory-bank models ({', '.join(banked)}) were fine-tuned for {s.tune_epochs} more epoch(s) "
                         "at lr 1e-3 with the banks fixed (paper step 3); the plain and MinSim models were not, so part "
                         "of any clean-"
                         "accuracy difference can come from that extra training. PGD-10 on a defended model: gradients "
                         "unrolled through the solver, as the paper ran it. Adaptive worst case: per clip, the worst over "
-                        f"{_adaptive_attacks(s)}."
+                        f"{_adaptive_attacks(s, defenses)}."
                         + (f" Not run in this study: {', '.join(missing)}." if missing else "")))
     B.extend(surface_blocks(s))
     B.append(Block("h2", "What the numbers say"))
-    texts, ledger = readings(s, [(label, rid) for label, rid, defended in present_defenses(s) if defended])
+    texts, ledger = readings(s, [(label, rid) for label, rid, defended in defenses if defended])
     B.extend(Block("p", t) for t in texts)
     B.append(Block("p", "Every paired test of the reading (A vs B on the same clips):"))
     B.append(Block("table", table=Table([Column("comparison", "comparison (A vs B)"), Column("n", "clips", numeric=True),
@@ -256,14 +266,12 @@ def build_report(s: StudyView) -> List[Block]:
     B.append(Block("h2", "Commands"))
     B.append(Block("code", "\n".join(s.commands)))
     B.append(Block("h2", "Timings (s)"))
-    recorded = getattr(s, "recorded", None) or {k: v for k, v in s.timings.items() if k != "total"}
-    reused = getattr(s, "reused", set())
-    lines = [f"{k}: {v:.1f}" + ("  (an earlier call; reused in this one)" if k in reused else "")
-             for k, v in recorded.items()]
-    if recorded:
-        lines.append(f"sum of the steps (each in the call that did its work): {sum(recorded.values()):.1f}")
+    lines = [f"{k}: {v:.1f}" + ("  (an earlier call; reused in this one)" if k in s.reused else "")
+             for k, v in s.recorded.items()]
+    if s.recorded:
+        lines.append(f"sum of the steps (each in the call that did its work): {sum(s.recorded.values()):.1f}")
     if "total" in s.timings:
         lines.append(f"this call's wall time: {s.timings['total']:.1f}"
-                     + (f" ({len(reused)} step(s) reused from earlier calls)" if reused else ""))
+                     + (f" ({len(s.reused)} step(s) reused from earlier calls)" if s.reused else ""))
     B.append(Block("code", "\n".join(lines)))
     return B

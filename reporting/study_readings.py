@@ -28,10 +28,10 @@ class ReadingView(Protocol):
     def per_sample(self, run_id: str, surface: bool = False) -> PerSample: ...
 
 
-
 def _capitalised(sentence: str) -> str:
     """``sentence`` with its first letter upper-cased (a reading that starts a sentence)."""
     return sentence[:1].upper() + sentence[1:]
+
 
 def find_row(rows: Sequence[Row], attack: str, pattern: str) -> Optional[Row]:
     """The row of ``attack`` whose attacked modalities match ``pattern`` (audio, visual, both, clean)."""

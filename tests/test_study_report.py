@@ -25,6 +25,7 @@ class FakeStudy:
 
     def __init__(self, out: Path) -> None:
         self.out, self.commands, self.timings = out, ["python main_attack.py --x"], {"a": 1.0, "total": 2.0}
+        self.recorded, self.reused = {"a": 1.0}, set()
         self.settings = {"surface": "FGSM surface", "autoattack": "AutoAttack at demo scale"}
         rng = np.random.default_rng(0)
         self.rows: Dict[str, List[Dict[str, Any]]] = {}
