@@ -224,9 +224,15 @@ class Study:
                             "--val", f"{self.n_val / self.clips:.6f}", "--test", f"{self.n_test / self.clips:.6f}"])
 
     # -- 2. training ----------------------------------------------------------------------------------
+    @staticmethod
+    def resume_flag(rd: RunDir) -> List[str]:
+        """--resume for a training that was interrupted; none for a finished one (the step skips it, and the
+        report's command for it is then the one that trains it from the start)."""
+        return ["--resume"] if rd.checkpoint_last.exists() and not rd.done_train.exists() else []
+
     def train(self, run_id: str, head: str, *extra: str) -> None:
         rd = self.run_dir(run_id)
-        resume = ["--resume"] if rd.checkpoint_last.exists() else []
+        resume = self.resume_flag(rd)
         self.step(f"train {run_id}", ["main_attack.py", *self.common, *self.train_flags, "--id", run_id,
                                       "--arch_classifier", head, "--mode", "train", *extra, *resume],
                   rd.done_train)
@@ -257,7 +263,7 @@ class Study:
         rd = self.run_dir(run_id)
         flags = [*self.common, "--id", run_id, "--arch_classifier", "concat",
                  "--base_weights", str(base.checkpoint_best), *DEFENSE_SOLVER]
-        resume = ["--resume"] if rd.checkpoint_last.exists() else []
+        resume = self.resume_flag(rd)
         tune_epochs = str(self.tune_epochs)
         self.step(f"defense train {run_id}", ["main_defense.py", *flags, "--features", str(base.features),
                                               "--mode", "train", "--num_epoch", tune_epochs, "--lr_steps", "99",

@@ -126,3 +126,6 @@ def test_demo_quick_study_end_to_end(tmp_path):
     timings = (out / "report.md").read_text().split("## Timings (s)")[1]
     assert f"train audio: {first['train audio']:.1f}  (an earlier call; reused in this one)" in timings
     assert f"attack concat: {first['attack concat']:.1f}  (an earlier call; reused in this one)" in timings
+    # the commands of finished steps are the ones that ran them, not a '--resume' of them
+    commands = (out / "report.md").read_text().split("## Commands")[1].split("## Timings")[0]
+    assert "--mode train" in commands and "--resume" not in commands
