@@ -22,7 +22,8 @@ Check (format, duplicate rows within a file, clips in more than one file), with 
 
 Exit status of --check: 0 when the files are well-formed and free of leakage; 1 when leakage is found
 (duplicates, a clip in two files, a video under two classes: the report names every clip); 2 when a file is
-missing, undecodable (not UTF-8, binary) or malformed (one line naming the file and the row, no traceback).
+missing, undecodable (not UTF-8, binary) or malformed (one line naming the file and the row, no traceback),
+or when one file is given twice (``test.csv ./test.csv``: one line naming both).
 A build exits 0 when the files are written, 1 when a split list leaks, 2 on bad flags or input.
 """
 from __future__ import annotations
@@ -70,8 +71,20 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
+def refuse_repeated_files(files: List[Path]) -> None:
+    """Raise :class:`UsageError` (``--check``) naming both spellings when one file is given twice
+    (``test.csv ./test.csv``, or a link to it): a repeat would otherwise be dropped and its leakage unseen."""
+    first = {}
+    for f in files:
+        key = f.resolve()
+        if key in first:
+            raise UsageError("--check", f"{first[key]} and {f} are the same file ({key}); give each list once")
+        first[key] = f
+
+
 def run_check(files: List[Path]) -> int:
     """Print a leakage report for ``files``; returns the exit status (0 clean, 1 leakage, 2 bad file)."""
+    refuse_repeated_files(files)
     try:
         report = check_files(files)
     except (IndexFormatError, OSError) as err:  # malformed/undecodable, missing or unreadable

@@ -218,6 +218,23 @@ def test_check_cli_exit_codes_on_small_files(tmp_path: Path) -> None:
     assert bad.returncode == 2 and f"{b}, row 2" in bad.stderr
 
 
+@pytest.mark.parametrize("second", ["same", "dot", "symlink"])
+def test_check_refuses_the_same_file_twice(tmp_path: Path, second: str) -> None:
+    """`--check test.csv test.csv` (or ./test.csv, or a link to it) used to drop the second file and report
+    "no leakage found" with exit 0: the same file twice is a usage error naming both, exit 2."""
+    a = tmp_path / "test.csv"
+    a.write_text("/a/x.wav,/a/x.mp4,4\n")
+    other = {"same": "test.csv", "dot": "./test.csv", "symlink": "link.csv"}[second]
+    if second == "symlink":
+        (tmp_path / "link.csv").symlink_to(a)
+    proc = subprocess.run([sys.executable, MAKE_INDEX, "--check", "test.csv", other], capture_output=True,
+                          text=True, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--check" in lines[0] and "same file" in lines[0]
+    assert "test.csv" in lines[0] and str(Path(other)) in lines[0] and "no leakage" not in proc.stdout
+
+
 def test_cross_class_video_is_leakage() -> None:
     report = index.check_leakage({"train": [IndexRow("Cat", "v1", 3)], "test": [IndexRow("Dog", "v1", 3)]})
     assert not report.clean and report.cross_class == {"v1": ["Cat/v1", "Dog/v1"]}
