@@ -22,6 +22,7 @@ from pipeline.flags import ADAPTIVE_ATTACKS, ADAPTIVE_GRAD_MODES
 from pipeline.flags import add_defense_args, get_args_parser
 from pipeline.speed_flags import RESULT_NEUTRAL
 from utils.errors import UsageError
+from utils.safepath import check_name
 
 __all__ = ["RunConfig", "add_defense_args", "get_args_parser", "parse_config", "resolve_config",
            "parse_attack_names", "eval_identity", "given_flags"]
@@ -310,6 +311,7 @@ def resolve_config(ns: argparse.Namespace, given: Sequence[str] = (), defense: b
         ns.frame_path = str(spec.frame_path())
     if not ns.id:
         ns.id = f"{spec.name}-{ns.arch_sound}-{ns.arch_frame}-{ns.arch_classifier}"
+    check_name(ns.id, "--id", "run name")  # the run folder <ckpt>/<id> must stay inside --ckpt
     _check_numbers(ns)
     _check_attack_flags(ns, given)
     attacks = parse_attack_names(ns.attack_type) if ns.mode == "eval" else ()

@@ -50,3 +50,21 @@ def test_a_symlinked_root_is_fine(tmp_path: Path) -> None:
     (tmp_path / "real").mkdir()
     os.symlink(tmp_path / "real", tmp_path / "alias")
     assert safe_join(tmp_path / "alias", "cls", "a", where="f", write=True) == tmp_path / "alias" / "cls" / "a"
+
+
+@pytest.mark.parametrize("run_id", ["../../escaped", "/abs/run", "a/b", ".."])
+def test_run_id_cannot_leave_ckpt(tmp_path: Path, run_id: str, capsys) -> None:
+    """--id ../../escaped (or an absolute --id) made the run folder outside --ckpt; now refused before any work."""
+    import main_attack
+    from pipeline.config import get_args_parser, parse_config
+    from utils.errors import run_cli
+
+    ckpt = tmp_path / "a" / "b" / "ckpt"
+    argv = ["--dataset", "synthetic", "--ckpt", str(ckpt), "--id", run_id, "--mode", "train"]
+    with pytest.raises(UnsafePathError, match=r"^--id: run name"):
+        parse_config(get_args_parser(), argv)
+    before = sorted(tmp_path.rglob("*"))
+    assert run_cli(main_attack.main, argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("error: --id:")
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written, inside --ckpt or out of it
