@@ -15,7 +15,9 @@ Output under --out: ``videos/<class>/<VideoID>.mp4`` (symlinks, or copies with -
 the archive) and ``split_issues.csv``. The official lists repeat some videos within a split and across
 splits, some under two classes; each video is kept once, in the first of test, val, train that lists it,
 under the class of its first line there, and every change is reported (a video annotated under two classes
-with both labels and the rule). Every text file may start with a UTF-8 BOM.
+with both labels and the rule). Every text file may start with a UTF-8 BOM. A VideoID that is not one file
+name (``..``, a path, empty) is refused naming the file and row, and a class folder under ``--out/videos``
+that is a symlink leading out of it is refused (utils/safepath.py), before anything is written.
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ from dataset.media import partial_path  # noqa: E402
 from dataset.specs import get_spec  # noqa: E402
 from utils.errors import MalformedFileError, run_cli  # noqa: E402
 from utils.fileio import atomic_write_csv, atomic_write_text, atomic_write_with  # noqa: E402
+from utils.safepath import check_name, safe_join  # noqa: E402
 
 SPLIT_FILES = {"train": "trainSet.txt", "val": "valSet.txt", "test": "testSet.txt"}
 PRIORITY = ("test", "val", "train")  # a video listed in several splits stays in the first of these
@@ -84,10 +87,9 @@ def read_ave_list(path: Path, classes: Sequence[str]) -> List[AveEntry]:
         if len(parts) != 5:
             raise MalformedFileError(path, f"expected Category&VideoID&Quality&StartTime&EndTime, got {line!r}",
                                      lineno)
-        if not parts[1].strip():
-            raise MalformedFileError(path, "empty VideoID", lineno)
-        entries.append(AveEntry(category_to_class(parts[0], classes, path, lineno), parts[1].strip(),
-                                f"{path}, row {lineno}"))
+        where = f"{path}, row {lineno}"
+        vid = check_name(parts[1].strip(), where, "VideoID")  # it becomes AVE/<vid>.mp4 and videos/<class>/...
+        entries.append(AveEntry(category_to_class(parts[0], classes, path, lineno), vid, where))
     return entries
 
 
@@ -167,15 +169,19 @@ def prepare(ave_root: Path, out: Path, copy: bool) -> Dict[str, int]:
     clean, issues = resolve_splits(lists)
     missing, counts = [], {"placed": 0, "updated": 0, "unchanged": 0}
     split_ids: Dict[str, List[str]] = {}
+    placements = []  # every destination checked before the first video is placed
     for split, entries in clean.items():
         split_ids[split] = []
         for e in entries:
-            src = video_dir / f"{e.vid}.mp4"
+            src = safe_join(video_dir, f"{e.vid}.mp4", where=e.where, what="VideoID")
             if not src.is_file():
                 missing.append((e.clip_id, str(src), split))
                 continue
-            counts[place_video(src, out / "videos" / e.label / f"{e.vid}.mp4", copy)] += 1
+            dest = safe_join(out / "videos", e.label, f"{e.vid}.mp4", where=e.where, what="video", write=True)
+            placements.append((src, dest))
             split_ids[split].append(e.clip_id)
+    for src, dest in placements:
+        counts[place_video(src, dest, copy)] += 1
     for split, ids in split_ids.items():
         atomic_write_text(out / "splits" / f"{split}.txt", "".join(f"{c}\n" for c in ids))
     atomic_write_csv(out / "missing_videos.csv", ["clip_id", "video", "split"], missing)
