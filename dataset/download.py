@@ -20,6 +20,7 @@ from typing import List, Optional, Tuple
 from dataset.media import find_ffmpeg, last_error_line
 from utils.errors import UsageError
 from utils.fileio import atomic_write_csv
+from utils.safepath import safe_join
 
 YOUTUBE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{11}$")  # YouTube video ids are 11 characters of this alphabet
 DEFAULT_MAX_HEIGHT = 480  # px: frames are cut to a 246-px short side at most (224 x 1.1), so more is waste
@@ -73,9 +74,16 @@ def yt_dlp_command(exe: str, item: Download, template: Path, max_height: int, ff
     return cmd + [item.url]
 
 
-def _download_one(exe: str, item: Download, out_root: Path, max_height: int, ffmpeg: str) -> Optional[str]:
-    """Fetch one video; returns None on success or the failure reason. Partial files resume on the next run."""
-    dest = Path(out_root) / item.label / f"{item.vid}.mp4"
+def destination(out_root: Path, item: Download) -> Path:
+    """``<out_root>/<label>/<vid>.mp4``, its names checked and its folder inside ``out_root`` (no symlink
+    leading out; utils/safepath.py)."""
+    return safe_join(out_root, item.label, f"{item.vid}.mp4", where=f"download list, {item.label}/{item.vid}",
+                     what="clip", write=True)
+
+
+def _download_one(exe: str, item: Download, dest: Path, max_height: int, ffmpeg: str) -> Optional[str]:
+    """Fetch one video to ``dest``; returns None on success or the failure reason. Partial files resume on
+    the next run."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     # a fixed hidden name: yt-dlp keeps its own .part file next to it and resumes it on the next run
     template = dest.parent / f".{item.vid}.download.%(ext)s"
@@ -96,7 +104,8 @@ def download_videos(items: List[Download], out_root: Path, workers: int = 4, pro
 
     Returns (downloaded, already present, failures with reasons). A file appears under its final name only
     once yt-dlp has finished it, so an interrupted run resumes where it stopped. ``FileNotFoundError`` when
-    yt-dlp or ffmpeg is missing.
+    yt-dlp or ffmpeg is missing; :class:`utils.safepath.UnsafePathError` (before any download) when a
+    label or id is not one file name or a class folder is a symlink leading out of ``out_root``.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -104,11 +113,12 @@ def download_videos(items: List[Download], out_root: Path, workers: int = 4, pro
 
     exe = find_yt_dlp()
     ffmpeg = find_ffmpeg()
-    todo = [it for it in items if not (Path(out_root) / it.label / f"{it.vid}.mp4").is_file()]
+    dests = [destination(Path(out_root), it) for it in items]  # all checked before the first download
+    todo = [(it, d) for it, d in zip(items, dests) if not d.is_file()]
     present = len(items) - len(todo)
     failures: List[Tuple[Download, str]] = []
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:  # threads: the work is in yt-dlp processes
-        results = pool.map(lambda it: (it, _download_one(exe, it, out_root, max_height, ffmpeg)), todo)
+        results = pool.map(lambda job: (job[0], _download_one(exe, job[0], job[1], max_height, ffmpeg)), todo)
         for item, reason in tqdm(results, total=len(todo), desc="download", unit="video", disable=not progress):
             if reason is not None:
                 failures.append((item, reason))

@@ -27,6 +27,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from dataset.download import YOUTUBE_ID_RE
 from dataset.index import read_text_lines
 from utils.errors import MalformedFileError, UsageError
+from utils.safepath import safe_join
 
 REQUIRED = ("label", "youtube_id", "time_start", "time_end", "split")
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validate": "val",
@@ -214,10 +215,13 @@ class IngestReport:
 
 
 def ingest(clips: Iterable[KineticsClip], folder: Path, out: Path, copy: bool = False) -> IngestReport:
-    """Place the downloaded clips of ``folder`` that ``clips`` list into ``out/<class>/<id><ext>``."""
+    """Place the downloaded clips of ``folder`` that ``clips`` list into ``out/<class>/<id><ext>``; a class
+    folder that is a symlink leading out of ``out`` is refused (:class:`UnsafePathError`) before any clip is
+    placed."""
     found, unnamed = scan_downloaded(folder)
     report = IngestReport()
     listed = set()
+    matched = []  # every destination checked (utils/safepath.py) before the first clip is placed
     for clip in clips:
         listed.add(clip.vid)
         files = found.get(clip.vid)
@@ -226,7 +230,11 @@ def ingest(clips: Iterable[KineticsClip], folder: Path, out: Path, copy: bool = 
             report.rows.append((clip.label, clip.vid, clip.split, "missing", "", f"listed at {clip.where}"))
             continue
         chosen, note = _pick(files, clip)
-        placed = _place(chosen.path, Path(out) / clip.label / f"{clip.vid}{chosen.path.suffix.lower()}", copy)
+        dest = safe_join(out, clip.label, f"{clip.vid}{chosen.path.suffix.lower()}", where=clip.where,
+                         what="clip", write=True)
+        matched.append((clip, chosen, note, dest))
+    for clip, chosen, note, dest in matched:
+        placed = _place(chosen.path, dest, copy)
         report.placed += placed
         report.present += not placed
         report.rows.append((clip.label, clip.vid, clip.split, "matched", str(chosen.path), note))

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from dataset import media
 from dataset.specs import get_spec
 
@@ -81,6 +83,41 @@ def test_prepare_ave_copy_and_bad_inputs(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------------- MUSIC
 
+@pytest.mark.parametrize("listed_in,vid", [("Annotations.txt", "../../../../victim"),
+                                             ("trainSet.txt", "../../../../victim"),
+                                             ("trainSet.txt", "/abs/victim"), ("testSet.txt", "..")])
+def test_prepare_ave_refuses_video_ids_that_leave_their_folder(tmp_path: Path, listed_in: str, vid: str) -> None:
+    """A VideoID ../../../../victim read AVE/../../../../victim.mp4 and replaced a file outside --out with a
+    symlink; now the id is refused with the file, row and reason (exit 2) and nothing is written."""
+    ave = _ave_archive(tmp_path / "w" / "x")  # AVE/../../../../victim.mp4 is tmp_path/victim.mp4
+    out = tmp_path / "o1" / "out"  # videos/Church_bell/../../../../victim.mp4 is tmp_path/victim.mp4 too
+    victim = tmp_path / "victim.mp4"
+    victim.write_bytes(b"precious")
+    bad_line = f"Church bell&{vid}&good&0&10"
+    with open(ave / listed_in, "a") as f:
+        f.write(bad_line + "\n")
+    row = len((ave / listed_in).read_text().splitlines())
+    proc = _run("prepare_ave.py", "--ave_root", str(ave), "--out", str(out))
+    assert proc.returncode == 2, proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    assert f"{ave / listed_in}, row {row}: VideoID" in lines[0] and repr(vid) in lines[0]
+    assert not victim.is_symlink() and victim.read_bytes() == b"precious"
+    assert not out.exists()  # nothing written
+
+
+def test_prepare_ave_refuses_a_class_folder_linked_out_of_out(tmp_path: Path) -> None:
+    """A symlink inside --out pointing elsewhere is not written through (utils/safepath.py); refused before
+    any video is placed."""
+    ave, out, elsewhere = _ave_archive(tmp_path), tmp_path / "out", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (out / "videos").mkdir(parents=True)
+    os.symlink(elsewhere, out / "videos" / "Race_car")
+    proc = _run("prepare_ave.py", "--ave_root", str(ave), "--out", str(out))
+    assert proc.returncode == 2 and "outside" in proc.stderr and "Race_car" in proc.stderr, proc.stderr
+    assert list(elsewhere.iterdir()) == [] and sorted(p.name for p in (out / "videos").iterdir()) == ["Race_car"]
+
+
 def _fake_yt_dlp(bin_dir: Path, log: Path) -> dict:
     """A yt-dlp stand-in: writes the -o file (ext mp4), fails for urls containing FAIL, logs each call's url
     to ``log`` and its whole argv (one JSON list a line) to ``log`` + ``.argv``."""
@@ -144,6 +181,21 @@ def test_prepare_music_list_and_download(tmp_path: Path) -> None:
     again = _run("prepare_music.py", "--json", str(js), "--out", str(out), "--download", env=env)
     assert "downloaded 0, already present 2, failed 1" in again.stdout
     assert log.read_text().split() == ["https://www.youtube.com/watch?v=FAILaaaaaaa"]  # complete files not refetched
+
+
+def test_prepare_music_download_refuses_a_class_folder_linked_elsewhere(tmp_path: Path) -> None:
+    """A class folder under --out that is a symlink leading out of it: yt-dlp wrote through it; now refused
+    (exit 2, one line) before any download."""
+    js = _music_json(tmp_path / "m.json", {"cello": ["bbbbbbbbbbb"], "violin": ["vvvvvvvvvvv"]})
+    out, elsewhere, log = tmp_path / "out", tmp_path / "elsewhere", tmp_path / "calls.log"
+    elsewhere.mkdir()
+    out.mkdir()
+    os.symlink(elsewhere, out / "violin")
+    dl = _run("prepare_music.py", "--json", str(js), "--out", str(out), "--download",
+              env=_fake_yt_dlp(tmp_path / "bin", log))
+    assert dl.returncode == 2 and "violin/vvvvvvvvvvv" in dl.stderr and "outside" in dl.stderr, dl.stderr
+    assert len(dl.stderr.strip().splitlines()) == 1 and "Traceback" not in dl.stderr
+    assert not log.exists() and list(elsewhere.iterdir()) == []  # no download at all
 
 
 def test_prepare_music_errors(tmp_path: Path) -> None:
@@ -320,6 +372,23 @@ def test_prepare_kinetics_sounds_ingests_flat_and_per_class_folders(tmp_path: Pa
     missing = _run("prepare_kinetics_sounds.py", "--csv", *map(str, csvs), "--out", str(out), "--ingest",
                    str(tmp_path / "nowhere"))
     assert missing.returncode == 2 and "--ingest" in missing.stderr and "nowhere" in missing.stderr
+
+
+def test_prepare_kinetics_sounds_ingest_refuses_a_class_folder_linked_elsewhere(tmp_path: Path) -> None:
+    """Ingest hard-linked clips through a class folder that is a symlink leading out of --out; now refused
+    (exit 2, naming the CSV row) before any clip is placed."""
+    csvs, out, got, elsewhere = (_kinetics_csvs(tmp_path / "k400"), tmp_path / "out", tmp_path / "downloaded",
+                                 tmp_path / "elsewhere")
+    got.mkdir()
+    elsewhere.mkdir()
+    (got / "aaaaaaaaaaa_000010_000020.mp4").write_bytes(b"a")
+    out.mkdir()
+    (got / "fffffffffff_000001_000011.mp4").write_bytes(b"f")
+    os.symlink(elsewhere, out / "playing_guitar")
+    proc = _run("prepare_kinetics_sounds.py", "--csv", *map(str, csvs), "--out", str(out), "--ingest", str(got))
+    assert proc.returncode == 2 and "outside" in proc.stderr and "playing_guitar" in proc.stderr, proc.stderr
+    assert "test.csv, row 2" in proc.stderr and "Traceback" not in proc.stderr
+    assert list(elsewhere.iterdir()) == [] and not (out / "playing_clarinet").exists()  # nothing placed
 
 
 def test_prepare_kinetics_sounds_download_cuts_exactly(tmp_path: Path) -> None:
