@@ -32,7 +32,8 @@ def get_args_parser(kind: str, description: str) -> argparse.ArgumentParser:
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--out_dir", type=Path,
                        help=f"the {kind} folder itself, as in the reference (e.g. <ROOT>/data/{kind}): writes "
-                       f"<out_dir>/<class>/...; skip report beside it (one run at a time per folder)")
+                       f"<out_dir>/<class>/...; skip report beside it, skipped_{kind}.csv or skipped_{kind}_<name>.csv "
+                       "for another folder name (one run at a time per folder)")
     where.add_argument("--media_root", type=Path,
                        help=f"a media root instead: the same as --out_dir <media_root>/data/{kind}")
     p.add_argument(flag, dest="rate", type=int, default=default, help=helptext)

@@ -5,7 +5,8 @@ reason, and hold the output folder's lock for the whole run.
 Layout (docs/paper.md, Preprocessing and layout): ``<ROOT>/data/frames/<class>/<vid>.mp4/000001.jpg`` and
 ``<ROOT>/data/audio/<class>/<vid>.wav``. As in the reference's extractors, a run is given the frames (or
 audio) folder itself (``<ROOT>/data/frames``) and writes ``<class>/...`` directly under it; its skip report
-goes beside that folder (``<ROOT>/data/skipped_frames.csv``), never inside the class tree. Complete outputs
+goes beside that folder (``<ROOT>/data/skipped_frames.csv``; for another folder name ``X/frames_a``,
+``X/skipped_frames_frames_a.csv``), never inside the class tree. Complete outputs
 are kept, so a killed run resumes; a second run into the same output folder while one is running is
 refused (:class:`ExtractionBusyError`), since two runs would delete each other's temporaries.
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Iterator, List, Optional, Tuple
 
 from dataset.errors import ExtractionBusyError, MediaError
-from dataset.media import extract_audio, extract_frames, find_ffmpeg, is_partial_name
+from dataset.media import die_with_parent, extract_audio, extract_frames, find_ffmpeg, is_partial_name
 from utils.errors import UsageError
 from utils.fileio import atomic_write_csv
 
@@ -35,9 +36,12 @@ def output_folder(out_root: Path, kind: str) -> Path:
 
 
 def default_report(out_dir: Path, kind: str) -> Path:
-    """``skipped_<kind>.csv`` beside the output folder ``out_dir`` (outside its class tree)."""
+    """The skip report beside the output folder ``out_dir`` (outside its class tree), named after it:
+    ``skipped_<kind>.csv`` for the usual ``.../data/<kind>``, else ``skipped_<kind>_<folder name>.csv``, so
+    two runs into sibling folders (``X/frames_a``, ``X/frames_b``) never overwrite each other's record."""
     out_dir = Path(out_dir).absolute()
-    return out_dir.parent / f"skipped_{kind}.csv"
+    name = f"skipped_{kind}.csv" if out_dir.name == kind else f"skipped_{kind}_{out_dir.name}.csv"
+    return out_dir.parent / name
 
 
 def _lock_holder(fd: int) -> Optional[int]:
@@ -49,12 +53,21 @@ def _lock_holder(fd: int) -> Optional[int]:
     return int(text) if text.isascii() and text.isdigit() else None
 
 
+@dataclass(frozen=True)
+class HeldLock:
+    """An extraction lock held by this process: the lock file and the descriptor that holds it."""
+
+    path: Path
+    fd: int
+
+
 @contextmanager
-def extraction_lock(folder: Path) -> Iterator[Path]:
+def extraction_lock(folder: Path) -> Iterator[HeldLock]:
     """Hold an exclusive, non-blocking ``flock`` on ``folder/.extract.lock`` (created if needed) for the body,
     with this process's pid written in it. Raises :class:`ExtractionBusyError` at once (naming the holder's
     pid) when another process holds it. The lock goes with the process, so a killed run never leaves a
-    stale lock; the file itself stays (removing it would let two runs lock two different files)."""
+    stale lock (pool workers close their inherited copy and die with the run: :func:`_init_worker`); the
+    file itself stays (removing it would let two runs lock two different files)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_NAME
@@ -67,7 +80,7 @@ def extraction_lock(folder: Path) -> Iterator[Path]:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         try:
-            yield path
+            yield HeldLock(path, fd)
         finally:
             os.ftruncate(fd, 0)  # still locked here: nobody reads a pid that is about to be gone
     finally:
@@ -213,17 +226,29 @@ def run_extraction(kind: str, video_root: Path, out_dir: Path, rate: int, worker
         raise UsageError("--workers", f"must be >= 1, got {workers}")
     if not Path(video_root).is_dir():  # before the lock: a typo in --video_path creates nothing
         raise UsageError("--video_path", f"{video_root} is not a directory")
-    with extraction_lock(Path(out_dir)):
+    with extraction_lock(Path(out_dir)) as lock:
         find_ffmpeg()  # fail before starting a pool when there is no ffmpeg at all
         jobs, skipped = discover_videos(video_root)
         summary = _extract_all(kind, jobs, skipped, Path(out_dir), rate, workers, min_coverage, progress,
-                               short_side)
+                               short_side, lock.fd)
         write_skip_report(Path(report_path) if report_path else default_report(out_dir, kind), summary.skipped)
     return summary
 
 
+def _init_worker(parent: int, lock_fd: Optional[int]) -> None:
+    """Pool initializer: close the worker's inherited copy of the lock descriptor (the parent's copy keeps the
+    ``flock``; a worker outliving a killed run would otherwise hold it, and every later run would be refused
+    naming a dead pid) and make the worker die with the run (:func:`dataset.media.die_with_parent`)."""
+    if lock_fd is not None:
+        os.close(lock_fd)  # not LOCK_UN: that would release the parent's lock too
+    die_with_parent()
+    if os.getppid() != parent:  # the run died before the request above took effect
+        os._exit(1)
+
+
 def _extract_all(kind: str, jobs: List[VideoJob], skipped: List[Skip], out_dir: Path, rate: int, workers: int,
-                 min_coverage: float, progress: bool, short_side: Optional[int] = None) -> ExtractionSummary:
+                 min_coverage: float, progress: bool, short_side: Optional[int] = None,
+                 lock_fd: Optional[int] = None) -> ExtractionSummary:
     """The body of :func:`run_extraction` (called with the lock held)."""
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -245,7 +270,8 @@ def _extract_all(kind: str, jobs: List[VideoJob], skipped: List[Skip], out_dir: 
             results.append(_run_one(kind, job, out, rate, min_coverage, short_side))
             bar.update()
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker,
+                                 initargs=(os.getpid(), lock_fd)) as pool:
             futures = [pool.submit(_run_one, kind, job, out, rate, min_coverage, short_side) for job, out in todo]
             for fut in as_completed(futures):
                 results.append(fut.result())

@@ -14,11 +14,14 @@ JPEG, numbered from 1) and ``<ROOT>/data/audio/<class>/<vid>.wav`` (mono 16-bit 
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
 import wave
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,10 +70,25 @@ def find_ffmpeg() -> str:
     return exe
 
 
+_PR_SET_PDEATHSIG = 1  # prctl option number (linux/prctl.h)
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+
+
+def die_with_parent() -> None:
+    """Ask the kernel to SIGKILL this process when the thread that started it dies (Linux prctl
+    PR_SET_PDEATHSIG; inherited through exec), so nothing of a killed extraction keeps running: neither its
+    pool workers (which would hold the output folder's lock) nor their ffmpeg (which would write into a
+    partial folder that the next run reuses). Does nothing where prctl does not exist."""
+    if _PRCTL is not None and _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_SET_PDEATHSIG) failed: {os.strerror(err)}")
+
+
 def _run_ffmpeg(args: List[str]) -> subprocess.CompletedProcess:
-    """Run ffmpeg with ``args`` (no stdin, stderr captured as text)."""
+    """Run ffmpeg with ``args`` (no stdin, stderr captured as text); it dies with the process that runs it."""
     cmd = [find_ffmpeg(), "-hide_banner", "-nostdin", *args]
-    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace")
+    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
+                          preexec_fn=die_with_parent if _PRCTL is not None else None)
 
 
 def last_error_line(stderr: str) -> str:
@@ -216,6 +234,12 @@ def scale_filter(short_side: int) -> str:
     return f"scale='if(lt(iw,ih),min(iw,{s}),-2)':'if(lt(iw,ih),-2,min(ih,{s}))'"
 
 
+def image2_pattern(folder: Path) -> str:
+    """ffmpeg's image2 output pattern for ``folder/000001.jpg...``: a ``%`` in the folder's path (a video or
+    class named ``50%done``) is written ``%%``, which image2 reads as a literal ``%``."""
+    return str(folder).replace("%", "%%") + os.sep + FRAME_PATTERN
+
+
 def extract_frames(video: Path, out_dir: Path, fps: int = FPS, min_coverage: float = 0.5,
                    short_side: Optional[int] = None) -> int:
     """Extract ``video`` to ``out_dir/000001.jpg...`` at ``fps``; returns the frame count. With ``short_side``,
@@ -235,7 +259,7 @@ def extract_frames(video: Path, out_dir: Path, fps: int = FPS, min_coverage: flo
     try:
         vf = f"fps={fps}" + (f",{scale_filter(short_side)}" if short_side else "")
         proc = _run_ffmpeg(["-v", "error", "-i", str(video), "-map", "0:v:0", "-vf", vf,
-                            "-q:v", str(JPEG_QUALITY), "-start_number", "1", str(tmp / FRAME_PATTERN)])
+                            "-q:v", str(JPEG_QUALITY), "-start_number", "1", image2_pattern(tmp)])
         if proc.returncode != 0:
             raise MediaError(video, f"ffmpeg failed decoding video ({last_error_line(proc.stderr)})")
         if TRUNCATION_MARKER in proc.stderr:
