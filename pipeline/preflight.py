@@ -1,9 +1,11 @@
 """Checks of every file a run will read, before anything is written or computed.
 
 The index lists (exist, parse, classes in --categories, clips long enough for the frame window, each clip's
-WAV and frame count on disk), the media folders, and every checkpoint the run loads (architecture, class order, schedule). Each problem is
-a ``UsageError`` naming the flag, or a ``MalformedFileError`` naming the file and row; both exit 2.
-Cheap by design: lists are text, checkpoints are opened memory-mapped and only their small entries read.
+WAV and frame count on disk), every media file they read (WAV header, JPEG start/end markers), the media
+folders, every checkpoint the run loads (architecture, class order, schedule) and the defense's banks or
+features (shapes, the checkpoint they came from). Each problem is a ``UsageError`` naming the flag, or a
+``MalformedFileError`` naming the file and row; both exit 2. Cheap by design: lists are text, media are
+checked without decoding, checkpoints and banks are opened memory-mapped and only their small entries read.
 """
 from __future__ import annotations
 
