@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 from typing import Optional, Sequence
 
+from dataset.errors import MediaError
 from pipeline.build import build_model, train_options
 from pipeline.config import get_args_parser, parse_config
 from pipeline.context import finished_eval, setup, start
@@ -29,10 +30,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     model = build_model(cfg)
     check_model(cfg, model)
     ctx = setup(cfg, device)
-    model.to(device)
+    with ctx.abort_on_error():
+        model.to(device)
     execute(model, cfg, ctx, train_options(cfg, model), label=cfg.id)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(run_cli(main, extra=(MediaError,)))

@@ -15,13 +15,14 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from dataset.errors import MediaError
 from models.fusion import FUSIONS
 from pipeline.build import build_model, train_options
 from pipeline.config import add_defense_args, get_args_parser, parse_config
 from pipeline.context import finished_eval, setup, start
 from pipeline.defense import defend, load_or_build_banks
 from pipeline.drivers import execute
-from pipeline.preflight import bank_paths, check_model, preflight
+from pipeline.preflight import bank_paths, check_defense_inputs, check_model, preflight
 from pipeline.train import load_for_eval
 from utils.errors import run_cli
 
@@ -29,7 +30,9 @@ from utils.errors import run_cli
 def main(argv: Optional[Sequence[str]] = None) -> int:
     cfg = parse_config(add_defense_args(get_args_parser()), argv, defense=True)
     preflight(cfg)
-    paths = bank_paths(cfg, FUSIONS.get(cfg.arch_classifier).modalities)
+    modalities = FUSIONS.get(cfg.arch_classifier).modalities
+    paths = bank_paths(cfg, modalities)
+    check_defense_inputs(cfg, paths, modalities)
     record = {"banks": {m: str(p) for m, p in paths.items()} or f"built from --features {cfg.features}"}
     if finished_eval(cfg, record) is not None:
         return 0
@@ -37,11 +40,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     base = build_model(cfg)
     check_model(cfg, base)
     ctx = setup(cfg, device, record)
-    load_for_eval(base, cfg, ctx, Path(cfg.base_weights))
-    model = defend(base, cfg, load_or_build_banks(cfg, ctx, paths)).to(ctx.device)
+    with ctx.abort_on_error():
+        load_for_eval(base, cfg, ctx, Path(cfg.base_weights))
+        model = defend(base, cfg, load_or_build_banks(cfg, ctx, paths)).to(ctx.device)
     execute(model, cfg, ctx, train_options(cfg, model), label=cfg.id)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(run_cli(main, extra=(MediaError,)))

@@ -98,6 +98,57 @@ def read_pcm16(fh: BinaryIO, info: WavInfo, start: int, count: int, raw: bool = 
     return ints.astype(np.int16) if raw else ints.astype(np.float32) * _PCM16_SCALE
 
 
+_JPEG_SOI, _JPEG_EOI = b"\xff\xd8", b"\xff\xd9"  # start / end of image markers (ITU-T T.81, Table B.1)
+
+
+_JPEG_TAIL = 64  # bytes read from a JPEG's end by the pre-flight check (room for zero padding after EOI)
+
+
+def jpeg_problem(head: bytes, tail: bytes, size: int) -> Optional[str]:
+    """Why a JPEG file of ``size`` bytes starting with ``head`` and ending with ``tail`` is not complete, or
+    None. libjpeg decodes a truncated file with only a "Premature end of JPEG file" warning on stderr and
+    fills the missing rows with grey, so completeness is checked here: the file must start with SOI and end
+    with EOI (trailing zero padding allowed)."""
+    if size == 0:
+        return "empty file (0 bytes)"
+    if head[:2] != _JPEG_SOI:
+        return "not a JPEG file (no FF D8 start-of-image marker)"
+    if tail.rstrip(b"\x00")[-2:] != _JPEG_EOI:
+        return f"truncated JPEG ({size} bytes, no FF D9 end-of-image marker)"
+    return None
+
+
+def jpeg_file_problem(path: PathLike) -> Optional[str]:
+    """:func:`jpeg_problem` of the file at ``path`` (reads its first 2 and last 64 bytes); OSError if unreadable."""
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        head = fh.read(2)
+        fh.seek(max(0, size - _JPEG_TAIL))
+        return jpeg_problem(head, fh.read(), size)
+
+
+def wav_file_problem(path: PathLike, rate: int) -> Optional[str]:
+    """Why the WAV at ``path`` cannot be read as mono ``rate`` Hz audio (header only), or None; OSError if
+    unreadable."""
+    with open(path, "rb") as fh:
+        try:
+            info = read_wav_header(fh, os.fstat(fh.fileno()).st_size)
+        except (ValueError, struct.error) as e:
+            return f"unreadable audio ({e})"
+    return wav_problem(info, rate)
+
+
+def wav_problem(info: WavInfo, rate: int) -> Optional[str]:
+    """Why a WAV with header ``info`` cannot be read as the loader's mono ``rate`` Hz audio, or None."""
+    if info.rate != rate:
+        return f"sample rate {info.rate} Hz, expected {rate} Hz (no resampling is done)"
+    if info.channels != 1:
+        return f"{info.channels} channels, expected mono"
+    if info.frames < 1:
+        return "no samples"
+    return None
+
+
 def _check_positive(**kwargs: int) -> None:
     for name, value in kwargs.items():
         if not isinstance(value, (int, np.integer)) or value < 1:
@@ -269,10 +320,20 @@ class AVDataset(Dataset):
     def _load_frame(self, index: int, row: IndexRow, k: int) -> np.ndarray:
         """Decode frame ``k`` as RGB uint8 and resize its shorter side to 1.1 x img_size."""
         path = self.frame_file(row, k)
-        img = cv2.imread(path, self._decode_flag(index, row, path))
-        if img is None:  # stat only on failure, to tell a missing file from a broken one
-            reason = "unreadable image (cv2 could not decode it)" if os.path.isfile(path) else "missing frame"
-            raise MediaError(path, f"{reason} (frame {k} of {row.num_frames}) [{row.where()}]")
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            raise MediaError(path, f"missing frame (frame {k} of {row.num_frames}) [{row.where()}]") from None
+        except OSError as e:
+            raise MediaError(path, f"unreadable frame ({e.strerror or e}) [{row.where()}]") from None
+        problem = jpeg_problem(data[:2], data[-_JPEG_TAIL:], len(data))
+        if problem is not None:
+            raise MediaError(path, f"unreadable image: {problem} (frame {k} of {row.num_frames}) [{row.where()}]")
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), self._decode_flag(index, row, path))
+        if img is None:
+            raise MediaError(path, f"unreadable image (cv2 could not decode it) (frame {k} of {row.num_frames}) "
+                             f"[{row.where()}]")
         return T.resize_short(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), self.short)
 
     # -------------------------------------------------------------------------------------------- audio
@@ -324,13 +385,7 @@ class AVDataset(Dataset):
         return T.take_window(wave, centre, self.aud_len) if centre is not None and not window else wave
 
     def _check_wav(self, path: str, row: IndexRow, info: "WavInfo") -> None:
-        problem = None
-        if info.rate != self.aud_rate:
-            problem = f"sample rate {info.rate} Hz, expected {self.aud_rate} Hz (no resampling is done)"
-        elif info.channels != 1:
-            problem = f"{info.channels} channels, expected mono"
-        elif info.frames < 1:
-            problem = "no samples"
+        problem = wav_problem(info, self.aud_rate)
         if problem:
             raise MediaError(path, f"{problem} [{row.where()}]")
 

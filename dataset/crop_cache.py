@@ -5,8 +5,9 @@ most of the loader's work. ``open_crop_cache(ds, folder)`` returns the crops of 
 with the loader's workers, then memory-mapped read-only), to pass to ``ds.set_transport(..., crop_cache=)``.
 
 The file is ``<folder>/crops-<key>.u8`` with ``.json`` beside it (shape and what the key covers). The key
-hashes the list file's bytes, the frame root and every setting that changes a crop (frames, stride, size);
-media changed in place under the same list are not detected (delete the folder). Building writes a
+hashes the list file's bytes, the frame root, every setting that changes a crop (frames, stride, size) and
+the fingerprint of the JPEGs the list reads (size and mtime_ns of each, dataset/fingerprint.py), so frames
+replaced in place get new crops. Building writes a
 temporary file and renames it (utils.fileio), so concurrent builders (DDP ranks) produce the same file, never a torn one.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any, BinaryIO, Dict, Optional, Tuple, Union
 import numpy as np
 
 from dataset.av_dataset import AVDataset, build_loader
+from dataset.fingerprint import media_fingerprint
 from utils.fileio import atomic_write_text, atomic_write_with, sha256_file
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,8 @@ def cache_identity(ds: AVDataset) -> Dict[str, Any]:
     """What the crops depend on (the key is its hash)."""
     return {"format": FORMAT, "list_sha256": sha256_file(Path(ds.list_path)),
             "frame_root": os.path.abspath(ds.frame_root), "num_frames": ds.num_frames, "stride": ds.stride,
-            "img_size": ds.img_size, "clips": len(ds)}
+            "img_size": ds.img_size, "clips": len(ds),
+            "frames": media_fingerprint(ds.rows, ds.audio_root, ds.frame_root, audio=False)["sha256"]}
 
 
 def open_crop_cache(ds: AVDataset, folder: Union[str, Path], workers: int = 0, batch_size: int = 16

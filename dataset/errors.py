@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 from utils.errors import MalformedFileError, UsageError
 
@@ -25,10 +25,20 @@ class MediaError(RuntimeError):
     record the reason alone).
     """
 
-    def __init__(self, path: PathLike, reason: str) -> None:
+    def __init__(self, path: PathLike, reason: Optional[str] = None) -> None:
+        if reason is None:  # re-raised from a DataLoader worker: torch passes the formatted traceback alone
+            path, reason = _from_worker(str(path))
         super().__init__(f"{path}: {reason}")
         self.path = Path(path)
         self.reason = reason
+
+
+def _from_worker(text: str) -> Tuple[str, str]:
+    """(path, reason) from the last ``...MediaError: <path>: <reason>`` line of a worker's traceback."""
+    lines = [ln for ln in text.splitlines() if "MediaError: " in ln]
+    last = lines[-1].split("MediaError: ", 1)[1] if lines else text.strip().splitlines()[-1]
+    path, sep, reason = last.partition(": ")
+    return (path, reason) if sep else ("", last)
 
 
 class IndexFormatError(MalformedFileError):

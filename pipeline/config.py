@@ -211,14 +211,51 @@ def parse_attack_names(text: str) -> Tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def _parse_grid(flag: str, values: Sequence[str]) -> Tuple[Dict[str, float], ...]:
+# "none" leaves a modality untouched (as leaving it out does); under --norm audio=snr a number is a budget in
+# dB and 0 dB (noise as loud as the signal) is not "untouched", so there it must be spelled out this way
+UNTOUCHED = "none"
+
+
+def _parse_grid(flag: str, values: Sequence[str], snr_audio: bool = False) -> Tuple[Dict[str, float], ...]:
+    """Each eps string parsed (``modality=none``: untouched). ``snr_audio`` (audio eps in dB): an explicit
+    ``audio=0`` is refused, since the attack contract reads eps 0 as "untouched", not as a 0 dB budget."""
     grid = []
     for s in values:
+        items = [part.partition("=") for part in s.split(",")]
+        if snr_audio and any(k.strip() == "audio" and _is_zero(v) for k, _, v in items):
+            raise UsageError(flag, f"{s!r}: with --norm audio=snr the audio eps is an SNR in dB, and audio=0 would "
+                             "be the loudest budget (0 dB, noise as loud as the signal), which the attacks read as "
+                             f"'untouched'; write audio={UNTOUCHED} (or leave audio out) for unattacked audio, or "
+                             "give a budget > 0 dB (e.g. audio=10)")
+        s = ",".join(f"{k}=0" if v.strip().lower() == UNTOUCHED else f"{k}{eq}{v}" for k, eq, v in items)
         try:
             grid.append(parse_eps(s))
         except ValueError as e:
             raise UsageError(flag, f"{s!r}: {e}") from None
     return tuple(grid)
+
+
+def _is_zero(text: str) -> bool:
+    try:
+        return float(text) == 0.0
+    except ValueError:
+        return False
+
+
+def _check_snr_flags(ns: argparse.Namespace, norms: Mapping[str, str]) -> None:
+    """An audio eps in dB has no default grid (the paper grid is in amplitude units: audio=0.012 would read as
+    0.012 dB, noise as loud as the signal) and no place on the sweep's shared eps axis."""
+    if norms.get("audio") != "snr" or ns.mode != "eval" or ns.attack_type == "none":
+        return
+    if ns.eps is None:
+        raise UsageError("--eps", "is required with --norm audio=snr: the default grid is the paper's amplitude "
+                         "budgets (audio=0.012 would be read as 0.012 dB); give budgets in dB, e.g. "
+                         f"--eps visual=0,audio=30 visual=0.006,audio={UNTOUCHED}")
+    if ns.sweep:
+        raise UsageError("--sweep", "plots audio, visual and both on one eps axis (--sweep_eps, amplitude units); "
+                         "with --norm audio=snr the audio eps is in dB and cannot share it. Evaluate dB budgets as "
+                         "--eps rows (e.g. --eps audio=40 audio=30 audio=20 audio=10), or sweep with an "
+                         "amplitude norm")
 
 
 def _check_numbers(ns: argparse.Namespace) -> None:
@@ -325,10 +362,13 @@ def resolve_config(ns: argparse.Namespace, given: Sequence[str] = (), defense: b
             raise UsageError(flag, f"{bad[0]} needs at least {ATTACKS.get(bad[0]).min_classes} classes, this run "
                                    f"has {ns.cls_num}; use apgd-ce")
     try:
-        parse_norm(ns.norm)
+        norms = parse_norm(ns.norm)
     except ValueError as e:
         raise UsageError("--norm", str(e)) from None
-    eps_grid = _parse_grid("--eps", ns.eps) if ns.eps is not None else tuple(dict(e) for e in PAPER_EPS_GRID)
+    _check_snr_flags(ns, norms)
+    snr_audio = norms.get("audio") == "snr"
+    eps_grid = (_parse_grid("--eps", ns.eps, snr_audio) if ns.eps is not None
+                else tuple(dict(e) for e in PAPER_EPS_GRID))
     if ns.save_examples and not any(v > 0 for e in eps_grid for v in e.values()):
         raise UsageError("--save_examples", "needs an attacked row (every --eps is 0)")
     adaptive_grid: Tuple[Dict[str, float], ...] = ()
@@ -338,7 +378,7 @@ def resolve_config(ns: argparse.Namespace, given: Sequence[str] = (), defense: b
     if getattr(ns, "adaptive", False):
         if not attacks:
             raise UsageError("--adaptive", "needs --attack_type (the paper's attack is pgd)")
-        adaptive_grid = (_parse_grid("--adaptive_eps", ns.adaptive_eps) if ns.adaptive_eps
+        adaptive_grid = (_parse_grid("--adaptive_eps", ns.adaptive_eps, snr_audio) if ns.adaptive_eps
                          else tuple(e for e in eps_grid if any(v > 0 for v in e.values())))
     train_budget = None
     if ns.adv_train:

@@ -7,6 +7,7 @@ configuration, the checkpoint and list hashes that produced the results.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -16,11 +17,13 @@ import random
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterator, Optional
 
 import numpy as np
 import torch
 
+from dataset.fingerprint import media_fingerprint
+from dataset.index import read_index
 from pipeline.config import RunConfig, eval_identity
 from pipeline.preflight import eval_weights, run_dir
 from utils import distributed as du
@@ -56,6 +59,15 @@ class RunContext:
         print(f"evaluation folder: {final}")
         return final
 
+    @contextlib.contextmanager
+    def abort_on_error(self) -> Iterator[None]:
+        """Set-up steps between ``setup`` and ``execute``: any failure removes the staging folder."""
+        try:
+            yield
+        except BaseException:
+            self.abort()
+            raise
+
     def abort(self) -> None:
         """Remove an unfinished evaluation's staging folder (a killed process leaves only a hidden one)."""
         self.metrics.close()
@@ -85,6 +97,8 @@ def eval_record(cfg: RunConfig, extra: Optional[Dict[str, Any]] = None) -> Dict[
         "checkpoint": str(weights), "checkpoint_sha256": _hash_or_none(str(weights)),
         "list": cfg.eval_list, "list_sha256": _hash_or_none(cfg.eval_list),
         "base_weights_sha256": _hash_or_none(cfg.base_weights), "extra": dict(extra or {}),
+        # the list names clips, not bytes: media replaced in place must not match an earlier evaluation
+        "media": media_fingerprint(read_index(cfg.eval_list, cfg.categories), cfg.audio_path, cfg.frame_path),
     }
     blob = json.dumps(rec, sort_keys=True, default=str).encode()
     rec["config_sha256"] = hashlib.sha256(blob).hexdigest()
@@ -155,7 +169,15 @@ def finished_eval(cfg: RunConfig, record: Optional[Dict[str, Any]] = None) -> Op
     (announced on stdout), else None."""
     if cfg.mode != "eval" or not cfg.reuse_eval:
         return None
-    done = run_dir(cfg).find_eval(eval_record(cfg, record)["config_sha256"])
+    rec = eval_record(cfg, record)
+    done = run_dir(cfg).find_eval(rec["config_sha256"])
+    media = rec["media"]
     if done is not None:
         print(f"evaluation folder: {done} (already finished with this configuration: --reuse_eval)")
+        log.info("reusing evaluation %s: same settings and same media fingerprint (%s: %d files, %d bytes under "
+                 "%s and %s)", done.name, media["method"], media["files"], media["bytes"], cfg.audio_path,
+                 cfg.frame_path)
+    else:
+        log.info("--reuse_eval: no finished evaluation with these settings and this media fingerprint (%s of %d "
+                 "files): evaluating", media["method"], media["files"])
     return done

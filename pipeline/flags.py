@@ -119,7 +119,9 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--square_queries", type=int, default=5000,
                    help="query budget of square and autoattack's square stage (paper: 5000)")
     g.add_argument("--eps", nargs="+", default=None,
-                   help='eps grid, e.g. "visual=0,audio=0" "visual=0,audio=0.012" (default: the paper grid)')
+                   help='eps grid, e.g. "visual=0,audio=0" "visual=0,audio=0.012" (default: the paper grid); '
+                   "modality=none (or leaving it out) leaves it untouched; with --norm audio=snr the audio eps is "
+                   "in dB, audio=0 is refused (0 dB is not 'untouched') and --eps is required")
     g.add_argument("--eps_unit", default="input", choices=list(EPS_UNITS),
                    help="input: visual eps in [0,1] pixel units; normalized: ImageNet-normalised units "
                    "(the reference code's convention)")

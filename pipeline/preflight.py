@@ -1,25 +1,31 @@
 """Checks of every file a run will read, before anything is written or computed.
 
 The index lists (exist, parse, classes in --categories, clips long enough for the frame window, each clip's
-WAV and frame count on disk), the media folders, and every checkpoint the run loads (architecture, class order, schedule). Each problem is
-a ``UsageError`` naming the flag, or a ``MalformedFileError`` naming the file and row; both exit 2.
-Cheap by design: lists are text, checkpoints are opened memory-mapped and only their small entries read.
+WAV and frame count on disk), every media file they read (WAV header, JPEG start/end markers), the media
+folders, every checkpoint the run loads (architecture, class order, schedule) and the defense's banks or
+features (shapes, the checkpoint they came from). Each problem is a ``UsageError`` naming the flag, or a
+``MalformedFileError`` naming the file and row; both exit 2. Cheap by design: lists are text, media are
+checked without decoding, checkpoints and banks are opened memory-mapped and only their small entries read.
 """
 from __future__ import annotations
 
 import logging
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 
+from dataset.av_dataset import jpeg_file_problem, wav_file_problem
+from dataset.fingerprint import media_files
 from dataset.index import check_clip_lengths, read_index
 from dataset.reconcile import check_media, rebuild_command
 from pipeline.config import RunConfig
 from utils.errors import UsageError
+from utils.fileio import sha256_file
 from utils.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -104,7 +110,28 @@ def check_lists(cfg: RunConfig) -> Dict[str, int]:
             raise UsageError(f"--{flag}", f"folder {getattr(cfg, flag)} does not exist")
     for flag in counts:
         check_list_media(cfg, flag)
+        check_media_files(cfg, flag)
     return counts
+
+
+def check_media_files(cfg: RunConfig, flag: str) -> None:
+    """Every file a list's clips read, cheaply: each WAV's header (mono, --audRate Hz, samples > 0) and the
+    first 2 and last 64 bytes of every JPEG (not empty, FF D8 start and FF D9 end: a truncated frame would
+    otherwise decode half grey with only a libjpeg warning). No decoding; the cost is logged (README)."""
+    path = getattr(cfg, flag)
+    t0, n_jpeg, rows = time.perf_counter(), 0, read_index(path, cfg.categories)
+    for r in rows:
+        for root, rel in media_files([r], cfg.audio_path, cfg.frame_path):
+            file = root + rel
+            try:
+                problem = wav_file_problem(file, cfg.audRate) if rel == r.audio else jpeg_file_problem(file)
+            except OSError as e:
+                problem = f"unreadable ({e.strerror or e})"
+            if problem is not None:
+                raise UsageError(f"--{flag}", f"{path} row {r.line} ({r.clip_id}): {file}: {problem}")
+        n_jpeg += r.num_frames
+    log.info("%s: media checked in %.2f s (%d WAV headers, %d JPEG start/end markers)", path,
+             time.perf_counter() - t0, len(rows), n_jpeg)
 
 
 def check_list_media(cfg: RunConfig, flag: str) -> None:
@@ -192,6 +219,62 @@ def bank_paths(cfg: RunConfig, modalities: Sequence[str]) -> Dict[str, Path]:
             flag = {"audio": "--weights_Da", "visual": "--weights_Dv"}[m] if explicit[m] else "--bank"
             raise UsageError(flag, f"no {m} memory bank at {p}")
     return paths
+
+
+def _read_torch_dict(path: Path, flag: str, what: str) -> Dict[str, Any]:
+    """A torch file holding a dict, memory-mapped (tensors not read); anything else names the flag and file."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as e:  # truncated zip, foreign pickle, permissions: torch.load raises many types
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UsageError(flag, f"{path} cannot be read as a {what} file ({reason[:200]})") from None
+    if not isinstance(blob, dict):
+        raise UsageError(flag, f"{path} is not a {what} file (holds a {type(blob).__name__}, not a dict)")
+    return blob
+
+
+def _matrix_problem(x: Any, rows: Optional[int] = None) -> Optional[str]:
+    if not isinstance(x, torch.Tensor) or x.dim() != 2 or 0 in x.shape:
+        return f"expected a non-empty (N, d) tensor, got {getattr(x, 'shape', type(x).__name__)}"
+    if rows is not None and x.shape[0] != rows:
+        return f"{x.shape[0]} rows for {rows} labels"
+    return None
+
+
+def check_defense_inputs(cfg: RunConfig, paths: Dict[str, Path], modalities: Sequence[str]) -> None:
+    """The banks ``paths`` (from ``bank_paths``), or --features when they are to be built: readable, (K, d)
+    atoms / (N, d) features of every modality the model reads, and made from --base_weights (the SHA-256 they
+    record). Runs before anything is written; another checkpoint's banks or features are a UsageError."""
+    base = Path(cfg.base_weights)
+    base_hash = sha256_file(base)
+    for m, p in paths.items():
+        flag = ({"audio": "--weights_Da", "visual": "--weights_Dv"}[m] if {"audio": cfg.weights_Da,
+                "visual": cfg.weights_Dv}[m] else "--bank" if cfg.bank else "--id")
+        blob = _read_torch_dict(p, flag, "memory bank")
+        problem = _matrix_problem(blob.get("atoms"))
+        if problem or "checkpoint_sha256" not in blob:
+            raise UsageError(flag, f"{p} is not a memory bank file ({problem or 'no checkpoint_sha256 entry'})")
+        if blob.get("modality") not in ("", None, m):
+            raise UsageError(flag, f"{p} is a {blob['modality']} bank, given for {m}")
+        if blob["checkpoint_sha256"] != base_hash:
+            raise UsageError(flag, f"{p} was built from checkpoint sha256 {blob['checkpoint_sha256']}, but "
+                             f"--base_weights {base} has sha256 {base_hash}; build banks from this checkpoint's "
+                             "features (--features)")
+    if paths or not cfg.features:
+        return
+    feats = Path(cfg.features)
+    blob = _read_torch_dict(feats, "--features", "features")
+    labels = blob.get("labels")
+    if not isinstance(labels, torch.Tensor) or labels.dim() != 1 or "checkpoint_sha256" not in blob:
+        raise UsageError("--features", f"{feats} is not a features file (needs 1-D 'labels' and "
+                         "'checkpoint_sha256'; written by main_attack.py --save_features)")
+    for m in modalities:
+        problem = "missing" if m not in blob else _matrix_problem(blob[m], labels.shape[0])
+        if problem:
+            raise UsageError("--features", f"{feats}: {m} features {problem}")
+    if blob["checkpoint_sha256"] != base_hash:
+        raise UsageError("--features", f"{feats} came from a checkpoint with sha256 {blob['checkpoint_sha256']}, "
+                         f"but --base_weights {base} has {base_hash}")
 
 
 def preflight(cfg: RunConfig) -> Dict[str, int]:
