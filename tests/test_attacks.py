@@ -384,3 +384,56 @@ def test_mim_normalises_the_gradient_per_sample():
 def test_package_exports():
     assert set(attacks.ATTACKS) == set(ALL_NAMES)
     assert math.isclose(create_attack("pgd", ToyAV(), eps={"audio": 0.008}).alpha["audio"], 0.001)
+
+
+# --- APGD details (issue 17) -----------------------------------------------------------------------------
+
+def _reference_apgd_checkpoints(n_iter: int):
+    """fra31/auto-attack's schedule as its loop runs it (autopgd_base.py): a counter of steps since the
+    last check meets a window k that starts at int(0.22 n) and shrinks by int(0.03 n) down to int(0.06 n)."""
+    k, size_decr, n_min = max(int(0.22 * n_iter), 1), max(int(0.03 * n_iter), 1), max(int(0.06 * n_iter), 1)
+    out, counter = [], 0
+    for i in range(n_iter):
+        counter += 1
+        if counter == k:
+            out.append(i + 1)  # the check runs after step i, i.e. after i + 1 steps
+            counter, k = 0, max(k - size_decr, n_min)
+    return out
+
+
+def test_apgd_checkpoints_match_the_reference_schedule():
+    from fractions import Fraction
+
+    from attacks.apgd import checkpoints
+
+    # the paper's recursion in exact arithmetic at 100 steps: p = 0.22, 0.41, 0.57, 0.70, 0.80, 0.87, 0.93, 0.99
+    p = [Fraction(0), Fraction(22, 100)]
+    while p[-1] + max(p[-1] - p[-2] - Fraction(3, 100), Fraction(6, 100)) <= 1:
+        p.append(p[-1] + max(p[-1] - p[-2] - Fraction(3, 100), Fraction(6, 100)))
+    exact = [math.ceil(q * 100) for q in p[1:]]
+    assert exact == [22, 41, 57, 70, 80, 87, 93, 99]
+    assert checkpoints(100) == exact  # float ceil gave 58 for 0.57 * 100
+    for n in range(1, 301):
+        assert checkpoints(n) == _reference_apgd_checkpoints(n), n
+
+
+@pytest.mark.parametrize("name", ALL_NAMES)
+def test_every_attack_runs_on_as_few_classes_as_it_declares(name):
+    # pre-flight (pipeline/config.py) accepts a run when cls_num >= min_classes; apgd-dlr declared 1 and a
+    # 2-class run failed in its loss, mid-way
+    cls = attacks.ATTACKS.get(name)
+    k = max(cls.min_classes, 2)
+    model = ToyAV(("visual",), num_classes=k).eval()
+    batch = make_batch(b=3, frames=None, classes=k)
+    options = {"apgd-ce": dict(steps=2), "apgd-dlr": dict(steps=2), "apgd-t": dict(steps=2, n_target_classes=1),
+               "autoattack": dict(steps=2, n_queries=3, n_target_classes=1), "square": dict(n_queries=3)}
+    attack = create_attack(name, model, eps={"visual": 0.03}, **options.get(name, dict(steps=2)))
+    adv = attack({"visual": batch["visual"]}, batch["label"])
+    assert adv["visual"].shape == batch["visual"].shape
+    # one class fewer than declared: the attack refuses (an error, not a wrong result); autoattack reaches
+    # its apgd-t stage only with points its first stage left robust, so it may finish without the error
+    if k > 2 and name != "autoattack":
+        model = ToyAV(("visual",), num_classes=k - 1).eval()
+        attack = create_attack(name, model, eps={"visual": 0.03}, **options.get(name, dict(steps=2)))
+        with pytest.raises(ValueError, match="classes"):
+            attack({"visual": batch["visual"]}, batch["label"].clamp(max=k - 2))
