@@ -437,3 +437,58 @@ def test_every_attack_runs_on_as_few_classes_as_it_declares(name):
         attack = create_attack(name, model, eps={"visual": 0.03}, **options.get(name, dict(steps=2)))
         with pytest.raises(ValueError, match="classes"):
             attack({"visual": batch["visual"]}, batch["label"].clamp(max=k - 2))
+
+
+# --- exact L2 projection onto ball and box (issue 17) ----------------------------------------------------
+
+def _slsqp_projection(y, x0, eps, lo, hi):
+    import numpy as np
+    from scipy.optimize import minimize
+
+    res = minimize(lambda x: 0.5 * np.sum((x - y) ** 2), np.clip(x0, lo, hi), jac=lambda x: x - y,
+                   method="SLSQP", bounds=[(lo, hi)] * len(y),
+                   constraints=[{"type": "ineq", "fun": lambda x: eps ** 2 - np.sum((x - x0) ** 2),
+                                 "jac": lambda x: -2 * (x - x0)}], options={"ftol": 1e-12, "maxiter": 1000})
+    # status 8 ("positive directional derivative") is SLSQP stopping at its precision: accepted, the
+    # comparison below checks the point
+    assert res.success or res.status == 8, res.message
+    assert np.sum((res.x - x0) ** 2) <= eps ** 2 + 1e-7
+    return res.x
+
+
+def test_l2_projection_onto_ball_and_box_matches_a_generic_solver():
+    from attacks.threats import project_l2_box
+
+    gen = torch.Generator().manual_seed(0)
+    ys, x0s, epss, lo, hi = [], [], [], -1.0, 1.0
+    for _ in range(24):  # one batch: every sample its own size of perturbation, saturation and radius
+        x0 = torch.rand(10, generator=gen, dtype=torch.float64) * 2 - 1
+        x0[torch.rand(10, generator=gen) < 0.3] = 1.0  # saturated coordinates, as in clipped audio
+        ys.append(x0 + torch.randn(10, generator=gen, dtype=torch.float64) * float(torch.rand(1, generator=gen)) * 2)
+        x0s.append(x0)
+        epss.append(float(torch.rand(1, generator=gen)) * 1.5 + 0.01)
+    y, x0 = torch.stack(ys)[:, None], torch.stack(x0s)[:, None]  # (B, 1, 10)
+    eps = torch.tensor(epss, dtype=torch.float64).view(-1, 1, 1)  # per sample, as SNRThreat's radius
+    ours = project_l2_box(y, x0, eps, lo, hi)
+    for i in range(len(ys)):
+        want = _slsqp_projection(y[i, 0].numpy(), x0[i, 0].numpy(), epss[i], lo, hi)
+        assert torch.allclose(ours[i, 0], torch.from_numpy(want), atol=1e-5), i
+    assert ((ours - x0).flatten(1).norm(dim=1) <= eps.flatten() * (1 + 1e-12)).all()
+    assert ours.min() >= lo and ours.max() <= hi
+
+
+def test_l2_threat_spends_the_whole_budget_where_shrink_then_clamp_wasted_it():
+    from attacks.threats import L2Threat
+
+    gen = torch.Generator().manual_seed(1)
+    x0 = torch.rand(16, 3, 8, 8, generator=gen)
+    x0[torch.rand(x0.shape, generator=gen) < 0.25] = 1.0  # saturated pixels
+    y = x0 + torch.randn(x0.shape, generator=gen)
+    t = L2Threat(eps=1.0, alpha=0.1, lo=0.0, hi=1.0)
+    x = t.clip(y.clone(), t.box(x0))
+    d = y - x0
+    old = (x0 + d * (1.0 / d.flatten(1).norm(dim=1)).clamp(max=1.0).view(-1, 1, 1, 1)).clamp(0, 1)
+    used = (x - x0).flatten(1).norm(dim=1)
+    assert torch.allclose(used, torch.ones(16), atol=1e-5)  # the whole radius (old: about 0.92 of it)
+    assert ((x - y).flatten(1).norm(dim=1) <= (old - y).flatten(1).norm(dim=1) + 1e-6).all()
+    assert ((old - y).flatten(1).norm(dim=1) - (x - y).flatten(1).norm(dim=1)).max() > 1e-3
