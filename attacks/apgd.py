@@ -95,7 +95,6 @@ class APGD(Attack):
 
     supports_random_start = True
     grid_options = False
-    loss_name = "ce"
     n_targets = 0
 
     def __init__(self, model: nn.Module, eps: Mapping[str, float], steps: int = 100, restarts: int = 1,
@@ -110,7 +109,7 @@ class APGD(Attack):
 
     # -- loss ------------------------------------------------------------------------------------------
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor, target: Optional[torch.Tensor]) -> torch.Tensor:
-        if self.loss_name == "ce":
+        if self.gradient_loss == "ce":
             return F.cross_entropy(logits, labels, reduction="none")
         return dlr_loss(logits, labels, target)
 
@@ -230,7 +229,7 @@ class APGDCE(APGD):
 class APGDDLR(APGD):
     __doc__ = APGD.__doc__
     name = "apgd-dlr"
-    loss_name = "dlr"
+    gradient_loss = "dlr"
     min_classes = 3  # the DLR loss divides by z_pi1 - z_pi3: it reads the 3 largest logits
 
 
@@ -238,6 +237,6 @@ class APGDDLR(APGD):
 class APGDT(APGD):
     __doc__ = APGD.__doc__
     name = "apgd-t"
-    loss_name = "dlr"
+    gradient_loss = "dlr"
     n_targets = 1
     min_classes = 4  # the targeted DLR loss reads the 3 largest other logits

@@ -492,3 +492,91 @@ def test_l2_threat_spends_the_whole_budget_where_shrink_then_clamp_wasted_it():
     assert torch.allclose(used, torch.ones(16), atol=1e-5)  # the whole radius (old: about 0.92 of it)
     assert ((x - y).flatten(1).norm(dim=1) <= (old - y).flatten(1).norm(dim=1) + 1e-6).all()
     assert ((old - y).flatten(1).norm(dim=1) - (x - y).flatten(1).norm(dim=1)).max() > 1e-3
+
+
+# --- sanity flags (issue 17) -----------------------------------------------------------------------------
+
+class Scaled(nn.Module):
+    """Visual-only linear model whose input gradient has the size ``scale`` (0, tiny, healthy); with
+    ``steep`` its logits go through a sigmoid saturated on the low side: gradients ~1e-27, not exactly 0."""
+
+    modalities = ("visual",)
+
+    def __init__(self, scale: float, steep: bool = False, classes: int = 3) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(0)
+        self.w = nn.Parameter(torch.randn(classes, 3 * 4 * 4, generator=gen))
+        self.scale, self.steep = scale, steep
+
+    def forward(self, visual: torch.Tensor) -> torch.Tensor:
+        z = visual.flatten(1) @ self.w.t()
+        if self.steep:  # sigmoid(-60 - z): derivative ~ e^-60, every logit ~0
+            return 10 * torch.sigmoid(-60.0 - z.abs())
+        return self.scale * z + torch.arange(z.shape[1], dtype=z.dtype)
+
+
+@pytest.mark.parametrize("model, vanishing", [(Scaled(0.0), True), (Scaled(1e-12), True),
+                                              (Scaled(0.0, steep=True), True), (Scaled(1.0), False)],
+                         ids=["zero", "tiny", "steep-sigmoid", "healthy"])
+def test_vanishing_gradients_use_one_threshold_in_the_flag_and_the_adaptive_check(model, vanishing):
+    from attacks.sanity import check_flags, model_checks
+    from pipeline.adaptive import gradient_norms
+
+    x = torch.rand(6, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    checks = model_checks(model, {"visual": x}, y, ["visual"])
+    assert checks["zero_grad"]["visual"] == (6 if vanishing else 0)
+    assert gradient_norms(model, [{"visual": x, "label": y}], torch.device("cpu")) == {"visual": float(vanishing)}
+    assert any("zero input gradient" in f for f in check_flags(checks)) == vanishing
+
+
+def test_vanishing_gradient_flag_only_on_rows_of_cross_entropy_attacks():
+    from attacks.evaluate import evaluate_attack_grid
+
+    # a very confident model: the CE gradient underflows (saturated softmax), DLR and Square are unaffected
+    model = Scaled(0.0)
+    x = torch.rand(6, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    y = torch.full((6,), 2)
+    model.forward = lambda visual: 1e4 * torch.arange(3, dtype=visual.dtype).expand(visual.shape[0], 3) \
+        + 1e-3 * visual.flatten(1)[:, :3]
+    rows = evaluate_attack_grid(model, [{"visual": x, "label": y}], ["pgd", "apgd-ce", "apgd-dlr", "square"],
+                                [{"visual": 0.01}], "cpu", steps=1, progress=False,
+                                attack_options={"apgd-ce": dict(steps=1), "apgd-dlr": dict(steps=1),
+                                                "square": dict(n_queries=2)})
+    flagged = {r["attack"]: "zero input gradient" in r["flags"] for r in rows}
+    assert flagged == {"pgd": True, "apgd-ce": True, "apgd-dlr": False, "square": False}
+
+
+def test_the_grid_runs_the_sanity_checks_on_every_batch():
+    from attacks.evaluate import evaluate_attack_grid
+
+    class MasksBright(nn.Module):  # healthy on dark clips, zero gradient on bright ones
+        modalities = ("visual",)
+
+        def forward(self, visual):
+            z = visual.flatten(1)[:, :3] * 5
+            bright = visual.flatten(1).mean(1, keepdim=True) > 0.5
+            return torch.where(bright, z.detach(), z)
+
+    gen = torch.Generator().manual_seed(0)
+    dark, bright = torch.rand(4, 3, 4, 4, generator=gen) * 0.4, 0.6 + torch.rand(4, 3, 4, 4, generator=gen) * 0.4
+    loader = [{"visual": dark, "label": torch.tensor([0, 1, 2, 0])},
+              {"visual": bright, "label": torch.tensor([0, 1, 2, 0])}]
+    rows = evaluate_attack_grid(MasksBright(), loader, ["fgsm"], [{"visual": 0.01}], "cpu", progress=False)
+    assert "zero input gradient on visual for 4/8 samples" in rows[0]["flags"]
+
+
+def test_a_rise_within_sampling_noise_is_not_flagged():
+    from attacks.sanity import grid_flags
+
+    def row(v, acc_, n=200):
+        return {"attack": "pgd", "eps_audio": 0.0, "eps_visual": v, "adv_acc": acc_, "n_samples": n, "flags": "none"}
+
+    # one clip of 200 more robust at the larger eps: random-start noise on a healthy model
+    rows = [row(0.01, 0.500), row(0.02, 0.505)]
+    grid_flags(rows)
+    assert rows[1]["flags"] == "none"
+    # 30 clips of 200 (4.2 binomial SE): a broken attack
+    rows = [row(0.01, 0.500), row(0.02, 0.650)]
+    grid_flags(rows)
+    assert "rises with eps" in rows[1]["flags"]
