@@ -22,14 +22,28 @@ _DLR_EPS = 1e-12
 # p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03, 0.06).
 MOMENTUM = 0.75
 RHO = 0.75
+# The checkpoint recursion in whole steps, as fra31/auto-attack (autopgd_base.py, init_hyperparam) runs it:
+# the first window is int(0.22 n) steps, each next one int(0.03 n) shorter, down to int(0.06 n) (each >= 1).
+P_FIRST, P_DECREASE, P_MIN = 0.22, 0.03, 0.06
 
 
 def checkpoints(steps: int) -> List[int]:
-    """The iterations ``ceil(p_j * steps)`` at which APGD may halve its step size (Sec. 3.2)."""
-    p = [0.0, 0.22]
-    while p[-1] < 1.0:
-        p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
-    return sorted({math.ceil(q * steps) for q in p[1:] if q <= 1.0 and math.ceil(q * steps) > 0})
+    """The step counts after which APGD may halve its step size (Sec. 3.2), e.g. [22, 41, 57, 70, 80, 87,
+    93, 99] for 100 steps.
+
+    Integer windows, as the reference implementation (fra31/auto-attack) computes them: ``ceil(p_j * n)``
+    on the floats ``p_j`` gives 58 for ``p_3 = 0.57`` at n = 100 (0.57 * 100 = 57.000000000000007) and, for
+    small n, differs from the reference's windows (n = 10: reference 2, 3, ..., 10).
+    """
+    window = max(int(P_FIRST * steps), 1)
+    decrease = max(int(P_DECREASE * steps), 1)
+    shortest = max(int(P_MIN * steps), 1)
+    out, at = [], window
+    while at <= steps:
+        out.append(at)
+        window = max(window - decrease, shortest)
+        at += window
+    return out
 
 
 def dlr_loss(logits: torch.Tensor, labels: torch.Tensor, target: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -81,7 +95,6 @@ class APGD(Attack):
 
     supports_random_start = True
     grid_options = False
-    loss_name = "ce"
     n_targets = 0
 
     def __init__(self, model: nn.Module, eps: Mapping[str, float], steps: int = 100, restarts: int = 1,
@@ -96,7 +109,7 @@ class APGD(Attack):
 
     # -- loss ------------------------------------------------------------------------------------------
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor, target: Optional[torch.Tensor]) -> torch.Tensor:
-        if self.loss_name == "ce":
+        if self.gradient_loss == "ce":
             return F.cross_entropy(logits, labels, reduction="none")
         return dlr_loss(logits, labels, target)
 
@@ -216,13 +229,14 @@ class APGDCE(APGD):
 class APGDDLR(APGD):
     __doc__ = APGD.__doc__
     name = "apgd-dlr"
-    loss_name = "dlr"
+    gradient_loss = "dlr"
+    min_classes = 3  # the DLR loss divides by z_pi1 - z_pi3: it reads the 3 largest logits
 
 
 @ATTACKS.register("apgd-t")
 class APGDT(APGD):
     __doc__ = APGD.__doc__
     name = "apgd-t"
-    loss_name = "dlr"
+    gradient_loss = "dlr"
     n_targets = 1
     min_classes = 4  # the targeted DLR loss reads the 3 largest other logits

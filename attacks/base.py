@@ -118,6 +118,9 @@ class Attack:
     # Fewest classes the attack works on (apgd-t's targeted DLR loss needs 4); the pre-flight check of
     # pipeline/config.py reads it, so a run on fewer classes stops before any work.
     min_classes: int = 1
+    # The loss whose input gradient the attack follows: "ce", "dlr", or None (gradient-free). The
+    # vanishing-gradient flag of attacks/sanity.py applies to "ce" only (a saturated softmax).
+    gradient_loss: Optional[str] = "ce"
 
     def __init__(
         self,

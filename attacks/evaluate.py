@@ -22,7 +22,7 @@ import torch.nn as nn
 from attacks import ATTACKS, create_attack
 from attacks.base import EPS_UNITS, MODALITIES, forward, model_modalities
 from attacks.metrics import PAPER_EPS_GRID, format_eps, linf, parse_eps, psnr_db, snr_db
-from attacks.sanity import check_flags, grid_flags, model_checks
+from attacks.sanity import check_flags, grid_flags, merge_checks, model_checks
 from attacks.threats import parse_norm
 
 logger = logging.getLogger(__name__)
@@ -181,8 +181,8 @@ def evaluate_attack_grid(
         row.bump("seconds", row.seconds)
     sums = _apply(reduce, torch.stack([r.sums for r in rows]).flatten().to(device)).cpu().view(len(rows), -1)
     maxes = _apply(reduce_max, torch.stack([r.maxes for r in rows]).flatten().to(device)).cpu().view(len(rows), -1)
-    model_flags = check_flags(checks) if checks else []
-    out = [_finish(row, dict(zip(_SUMS, s.tolist())), dict(zip(_MAXES, m.tolist())), eps_unit, model_flags)
+    out = [_finish(row, dict(zip(_SUMS, s.tolist())), dict(zip(_MAXES, m.tolist())), eps_unit,
+                   check_flags(checks, ATTACKS.get(row.name).gradient_loss) if checks else [])
            for row, s, m in zip(rows, sums, maxes)]
     grid_flags(out)
     for r in out:
@@ -195,7 +195,7 @@ def evaluate_attack_grid(
 def _run(model: nn.Module, loader: Iterable[Mapping[str, Any]], rows: List[_Row], device: torch.device,
          readable: Sequence[str], progress: bool, on_batch: Optional[Callable[[Dict[str, Any]], None]]
          ) -> Optional[Dict[str, Any]]:
-    """Runs the rows over the loader; returns the ``attacks.sanity.model_checks`` of the first batch."""
+    """Runs the rows over the loader; returns the ``attacks.sanity.model_checks`` counts of all batches."""
     from tqdm import tqdm
 
     checks = None
@@ -212,8 +212,9 @@ def _run(model: nn.Module, loader: Iterable[Mapping[str, Any]], rows: List[_Row]
         with torch.no_grad():
             clean_pred = forward(model, inputs).argmax(dim=1)
         clean_ok = clean_pred == labels
-        if checks is None and attacked and labels.numel():  # zero gradients, randomness, probabilities
-            checks = model_checks(model, inputs, labels, [m for m in attacked if m in inputs])
+        if attacked and labels.numel():  # zero gradients, randomness, probabilities: every batch, added up
+            checks = checks if checks is not None else {}
+            merge_checks(checks, model_checks(model, inputs, labels, [m for m in attacked if m in inputs]))
         for row in rows:
             start = time.perf_counter()
             if row.attack is None:

@@ -122,6 +122,7 @@ class Square(Attack):
 
     name = "square"
     grid_options = False
+    gradient_loss = None  # reads logits only
     supports_random_start = True
 
     def __init__(self, model: nn.Module, eps: Mapping[str, float], n_queries: int = 5000, p_init: float = 0.8,

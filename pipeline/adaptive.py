@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from pipeline.attack_eval import PerSampleCorrect, attack_grid
 from attacks import ATTACKS
+from attacks.sanity import vanishing_gradient
 from pipeline.config import RunConfig, adaptive_families
 from pipeline.context import RunContext
 from reporting.per_sample import WORST_CASE, row_key, write_per_sample
@@ -46,7 +47,8 @@ def _per_sample_correct(model, loader, attack: str, eps: Dict[str, float], ctx, 
 
 
 def gradient_norms(model: nn.Module, loader, device: torch.device, max_batches: int = 2) -> Dict[str, float]:
-    """Per-modality fraction of samples whose input gradient of the CE loss is (numerically) zero."""
+    """Per-modality fraction of samples whose input gradient of the CE loss vanishes (the threshold of
+    ``attacks.sanity.vanishing_gradient``, shared with the grid's flag)."""
     zero = {m: 0 for m in model.modalities}
     n = 0
     with model_mode(model, training=False), torch.autocast(device.type, enabled=False):
@@ -57,7 +59,7 @@ def gradient_norms(model: nn.Module, loader, device: torch.device, max_batches: 
             loss = F.cross_entropy(model(**inputs), batch["label"].to(device), reduction="sum")
             grads = torch.autograd.grad(loss, list(inputs.values()))
             for m, g in zip(inputs, grads):
-                zero[m] += int((g.flatten(1).abs().amax(1) < 1e-12).sum())
+                zero[m] += int(vanishing_gradient(g).sum())
             n += batch["label"].numel()
     return {m: z / max(n, 1) for m, z in zero.items()}
 

@@ -159,7 +159,8 @@ def evaluate(model: nn.Module, loader, device: torch.device, amp: bool = False, 
 
 def _evaluate_sums(bare: nn.Module, loader, device: torch.device, amp: bool, progress: bool, desc: str,
                    max_batches: int, channels_last: bool = False) -> torch.Tensor:
-    sums = torch.zeros(4, dtype=torch.float64)  # ce, correct, n, cos
+    # ce, correct, n, cos, summed on the device: no host synchronisation per batch
+    sums = torch.zeros(4, dtype=torch.float64, device=device)
     for i, batch in enumerate(tqdm(loader, desc=desc, disable=not (progress and du.is_main()), leave=False)):
         if max_batches and i >= max_batches:
             break
@@ -168,12 +169,12 @@ def _evaluate_sums(bare: nn.Module, loader, device: torch.device, amp: bool, pro
         with autocast_ctx(device, amp):
             feats = bare.features(**inputs)
             logits = bare.classify(feats).float()
-        cos = (F.cosine_similarity(feats["audio"].float(), feats["visual"].float(), dim=1).sum().item()
+        cos = (F.cosine_similarity(feats["audio"].float(), feats["visual"].float(), dim=1).sum()
                if "audio" in feats and "visual" in feats and feats["audio"].shape[1] == feats["visual"].shape[1]
-               else float("nan"))
-        sums += torch.tensor([F.cross_entropy(logits, labels, reduction="sum").item(),
-                              (logits.argmax(1) == labels).sum().item(), labels.numel(), cos],
-                             dtype=torch.float64)
+               else torch.full((), float("nan"), device=device))
+        sums += torch.stack([F.cross_entropy(logits, labels, reduction="sum").double(),
+                             (logits.argmax(1) == labels).sum().double(),
+                             torch.full((), labels.numel(), dtype=torch.float64, device=device), cos.double()])
     return sums
 
 

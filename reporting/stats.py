@@ -34,7 +34,11 @@ def wilson_interval(k: int, n: int, z: float = Z95) -> Tuple[float, float]:
     z2 = z * z
     centre = (p + z2 / (2 * n)) / (1 + z2 / n)
     half = z / (1 + z2 / n) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # The interval touches 0 at k = 0 and 1 at k = n exactly; centre -/+ half reaches them only up to
+    # rounding (it printed 0.9999999999999999 for 10/10 and 2.8e-17 for 0/7), so the ends are set.
+    lo = 0.0 if k == 0 else max(0.0, centre - half)
+    hi = 1.0 if k == n else min(1.0, centre + half)
+    return lo, hi
 
 
 def binomial_se(p: float, n: int) -> float:

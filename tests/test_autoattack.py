@@ -238,7 +238,7 @@ def test_a_quantising_model_is_flagged_by_autoattack_and_the_grid():
 
 def test_grid_flags_catch_rising_accuracy_and_weak_joint_attacks():
     def row(a, v, acc_):
-        return {"attack": "pgd", "eps_audio": a, "eps_visual": v, "adv_acc": acc_, "flags": "none"}
+        return {"attack": "pgd", "eps_audio": a, "eps_visual": v, "adv_acc": acc_, "n_samples": 100, "flags": "none"}
     rows = [row(0, 0, 0.9), row(0.01, 0, 0.5), row(0, 0.01, 0.4), row(0.01, 0.01, 0.6), row(0.02, 0, 0.7)]
     grid_flags(rows)
     assert "both-modalities attack weaker" in rows[3]["flags"]

@@ -29,6 +29,13 @@ def test_wilson_matches_scipy(k: int, n: int) -> None:
     assert lo == pytest.approx(ci.low, abs=1e-9) and hi == pytest.approx(ci.high, abs=1e-9)
 
 
+def test_wilson_ends_are_exactly_0_and_1() -> None:
+    # 10/10 used to give 0.9999999999999999 and 0/7 a lower bound of 2.8e-17 (rounding of centre -/+ half)
+    for n in range(1, 201):
+        assert wilson_interval(n, n)[1] == 1.0 and wilson_interval(0, n)[0] == 0.0, n
+        assert 0.0 < wilson_interval(n, n)[0] and wilson_interval(0, n)[1] < 1.0, n
+
+
 @pytest.mark.parametrize("b,c", [(0, 0), (0, 1), (1, 0), (0, 5), (3, 7), (7, 3), (10, 10), (2, 19), (40, 61)])
 def test_mcnemar_matches_scipy_binomtest(b: int, c: int) -> None:
     want = 1.0 if b + c == 0 else sps.binomtest(min(b, c), b + c, 0.5, alternative="two-sided").pvalue

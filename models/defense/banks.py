@@ -87,7 +87,7 @@ def select_kmeans(
         centers.append(x[nxt])
         d2 = torch.minimum(d2, (x - x[nxt]).pow(2).sum(1))
     C = torch.stack(centers)
-    assign = torch.full((n,), -1, dtype=torch.long)
+    assign = torch.full((n,), -1, dtype=torch.long, device=x.device)
     for it in range(n_iter):
         new_assign = torch.cdist(x, C).argmin(dim=1)
         if torch.equal(new_assign, assign):
