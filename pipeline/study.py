@@ -228,7 +228,7 @@ class Study:
     def resume_flag(rd: RunDir) -> List[str]:
         """--resume for a training that was interrupted; none for a finished one (the step skips it, and the
         report's command for it is then the one that trains it from the start)."""
-        return ["--resume"] if rd.checkpoint_last.exists() and not rd.done_train.exists() else []
+        return ["--resume"] if rd.started() and not rd.done_train.exists() else []
 
     def train(self, run_id: str, head: str, *extra: str) -> None:
         rd = self.run_dir(run_id)
