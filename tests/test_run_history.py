@@ -276,3 +276,16 @@ def test_unwritable_ckpt_is_refused_before_any_work(media, tmp_path, monkeypatch
     assert run_cli(main_attack.main, args) == 2
     assert "not writable" in capsys.readouterr().err
     assert list(ro.iterdir()) == []
+
+
+def test_unwritable_study_out_is_one_line_before_any_step(tmp_path, capsys):
+    from pipeline.study import main as study_main
+    from utils.errors import run_cli
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    assert run_cli(study_main, ["--quick", "--out", str(blocker / "study"), "--media", str(tmp_path / "m"),
+                                "--index", str(tmp_path / "i")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: --out: cannot create the study folder") and "is a file" in err[-1]
+    assert not (tmp_path / "m").exists()
