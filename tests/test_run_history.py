@@ -289,3 +289,19 @@ def test_unwritable_study_out_is_one_line_before_any_step(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: --out: cannot create the study folder") and "is a file" in err[-1]
     assert not (tmp_path / "m").exists()
+
+
+def test_a_failing_plot_keeps_the_evaluation(media, full, monkeypatch):  # noqa: F811
+    import pipeline.attack_eval as attack_eval
+
+    def broken(*a, **k):
+        raise ValueError("a plot that cannot be drawn")
+
+    monkeypatch.setattr(attack_eval, "plot_cosine_hist", broken)
+    args = base_args(media, full.parent, "full", "--arch_classifier", "sum", "--mode", "eval", "--attack_type",
+                     "fgsm", "--eps", "visual=0.01,audio=0.01", "--max_eval_batches", "1")
+    assert main_attack.main(args) == 0
+    ev = RunDir(full).latest_eval()
+    assert ev is not None and (ev / "results.json").is_file() and not (ev / "cosine_hist.png").exists()
+    assert json.loads((ev / "eval.json").read_text())["plot_errors"] == [
+        "cosine_hist.png not drawn: ValueError: a plot that cannot be drawn"]
