@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -251,13 +251,25 @@ def take(loader, n: int):
     return _Limited(loader)
 
 
+def draw_after_results(ctx: RunContext, name: str, draw: Callable[[], Any]) -> None:
+    """Draw a plot of results already written: a failure is logged as an error and listed under
+    ``plot_errors`` in eval.json, and never loses the evaluation (its folder is still published)."""
+    try:
+        draw()
+    except Exception as e:  # noqa: BLE001 - any plotting failure; the numbers are already on disk
+        msg = f"{name} not drawn: {type(e).__name__}: {str(e).strip()[:300]}"
+        log.error("%s (the results are written; the evaluation is kept)", msg)
+        ctx.record.setdefault("plot_errors", []).append(msg)
+
+
 def write_plots_and_examples(collector: ExampleCollector, cfg: RunConfig, ctx: RunContext, label: str) -> None:
     """The cosine histogram (audio-visual models, one process) and the examples page."""
     if collector.cos_clean and du.world_size() == 1:
         cc, ca = torch.cat(collector.cos_clean), torch.cat(collector.cos_adv)
-        plot_cosine_hist(cc.numpy(), ca.numpy(), ctx.out_dir / EVAL_FILES["cosine_hist"],
-                         f"{label}: cos(f_audio, f_visual), clean vs {collector.attack} on "
-                         f"{'+'.join(collector.attacked)}")
+        title = f"{label}: cos(f_audio, f_visual), clean vs {collector.attack} on {'+'.join(collector.attacked)}"
+        draw_after_results(ctx, EVAL_FILES["cosine_hist"],
+                           lambda: plot_cosine_hist(cc.numpy(), ca.numpy(), ctx.out_dir / EVAL_FILES["cosine_hist"],
+                                                    title))
     if cfg.save_examples and ctx.is_main:
         if not collector.examples:
             raise RuntimeError("--save_examples: no attacked row to take examples from (every eps is 0?)")
@@ -284,5 +296,6 @@ def run_sweep(model: nn.Module, loader, cfg: RunConfig, ctx: RunContext, label: 
         r["model"] = label
     if ctx.is_main:
         write_results(rows, ctx.out_dir, name=EVAL_FILES["sweep"])
-        plot_accuracy_vs_eps(rows, ctx.out_dir / EVAL_FILES["acc_vs_eps"], f"{label}: {attack} accuracy vs eps")
+        draw_after_results(ctx, EVAL_FILES["acc_vs_eps"], lambda: plot_accuracy_vs_eps(
+            rows, ctx.out_dir / EVAL_FILES["acc_vs_eps"], f"{label}: {attack} accuracy vs eps"))
     return rows

@@ -19,6 +19,7 @@ from dataset.crop_cache import open_crop_cache
 from models import create_model
 from pipeline.config import RunConfig
 from pipeline.engine import TrainConfig
+from pipeline.preflight import resumes_checkpoint
 from utils import distributed as du
 from utils.checkpoint import load_checkpoint
 from utils.errors import UsageError
@@ -68,7 +69,7 @@ def build_model(cfg: RunConfig) -> nn.Module:
                          audio_rate=cfg.audRate)
     if cfg.weights_classifier:
         load_head_weights(model, cfg.weights_classifier)
-    if cfg.init_from and cfg.mode == "train" and not cfg.resume:
+    if cfg.init_from and cfg.mode == "train" and not resumes_checkpoint(cfg):
         init_nets_from(model, cfg.init_from)
     if cfg.compile:
         compile_nets(model)

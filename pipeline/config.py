@@ -23,9 +23,10 @@ from pipeline.flags import add_defense_args, get_args_parser
 from pipeline.speed_flags import RESULT_NEUTRAL
 from utils.errors import UsageError
 from utils.safepath import check_name
+from utils.rundir import FILES
 
 __all__ = ["RunConfig", "add_defense_args", "get_args_parser", "parse_config", "resolve_config",
-           "parse_attack_names", "eval_identity", "given_flags"]
+           "parse_attack_names", "eval_identity", "given_flags", "resume_changes", "RESUME_SAFE"]
 
 # Flags whose default comes from the dataset spec when left unset (None) on the command line.
 _SPEC_DEFAULTS = {
@@ -40,6 +41,16 @@ _SPEC_DEFAULTS = {
     "alpha_v": "alpha_visual",
 }
 LIST_FLAGS = ("list_train", "list_val", "list_test")
+# --seed feeds np.random.default_rng (the loader's per-sample generators: no negatives), torch.manual_seed
+# (at most 2**64 - 1) and numpy's legacy seed ([0, 2**32 - 1]): numpy's range is the one all accept
+SEED_MAX = 2 ** 32 - 1
+# 1 px: the training crop's horizontal flip gives a negative-stride array the loader cannot turn into a tensor
+# (dataset/transforms.py); torchvision's ResNet forward itself accepts any size >= 1 (every stride-2 layer
+# is padded, so a 1x1 map stays 1x1): forward and backward in train mode, batch 2, resnet10/18/34/50, 1..32 px
+MIN_IMG_SIZE = 2
+# Flags a --resume may change (pipeline/preflight.py): --num_epoch extends the run, the rest change only
+# speed or logging (speed_flags.RESULT_NEUTRAL: results unchanged); anything else must match args.json.
+RESUME_SAFE = ("resume", "num_epoch", "no_progress", "disp_iter", *RESULT_NEUTRAL)
 # Flags that only matter to an evaluation with attacks (given in training, or without --attack_type, they
 # would be silently ignored: that is an error instead).
 _ATTACK_ONLY = ("eps", "sweep", "save_examples", "adaptive", "adaptive_eps", "norm", "apgd_steps", "apgd_targets",
@@ -278,6 +289,11 @@ def _check_numbers(ns: argparse.Namespace) -> None:
     for flag in ("workers", "disp_iter", "save_examples", "max_eval_batches", "eval_batch_size"):
         if getattr(ns, flag) < 0:
             raise UsageError(f"--{flag}", f"must be >= 0, got {getattr(ns, flag)}")
+    if not 0 <= ns.seed <= SEED_MAX:
+        raise UsageError("--seed", f"must be in [0, {SEED_MAX}] (numpy's seed range), got {ns.seed}")
+    if ns.imgSize < MIN_IMG_SIZE:
+        raise UsageError("--imgSize", f"must be >= {MIN_IMG_SIZE} pixels (the training crop and its flip need 2), "
+                         f"got {ns.imgSize}")
     if any(s < 1 for s in ns.lr_steps):
         raise UsageError("--lr_steps", f"epochs must be >= 1, got {' '.join(map(str, ns.lr_steps))}")
     for e in ns.sweep_eps:
@@ -380,9 +396,19 @@ def resolve_config(ns: argparse.Namespace, given: Sequence[str] = (), defense: b
             raise UsageError("--adaptive", "needs --attack_type (the paper's attack is pgd)")
         adaptive_grid = (_parse_grid("--adaptive_eps", ns.adaptive_eps, snr_audio) if ns.adaptive_eps
                          else tuple(e for e in eps_grid if any(v > 0 for v in e.values())))
+        if not any(v > 0 for e in adaptive_grid for v in e.values()):  # pipeline/adaptive.py skips eps 0 rows
+            flag = "--adaptive_eps" if ns.adaptive_eps else "--eps"
+            raise UsageError(flag, "every eps is 0 for every modality, so --adaptive would attack nothing; give a "
+                             "nonzero eps (e.g. --adaptive_eps visual=0.006,audio=0.006)")
     train_budget = None
     if ns.adv_train:
         (train_budget,) = _parse_grid("--train_eps", [ns.train_eps])
+    if ns.mode == "train" and "weights" in given:
+        # --weights names the checkpoint an evaluation loads; training never read it. Refused rather than
+        # guessed: continuing this run (--resume) and starting from other weights (--init_from) differ.
+        raise UsageError("--weights", "is the checkpoint --mode eval evaluates; training does not read it: use "
+                         f"--resume to continue this run from its {FILES['checkpoint_last']}, or --init_from PATH to "
+                         "initialise the audio/visual nets from a checkpoint")
     if ns.mode == "train" and ns.max_eval_batches:
         raise UsageError("--max_eval_batches", "applies to --mode eval only")
     if not ns.list_train and ns.mode == "train":
@@ -403,6 +429,24 @@ def resolve_config(ns: argparse.Namespace, given: Sequence[str] = (), defense: b
         raise TypeError(f"flags without a RunConfig field: {sorted(unknown)}")
     return RunConfig(**values, defense=defense, attacks=attacks, eps_grid=eps_grid, adaptive_grid=adaptive_grid,
                      train_budget=train_budget, given=tuple(sorted(given)))
+
+
+def resume_changes(recorded: Mapping[str, Any], cfg: RunConfig) -> Tuple[Dict[str, Tuple[Any, Any]],
+                                                                       Dict[str, Tuple[Any, Any]]]:
+    """The settings of ``cfg`` that differ from a run's recorded args.json: (allowed, refused), each
+    ``{"--flag": (old, new)}``; allowed are ``RESUME_SAFE`` (with --num_epoch only upwards or equal)."""
+    import json
+
+    now = json.loads(json.dumps(cfg.as_dict(), default=str))  # the form args.json holds
+    allowed: Dict[str, Tuple[Any, Any]] = {}
+    refused: Dict[str, Tuple[Any, Any]] = {}
+    for key, new in now.items():
+        old = recorded.get(key, "<not recorded>")
+        if key == "given" or old == new:
+            continue
+        safe = key in RESUME_SAFE and not (key == "num_epoch" and isinstance(old, int) and new < old)
+        (allowed if safe else refused)[f"--{key}"] = (old, new)
+    return allowed, refused
 
 
 def given_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> Tuple[str, ...]:

@@ -1,9 +1,9 @@
 """Set-up of an accepted run: device, process group, the folder it writes, logging and seeds.
 
 Called only after ``resolve_config`` and ``preflight`` passed, so nothing is written for a refused run.
-A training run writes into its run folder; an evaluation writes into a staging folder that
-``finish`` publishes as ``evals/<eval_id>/`` (``abort`` removes it), with ``eval.json`` recording the
-configuration, the checkpoint and list hashes that produced the results.
+A training run writes into its run folder (args.json first; a resume appends to resumes.jsonl instead); an
+evaluation writes into a staging folder that ``finish`` publishes as ``evals/<eval_id>/`` (``abort`` removes
+it), with ``eval.json`` recording the configuration, the checkpoint and list hashes that produced the results.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import torch
 
 from dataset.fingerprint import media_fingerprint
 from dataset.index import read_index
-from pipeline.config import RunConfig, eval_identity
+from pipeline.config import RunConfig, eval_identity, resume_changes
 from pipeline.preflight import eval_weights, run_dir
 from utils import distributed as du
 from utils.errors import UsageError
@@ -145,8 +145,14 @@ def setup(cfg: RunConfig, device: torch.device, record: Optional[Dict[str, Any]]
         out, eval_id, rec = rd.root, "", dict(record or {})
         if is_main:
             rd.root.mkdir(parents=True, exist_ok=True)
-            payload = {**cfg.as_dict(), **({"record": rec} if rec else {}), "command": sys.argv}
-            atomic_write_text(rd.args, json.dumps(payload, indent=2, sort_keys=True, default=str))
+            if cfg.resume:  # args.json stays the original run's; the resume adds its own record
+                allowed, _ = resume_changes(rd.recorded_args() or {}, cfg)
+                rd.append_resume({"time": _utc_now(), "command": sys.argv,
+                                  "changes": {f: {"old": o, "new": n} for f, (o, n) in allowed.items()
+                                              if f != "--resume"}})
+            else:  # the first file of a run: from now on the folder holds a started run
+                payload = {**cfg.as_dict(), **({"record": rec} if rec else {}), "command": sys.argv}
+                atomic_write_text(rd.args, json.dumps(payload, indent=2, sort_keys=True, default=str))
     else:
         rec = eval_record(cfg, record)
         # UTC time to the microsecond first (names sort by age, also within one second), the configuration

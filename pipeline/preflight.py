@@ -23,9 +23,10 @@ from dataset.av_dataset import jpeg_file_problem, wav_file_problem
 from dataset.fingerprint import media_files
 from dataset.index import check_clip_lengths, read_index
 from dataset.reconcile import check_media, rebuild_command
-from pipeline.config import RunConfig
+from pipeline.config import RESUME_SAFE, RunConfig, resume_changes
 from utils.errors import UsageError
 from utils.fileio import sha256_file
+from utils.fileio import creatable_problem
 from utils.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -146,6 +147,12 @@ def check_list_media(cfg: RunConfig, flag: str) -> None:
                          f"media: {rebuild_command(path, cfg.frame_path)}")
 
 
+def resumes_checkpoint(cfg: RunConfig) -> bool:
+    """A --resume that continues from checkpoint_last.pth (without one, a killed first epoch, it starts over
+    exactly as the original run did: --init_from applies again)."""
+    return cfg.mode == "train" and cfg.resume and run_dir(cfg).checkpoint_last.is_file()
+
+
 def eval_weights(cfg: RunConfig) -> Path:
     """The checkpoint an evaluation loads: --weights, else the run's best checkpoint."""
     return Path(cfg.weights) if cfg.weights else run_dir(cfg).checkpoint_best
@@ -154,19 +161,12 @@ def eval_weights(cfg: RunConfig) -> Path:
 def check_checkpoints(cfg: RunConfig) -> None:
     """Every checkpoint the run loads; the refusal of a second training run into a used folder."""
     rd = run_dir(cfg)
+    problem = creatable_problem(rd.root)  # a training writes its folder, an evaluation its evals/ folder
+    if problem is not None:
+        raise UsageError("--ckpt", f"cannot create the run folder {rd.root}: {problem}")
     if cfg.mode == "train":
-        if cfg.resume:
-            ck = read_checkpoint_meta(rd.checkpoint_last, "--resume")
-            check_checkpoint(ck, cfg, rd.checkpoint_last, "--resume")
-            saved = list((ck.get("scheduler") or {}).get("lr_steps", []))
-            if saved != list(cfg.lr_steps):
-                raise UsageError("--lr_steps", f"{' '.join(map(str, cfg.lr_steps))} differs from the schedule of "
-                                 f"{rd.checkpoint_last} ({' '.join(map(str, saved))}); resume with the same "
-                                 "--lr_steps, or start a new --id")
-        elif rd.checkpoint_last.exists():
-            raise UsageError("--id", f"{rd.root} already holds a training run; pass --resume to continue it or "
-                             "choose another --id (run folders are never overwritten)")
-        if cfg.init_from and not cfg.resume:
+        check_run_folder(cfg, rd)
+        if cfg.init_from and not resumes_checkpoint(cfg):
             for p in cfg.init_from:
                 read_checkpoint_meta(Path(p), "--init_from")
     if cfg.defense:
@@ -181,6 +181,46 @@ def check_checkpoints(cfg: RunConfig) -> None:
             if not path.is_file():
                 raise UsageError(flag, f"checkpoint {path} does not exist (train first, or pass --weights)")
             check_checkpoint(read_checkpoint_meta(path, flag), cfg, path, flag)
+
+
+def check_run_folder(cfg: RunConfig, rd: RunDir) -> None:
+    """A training run's folder: creatable; a started run (any of ``RUN_RECORDS``) only with --resume, which
+    must find an unfinished run with the same settings (``RESUME_SAFE`` excepted) and a matching checkpoint."""
+    started = rd.started()
+    if not cfg.resume:
+        if started:
+            raise UsageError("--id", f"{rd.root} already holds a started training run ({', '.join(started)}); pass "
+                             "--resume to continue it or choose another --id (run folders are never overwritten)")
+        return
+    if not started:
+        raise UsageError("--resume", f"{rd.root} holds no started training run: nothing to resume (drop --resume)")
+    recorded = rd.recorded_args()
+    if recorded is None:
+        raise UsageError("--resume", f"{rd.root} has no {rd.args.name}, so its settings cannot be checked; start a "
+                         "new --id")
+    _, refused = resume_changes(recorded, cfg)
+    finished = rd.done_train.is_file()
+    if refused:
+        changes = "; ".join(f"{f} {old!r} -> {new!r}" for f, (old, new) in refused.items())
+        raise UsageError("--resume", f"changes the settings of {rd.root}{' (a finished run)' if finished else ''}: "
+                         f"{changes}. A resume may change only {', '.join('--' + k for k in RESUME_SAFE[1:])} "
+                         "(--num_epoch to extend); start a new --id for other settings")
+    if finished:
+        raise UsageError("--resume", f"{rd.root} is a finished training run ({rd.done_train.name}): nothing to "
+                         f"resume; evaluate it with --mode eval, or train longer under a new --id with --init_from "
+                         f"{rd.checkpoint_last}")
+    if not rd.checkpoint_last.is_file():  # killed before its first checkpoint: the resume starts at epoch 1
+        return
+    ck = read_checkpoint_meta(rd.checkpoint_last, "--resume")
+    check_checkpoint(ck, cfg, rd.checkpoint_last, "--resume")
+    saved = list((ck.get("scheduler") or {}).get("lr_steps", []))
+    if saved != list(cfg.lr_steps):
+        raise UsageError("--lr_steps", f"{' '.join(map(str, cfg.lr_steps))} differs from the schedule of "
+                         f"{rd.checkpoint_last} ({' '.join(map(str, saved))}); resume with the same "
+                         "--lr_steps, or start a new --id")
+    if int(ck["epoch"]) > cfg.num_epoch:
+        raise UsageError("--num_epoch", f"{cfg.num_epoch} is below the {int(ck['epoch'])} epochs "
+                         f"{rd.checkpoint_last} already holds")
 
 
 def bank_paths(cfg: RunConfig, modalities: Sequence[str]) -> Dict[str, Path]:

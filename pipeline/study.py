@@ -39,7 +39,8 @@ from reporting.per_sample import PerSample, read_per_sample
 from reporting.results import read_results
 from reporting.study_findings import build_report
 from reporting.study_report import write_report
-from utils.fileio import atomic_write_text
+from utils.errors import UsageError
+from utils.fileio import atomic_write_text, creatable_problem
 from utils.rundir import RunDir, eval_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,6 +100,9 @@ class Study:
         args.index = args.index or REPO / "data" / name
         self.args = args
         self.out: Path = args.out
+        problem = creatable_problem(self.out)  # before any step: a read-only --out is one line, not a traceback
+        if problem is not None:
+            raise UsageError("--out", f"cannot create the study folder {self.out}: {problem}")
         self.out.mkdir(parents=True, exist_ok=True)
         self.commands: List[str] = []
         self.timings: Dict[str, float] = {}  # this call's steps
@@ -228,7 +232,7 @@ class Study:
     def resume_flag(rd: RunDir) -> List[str]:
         """--resume for a training that was interrupted; none for a finished one (the step skips it, and the
         report's command for it is then the one that trains it from the start)."""
-        return ["--resume"] if rd.checkpoint_last.exists() and not rd.done_train.exists() else []
+        return ["--resume"] if rd.started() and not rd.done_train.exists() else []
 
     def train(self, run_id: str, head: str, *extra: str) -> None:
         rd = self.run_dir(run_id)

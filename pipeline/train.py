@@ -34,7 +34,9 @@ def checkpoint_dict(model: nn.Module, optimizer: torch.optim.Optimizer, cfg: Run
 def fit(model: nn.Module, cfg: RunConfig, ctx: RunContext, opts: TrainConfig,
         ckpt_extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """Train with resume; writes checkpoint_last.pth every epoch and checkpoint_best.pth on a new best
-    val accuracy (both atomically, rank 0 only). Returns the final train/val metrics."""
+    val accuracy (both atomically, rank 0 only). A resume continues after checkpoint_last.pth (or from epoch 1
+    when the run was killed before its first one) and keeps only the metrics rows of the epochs it holds.
+    Returns the final train/val metrics."""
     model.to(ctx.device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -42,7 +44,7 @@ def fit(model: nn.Module, cfg: RunConfig, ctx: RunContext, opts: TrainConfig,
     arch = model_arch(model, cfg.cls_num)
     rd = ctx.run_dir
     start_epoch, best_acc = 1, -1.0
-    if cfg.resume:  # preflight checked that it exists and matches (architecture, classes, schedule)
+    if cfg.resume and rd.checkpoint_last.is_file():  # preflight checked it (architecture, classes, schedule)
         ck = load_checkpoint(rd.checkpoint_last)
         check_arch(ck, arch, rd.checkpoint_last)
         model.load_state_dict(ck["model"])
@@ -50,6 +52,10 @@ def fit(model: nn.Module, cfg: RunConfig, ctx: RunContext, opts: TrainConfig,
         set_rng_state(ck["rng_state"])
         start_epoch, best_acc = int(ck["epoch"]) + 1, float(ck["best_acc"])
         log.info("resumed from %s at epoch %d (best val acc %.4f)", rd.checkpoint_last, start_epoch, best_acc)
+    if cfg.resume and du.is_main():
+        # rows of epochs after the checkpoint (a kill between an epoch's metrics and its checkpoint) are redone
+        kept = rd.keep_metrics_through(start_epoch - 1)
+        log.info("resume: kept %d metrics rows of epochs 1..%d in %s", kept, start_epoch - 1, rd.metrics)
 
     ds_train = build_dataset(cfg, cfg.list_train, train_mode=True)
     ds_val = build_dataset(cfg, cfg.list_val, train_mode=False)

@@ -1,7 +1,8 @@
 """Plots of results: accuracy against eps for a sweep, and the audio-visual cosine-similarity histogram.
 
-Plots use matplotlib's Agg canvas directly (no pyplot, no global backend switch); matplotlib is imported
-when a plot is drawn. The PNG is rendered into memory and written atomically with :mod:`utils.fileio`.
+Titles are plain text (``parse_math=False``: a run id with ``$`` is not mathtext). Plots use matplotlib's Agg
+canvas directly (no pyplot, no global backend switch); matplotlib is imported when a plot is drawn. The PNG
+is rendered into memory and written atomically with :mod:`utils.fileio`.
 """
 from __future__ import annotations
 
@@ -128,7 +129,7 @@ def plot_accuracy_vs_eps(rows: Sequence[Row], out_png: PathLike, title: str) -> 
     ax.set_ylabel("accuracy (%)")
     ax.set_ylim(-2, 102)
     ax.set_xlim(left=0)
-    ax.set_title(title)
+    ax.set_title(title, parse_math=False)  # user text (run ids, labels): never mathtext
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     return _save_figure(fig, out_png)
@@ -163,7 +164,7 @@ def plot_cosine_hist(cos_clean: Any, cos_adv: Any, out_png: PathLike, title: str
     ax.set_xlabel("cos(f_audio, f_visual)")
     ax.set_ylabel("samples")
     ax.set_xlim(-1, 1)
-    ax.set_title(title)
+    ax.set_title(title, parse_math=False)  # user text (run ids, labels): never mathtext
     ax.legend(fontsize=8)
     return _save_figure(fig, out_png)
 

@@ -1,7 +1,8 @@
 """The errors a user can cause, and the one place that turns them into a message and exit code 2.
 
 Library code raises :class:`UsageError` (a bad flag value, naming the flag) or :class:`MalformedFileError`
-(an input file that cannot be read as what it claims to be, naming the file and row). Only entry points
+(an input file that cannot be read as what it claims to be, naming the file and row); utils/fileio.py raises
+:class:`OutputError` for an output it cannot write (naming the path and the reason). Only entry points
 call :func:`run_cli`, which prints one line ``error: ...`` and exits 2, with no traceback.
 """
 from __future__ import annotations
@@ -29,7 +30,19 @@ class MalformedFileError(ValueError):
         super().__init__(f"{where}: {reason}")
 
 
-USER_ERRORS = (UsageError, MalformedFileError)
+class OutputError(OSError):
+    """A file the run writes cannot be written (disk full, read-only file system, no permission, a file where
+    a folder is expected): ``path`` and ``reason`` say which and why; ``errno`` is kept."""
+
+    def __init__(self, path: object, reason: str, err: int = 0) -> None:
+        super().__init__(err, reason)
+        self.path, self.reason = str(path), reason
+
+    def __str__(self) -> str:
+        return f"{self.reason} while writing {self.path}"
+
+
+USER_ERRORS = (UsageError, MalformedFileError, OutputError)
 
 
 def run_cli(main: Callable[[Optional[Sequence[str]]], int], argv: Optional[Sequence[str]] = None,

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
+from utils.fileio import append_text
 from utils.rundir import FILES
 
 
@@ -40,8 +41,7 @@ class MetricLogger:
         if not self.enabled:
             return
         rec: Dict[str, Any] = {"tag": tag, "step": step, "time": time.time(), **values}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(rec, default=float) + "\n")
+        append_text(self.path, json.dumps(rec, default=float) + "\n")
         if self.tb is not None:
             for k, v in values.items():
                 if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v)):

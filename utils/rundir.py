@@ -8,7 +8,12 @@ Layout of ``<ckpt>/<id>/``::
     features_train.pt                                 clean training features (--save_features)
     bank_audio.pt  bank_visual.pt                     memory banks built by main_defense.py
     done_train.json                                   written last by a finished training run
+    resumes.jsonl                                     one record per accepted --resume (time, command, changes)
     evals/<eval_id>/       one folder per finished evaluation (see below)
+
+A training run's records (``RUN_RECORDS``; args.json is written first, the marker of a started run) are never
+rewritten by a resume: it appends to ``resumes.jsonl`` and keeps only the metrics rows of the epochs its
+checkpoint holds, so its metrics.jsonl is the uninterrupted run's.
 
 An evaluation is staged in ``evals/.<eval_id>.partial/`` and renamed to ``evals/<eval_id>/`` only when
 all its files are written, so a killed evaluation leaves no folder claiming to be its output. Every eval
@@ -45,8 +50,14 @@ FILES: Dict[str, str] = {
     "checkpoint_best": "checkpoint_best.pth",
     "features": "features_train.pt",
     "done_train": "done_train.json",
+    "resumes": "resumes.jsonl",
     "evals": "evals",
 }
+# The files whose presence means a training run started in the folder (args.json is its first write).
+RUN_RECORDS = ("args", "metrics", "log", "checkpoint_last", "checkpoint_best", "done_train")
+# metrics.jsonl tags written once per epoch by the training loop (pipeline/train.py); every other row of a
+# training run (the test pass) is written after the loop
+EPOCH_TAGS = ("train", "val")
 BANK_PATTERN = "bank_{modality}.pt"
 # Files inside one evaluation folder (stems without suffix are written as .json/.csv/.md).
 EVAL_FILES: Dict[str, str] = {
@@ -172,6 +183,37 @@ class RunDir:
     def mark_done(self, payload: Dict[str, object]) -> Path:
         """Write ``done_train.json`` (a finished training run)."""
         return atomic_write_text(self.done_train, json.dumps(payload, indent=2, sort_keys=True))
+
+    # -- training run records ---------------------------------------------------------------------------
+    def started(self) -> List[str]:
+        """File names of the run records present (see ``RUN_RECORDS``): empty when no training started here."""
+        return [FILES[k] for k in RUN_RECORDS if self.path(k).exists()]
+
+    def recorded_args(self) -> Optional[Dict[str, object]]:
+        """The configuration args.json recorded when the run started, or None when there is none."""
+        return json.loads(self.args.read_text()) if self.args.is_file() else None
+
+    def keep_metrics_through(self, epoch: int) -> int:
+        """Rewrite metrics.jsonl (atomically) to the per-epoch rows of epochs <= ``epoch``: what a resume from
+        a checkpoint of ``epoch`` keeps, so rows of a redone epoch, rows written after the loop and a last
+        line cut by a kill are not kept twice. Returns the number of rows kept."""
+        if not self.metrics.is_file():
+            return 0
+        kept = []
+        for line in self.metrics.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by kill -9 (only the last one can be)
+                continue
+            if row.get("tag") in EPOCH_TAGS and int(row.get("step", 0)) <= epoch:
+                kept.append(line + "\n")
+        atomic_write_text(self.metrics, "".join(kept))
+        return len(kept)
+
+    def append_resume(self, record: Dict[str, object]) -> Path:
+        """Add one record to resumes.jsonl (the whole file rewritten atomically)."""
+        old = self.path("resumes").read_text() if self.path("resumes").is_file() else ""
+        return atomic_write_text(self.path("resumes"), old + json.dumps(record, sort_keys=True, default=str) + "\n")
 
 
 def eval_file(eval_dir: PathLike, key: str, suffix: str = "") -> Path:
