@@ -25,8 +25,7 @@ from dataset.index import check_clip_lengths, read_index
 from dataset.reconcile import check_media, rebuild_command
 from pipeline.config import RESUME_SAFE, RunConfig, resume_changes
 from utils.errors import UsageError
-from utils.fileio import sha256_file
-from utils.fileio import creatable_problem
+from utils.fileio import creatable_problem, sha256_file
 from utils.rundir import RunDir
 
 log = logging.getLogger(__name__)
