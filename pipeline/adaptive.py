@@ -21,6 +21,7 @@ from attacks import ATTACKS
 from attacks.sanity import vanishing_gradient
 from pipeline.config import RunConfig, adaptive_families
 from pipeline.context import RunContext
+from pipeline.defense import solver_counts
 from reporting.per_sample import WORST_CASE, row_key, write_per_sample
 from reporting.results import markdown_table, write_results
 from utils import distributed as du
@@ -44,6 +45,14 @@ def _per_sample_correct(model, loader, attack: str, eps: Dict[str, float], ctx, 
     kw = {**common, **overrides}
     row = attack_grid(model, loader, [attack], [eps], ctx.device, on_batch=keep, **kw)[0]
     return {"row": row, "correct": keep.correct[keep.key(attack, eps)]}
+
+
+def _solver_delta(before: Dict[str, Any] | None, after: Dict[str, Any] | None) -> Dict[str, int]:
+    """The sparse-coding rows solved by one eps's adaptive attacks (all modalities; the paper's attack reused
+    from the grid solves nothing here): how many, and how many ended uncertified at the cap."""
+    if before is None or after is None:
+        return {}
+    return {k: sum(after[k].values()) - sum(before[k].values()) for k in ("solver_rows", "solver_uncertified_rows")}
 
 
 def gradient_norms(model: nn.Module, loader, device: torch.device, max_batches: int = 2) -> Dict[str, float]:
@@ -103,6 +112,7 @@ def run_adaptive(model: nn.Module, cfg: RunConfig, ctx: RunContext, label: str, 
             if all(v == 0 for v in eps.values()):
                 continue
             results = {}
+            before = solver_counts(model)
             for cname, attack, mode, over in configs:
                 key = PerSampleCorrect.key(attack, eps)
                 if cname == paper_name and paper is not None and key in paper.correct and not common["random_start"]:
@@ -139,6 +149,7 @@ def run_adaptive(model: nn.Module, cfg: RunConfig, ctx: RunContext, label: str, 
                             "paper_attack_acc": acc[paper_name], **{f"acc[{c}]": a for c, a in acc.items()},
                             "robust_acc": counts[0].item() / counts[1].item(), "n_samples": int(counts[1].item()),
                             "attacks": "paper pgd, " + ", ".join(f if m is None else f"{f}:{m}" for f, m in families),
+                            **_solver_delta(before, solver_counts(model)),
                             "flags": "; ".join(flags) or "none"})
         _set_grad_mode(model, "bpda")
         zero = gradient_norms(model, loader, ctx.device)

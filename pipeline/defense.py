@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Dict
+from typing import Any, Dict, Optional
 
+import torch
 import torch.nn as nn
 
 from models.defense import DefendedModel, MemoryBank, build_banks
 from pipeline.config import RunConfig
 from pipeline.context import RunContext
+from utils import distributed as du
 from utils.errors import UsageError
 from utils.fileio import sha256_file
 
@@ -41,3 +43,23 @@ def defend(base: nn.Module, cfg: RunConfig, banks: Dict[str, MemoryBank]) -> Def
         steps = {m: s for m, s in steps.items() if m in base.modalities}
     return DefendedModel(base, banks, lam=cfg.lam, mix=cfg.mix, grad=cfg.defense_grad, max_iter=cfg.ista_iters,
                          tol=cfg.ista_tol, steps=steps, grad_max_iter=cfg.unrolled_iters)
+
+
+def solver_counts(model: nn.Module, warn: bool = False) -> Optional[Dict[str, Any]]:
+    """The defended model's sparse-coding rows so far, summed over processes (call on every rank):
+    ``solver_rows``, ``solver_uncertified_rows`` (ended at the iteration cap without a certificate) and
+    ``solver_max_iter``; None for a model without the defense. ``warn``: log a warning when rows ended
+    uncertified (the end of an evaluation)."""
+    if not isinstance(model, DefendedModel):
+        return None
+    report = model.solver_report()
+    mods = sorted(report)
+    counts = du.all_reduce_sum(torch.tensor([[report[m]["rows"], report[m]["uncertified"]] for m in mods],
+                                            dtype=torch.float64))
+    out = {"solver_rows": {m: int(counts[i, 0]) for i, m in enumerate(mods)},
+           "solver_uncertified_rows": {m: int(counts[i, 1]) for i, m in enumerate(mods)},
+           "solver_max_iter": max(report[m]["max_iter"] for m in mods)}
+    if warn and any(out["solver_uncertified_rows"].values()):
+        log.warning("defense: rows not certified within the cap of %d iterations: %s of %s",
+                    out["solver_max_iter"], out["solver_uncertified_rows"], out["solver_rows"])
+    return out

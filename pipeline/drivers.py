@@ -18,6 +18,7 @@ from pipeline.adaptive import run_adaptive
 from pipeline.attack_eval import run_attack_eval
 from pipeline.config import RunConfig
 from pipeline.context import RunContext
+from pipeline.defense import solver_counts
 from pipeline.engine import TrainConfig
 from pipeline.preflight import eval_weights
 from pipeline.train import clean_accuracy, fit, load_for_eval, save_features
@@ -56,6 +57,9 @@ def _evaluate(model: nn.Module, cfg: RunConfig, ctx: RunContext, label: str) -> 
         grid = run_attack_eval(model, cfg, ctx, label=label, clean=clean)
         if cfg.adaptive:
             run_adaptive(model, cfg, ctx, label, grid)
+    solver = solver_counts(model, warn=True)  # the defense's sparse coding: rows left uncertified at the cap
+    if solver is not None:
+        ctx.record["solver"] = solver
 
 
 def execute(model: nn.Module, cfg: RunConfig, ctx: RunContext, opts: TrainConfig, label: str) -> None:

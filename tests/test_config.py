@@ -136,6 +136,11 @@ def test_adaptive_attacks_subset_runs_only_those_and_says_so(media, trained):
     assert summary["attacks"] == "paper pgd, fgsm, apgd-ce:bpda, square"
     assert sorted(k for k in summary if k.startswith("acc[")) == [
         "acc[apgd-ce (bpda)]", "acc[fgsm (bpda)]", "acc[paper: pgd (unrolled)]", "acc[square (black box)]"]
+    # the sparse coder's rows left uncertified at the cap (--ista_iters) are recorded (issue 17)
+    solver = json.loads((ev / "eval.json").read_text())["solver"]
+    assert solver["solver_max_iter"] == 20 and set(solver["solver_rows"]) == {"audio", "visual"}
+    assert all(0 <= solver["solver_uncertified_rows"][m] <= solver["solver_rows"][m] for m in ("audio", "visual"))
+    assert 0 < summary["solver_rows"] and 0 <= summary["solver_uncertified_rows"] <= summary["solver_rows"]
 
 
 def test_apgd_targets_reach_apgd_t_and_autoattack():

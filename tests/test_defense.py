@@ -563,6 +563,7 @@ def test_defended_model_under_bf16_autocast(grad: str) -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             raw_bf = model.features(audio=a, visual=v)[m].float()
         D = banks[m].dictionary
+        raw_bf = raw_bf.detach()  # the defended value is the no-grad solve (see reconstruct_unrolled)
         expect = 0.5 * sparse_code(raw_bf, D) @ D.T + 0.5 * raw_bf
         torch.testing.assert_close(feats[m].detach(), expect, atol=1e-5, rtol=0)
         assert raw.shape == feats[m].shape

@@ -10,7 +10,8 @@ and replaced by ``mix * D a* + (1 - mix) * x`` before the classifier head.
 
 Modules:
 - ``constants``: the paper's settings (``DEFAULT_*``, ``PAPER_STEPS``, ``MODALITIES``).
-- ``sparse_coding``: ``sparse_code`` / ``sparse_code_with_info`` (batched FISTA, certified per-sample stop),
+- ``sparse_coding``: ``sparse_code`` / ``sparse_code_with_info`` / ``sparse_code_certified`` (batched FISTA,
+  certified per-sample stop),
   ``lasso_objective``, ``lipschitz_constant``, and ``GRAD_MODES`` (``unrolled`` / ``bpda``) with
   ``SolverConfig``.
 - ``banks``: ``MemoryBank`` (atoms of one modality chosen by a ``BANK_SELECTORS`` entry, tied to its
@@ -42,12 +43,15 @@ from models.defense.defended import DefendedModel
 from models.defense.sparse_coding import (
     GRAD_MODES,
     SolverConfig,
+    SolverStats,
+    SparseCodes,
     duality_gap,
     lasso_objective,
     lipschitz_constant,
     reconstruct_bpda,
     reconstruct_unrolled,
     sparse_code,
+    sparse_code_certified,
     sparse_code_with_info,
 )
 from utils.fileio import sha256_file  # kept at its old path; the one implementation lives in utils.fileio
@@ -55,7 +59,7 @@ from utils.fileio import sha256_file  # kept at its old path; the one implementa
 __all__ = [
     "BANK_SELECTORS", "DEFAULT_BANK_SIZE", "DEFAULT_GRAD_MAX_ITER", "DEFAULT_LAM", "DEFAULT_MAX_ITER",
     "DEFAULT_MIX", "DEFAULT_TOL", "DefendedModel", "GRAD_MODES", "MODALITIES", "MemoryBank", "PAPER_STEPS",
-    "PAPER_TOL", "PathLike", "Selector", "SolverConfig", "build_banks", "duality_gap", "lasso_objective", "lipschitz_constant",
+    "PAPER_TOL", "PathLike", "Selector", "SolverConfig", "SolverStats", "SparseCodes", "build_banks", "duality_gap", "lasso_objective", "lipschitz_constant",
     "reconstruct_bpda", "reconstruct_unrolled", "select_class_balanced", "select_kmeans", "select_random",
-    "sha256_file", "sparse_code", "sparse_code_with_info",
+    "sha256_file", "sparse_code", "sparse_code_certified", "sparse_code_with_info",
 ]

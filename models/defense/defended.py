@@ -5,6 +5,7 @@ the purification as the chosen ``GRAD_MODES`` entry says (unrolled or BPDA).
 """
 from __future__ import annotations
 
+import logging
 from typing import Dict, Mapping, Optional, Tuple
 
 import torch
@@ -13,7 +14,9 @@ from torch import nn
 from models.defense.banks import MemoryBank
 from models.defense.constants import (DEFAULT_GRAD_MAX_ITER, DEFAULT_LAM, DEFAULT_MAX_ITER, DEFAULT_MIX,
                                       DEFAULT_TOL)
-from models.defense.sparse_coding import GRAD_MODES, SolverConfig
+from models.defense.sparse_coding import GRAD_MODES, SolverConfig, SolverStats
+
+logger = logging.getLogger(__name__)
 
 
 class DefendedModel(nn.Module):
@@ -35,7 +38,9 @@ class DefendedModel(nn.Module):
             per modality for 2000 x 64 x 1024 float32).
         accelerate: FISTA (True) or plain ISTA.
 
-    The banks are fixed buffers (move with ``.to()``, never trained).
+    The banks are fixed buffers (move with ``.to()``, never trained). Rows whose solve ends uncertified (ran
+    to ``max_iter``) are counted per modality (``solver_report``); the first such solve of a modality logs a
+    warning with the count and the cap, later ones log at debug level.
     """
 
     def __init__(
@@ -93,6 +98,17 @@ class DefendedModel(nn.Module):
                 raise ValueError(f"DefendedModel: the {m} bank is empty or not a (K, d) bank: {bank!r}")
             self.register_buffer(f"dict_{m}", atoms.detach().T.contiguous().clone())
             self.bank_info[m] = repr(bank)
+        self.solver_stats = {m: SolverStats() for m in mods}
+
+    def solver_report(self) -> Dict[str, Dict[str, int]]:
+        """Per modality: rows solved (``rows``) and rows that ended uncertified at the cap (``uncertified``),
+        since construction or ``reset_solver_stats``, with the cap (``max_iter``)."""
+        return {m: {"rows": st.rows, "uncertified": st.uncertified, "max_iter": self.cfgs[m].max_iter}
+                for m, st in self.solver_stats.items()}
+
+    def reset_solver_stats(self) -> None:
+        """Start the row counts of ``solver_report`` again from zero."""
+        self.solver_stats = {m: SolverStats() for m in self.solver_stats}
 
     @property
     def grad_mode(self) -> str:
@@ -140,9 +156,23 @@ class DefendedModel(nn.Module):
             with torch.autocast(x.device.type, enabled=False):
                 x = x.to(dtype)
                 D = D if D.dtype == dtype else D.to(dtype)  # the fp32 buffer itself: its L and Gram stay cached
-                recon = self._reconstruct(x, D, self.cfgs[m])
+                call = SolverStats()
+                recon = self._reconstruct(x, D, self.cfgs[m], call)
+                self._count(m, call)
                 out[m] = self.mix * recon + (1.0 - self.mix) * x
         return out
+
+    def _count(self, m: str, call: SolverStats) -> None:
+        total = self.solver_stats[m]
+        first = total.uncertified == 0
+        total.rows += call.rows
+        total.uncertified += call.uncertified
+        if call.uncertified:
+            cfg = self.cfgs[m]
+            logger.log(logging.WARNING if first else logging.DEBUG,
+                       "defense: %d of %d %s rows not certified within the cap of %d iterations (relative "
+                       "duality gap tol %g); %d of %d so far", call.uncertified, call.rows, m, cfg.max_iter,
+                       cfg.tol, total.uncertified, total.rows)
 
     def features(
         self, audio: Optional[torch.Tensor] = None, visual: Optional[torch.Tensor] = None

@@ -4,11 +4,13 @@ Each feature ``x`` is coded against a dictionary ``D`` (d, K),
 
     a* = argmin_a 0.5 ||x - D a||^2 + lam ||a||_1            (docs/paper.md, Defense, item 2)
 
-- ``sparse_code`` / ``sparse_code_with_info``: batched FISTA with a certified per-sample stop (the reference
-  stops on one batch-wide norm, which makes a sample's code depend on its batch-mates: a bug we avoid).
+- ``sparse_code`` / ``sparse_code_with_info`` / ``sparse_code_certified``: batched FISTA with a certified
+  per-sample stop (the reference stops on one batch-wide norm, which makes a sample's code depend on its
+  batch-mates: a bug we avoid). The iterate runs in float32 for fp32 inputs; the certificate (duality gap) and
+  the exact solve on a support run in float64, so fp32 features at realistic norms (~25) certify.
 - ``lasso_objective``: the per-sample objective above; ``lipschitz_constant``: L = ||D||_2^2, cached.
 - ``GRAD_MODES``: how gradients pass the reconstruction D a*(x): ``unrolled`` through the solver, or
-  ``bpda`` (identity backward).
+  ``bpda`` (identity backward); ``SolverStats`` counts the rows that ended uncertified at the cap.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import logging
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Optional, Tuple
+from typing import Callable, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +29,10 @@ from utils.registry import Registry
 logger = logging.getLogger(__name__)
 
 _CHECK_EVERY = 8  # iterations between certificate checks (the only host syncs of the loop)
+# Rows whose support changed since the last check are certified at their iterate only every this many checks
+# (and at the cap): in bench_defense.py none of 767 such checks certified a row (all 64 rows certified
+# through their polished code), and the float64 certificate costs about three iterations. Not a paper constant.
+_ITERATE_CHECK_EVERY = 4
 # Supports larger than this fraction of the feature dimension are not polished (the reduced system would be
 # large and usually singular; FISTA continues instead). Not a paper constant.
 _POLISH_MAX_FRACTION = 1.0
@@ -35,7 +41,17 @@ _POLISH_MAX_FRACTION = 1.0
 # ----------------------------------------------------------------------------------------------------
 # Sparse coding
 # ----------------------------------------------------------------------------------------------------
-_DICT_CACHE: "OrderedDict[tuple, Tuple[weakref.ref, float, Optional[torch.Tensor]]]" = OrderedDict()
+class _DictConstants(NamedTuple):
+    """What a solve needs of its dictionary: L, the Gram matrix in the working dtype (None unless asked),
+    and float64 copies of D and its Gram matrix for the certificate and the exact solve on a support."""
+
+    lip: float
+    gram: Optional[torch.Tensor]
+    d64: torch.Tensor
+    gram64: Optional[torch.Tensor]
+
+
+_DICT_CACHE: "OrderedDict[tuple, Tuple[weakref.ref, _DictConstants]]" = OrderedDict()
 _DICT_CACHE_SIZE = 32
 
 
@@ -44,22 +60,26 @@ def _work_dtype(*ts: torch.Tensor) -> torch.dtype:
     return torch.float64 if any(t.dtype == torch.float64 for t in ts) else torch.float32
 
 
-def _dict_constants(D: torch.Tensor, want_gram: bool) -> Tuple[float, Optional[torch.Tensor]]:
-    """(L, Gram) of a dictionary, cached per tensor (identity, storage, version, shape, dtype, device), so an
-    in-place edit of ``D`` or a new tensor triggers a recomputation. The Gram matrix is computed on demand."""
+def _dict_constants(D: torch.Tensor, want_gram: bool) -> _DictConstants:
+    """``_DictConstants`` of a dictionary, cached per tensor (identity, storage, version, shape, dtype, device),
+    so an in-place edit of ``D`` or a new tensor triggers a recomputation. The Gram matrices are computed on
+    demand."""
     key = (id(D), D.data_ptr(), D._version, tuple(D.shape), D.dtype, str(D.device))
     hit = _DICT_CACHE.get(key)
-    if hit is not None and hit[0]() is D and (hit[2] is not None or not want_gram):
+    if hit is not None and hit[0]() is D and (hit[1].gram is not None or not want_gram):
         _DICT_CACHE.move_to_end(key)
-        return hit[1], hit[2]
+        return hit[1]
     with torch.no_grad(), torch.autocast(D.device.type, enabled=False):
         Dw = D.detach().to(_work_dtype(D))
-        lip = hit[1] if hit is not None and hit[0]() is D else float(torch.linalg.matrix_norm(Dw, ord=2)) ** 2
-        gram = Dw.T @ Dw if want_gram else None
-    _DICT_CACHE[key] = (weakref.ref(D), lip, gram)
+        lip = hit[1].lip if hit is not None and hit[0]() is D else float(torch.linalg.matrix_norm(Dw, ord=2)) ** 2
+        d64 = Dw.double()
+        gram64 = d64.T @ d64 if want_gram else None
+        gram = (gram64 if Dw.dtype == torch.float64 else Dw.T @ Dw) if want_gram else None
+    consts = _DictConstants(lip, gram, d64, gram64)
+    _DICT_CACHE[key] = (weakref.ref(D), consts)
     while len(_DICT_CACHE) > _DICT_CACHE_SIZE:
         _DICT_CACHE.popitem(last=False)
-    return lip, gram
+    return consts
 
 
 def lipschitz_constant(D: torch.Tensor) -> float:
@@ -67,7 +87,7 @@ def lipschitz_constant(D: torch.Tensor) -> float:
 
     Computed in float32 (float64 for a float64 ``D``) whatever ``D``'s dtype and any autocast around it.
     """
-    return _dict_constants(D, want_gram=False)[0]
+    return _dict_constants(D, want_gram=False).lip
 
 
 def _check_problem(x: torch.Tensor, D: torch.Tensor, lam: float) -> None:
@@ -94,21 +114,36 @@ def lasso_objective(x: torch.Tensor, D: torch.Tensor, A: torch.Tensor, lam: floa
     return 0.5 * resid.pow(2).sum(dim=1) + lam * A.abs().sum(dim=1)
 
 
-def duality_gap(x: torch.Tensor, D: torch.Tensor, A: torch.Tensor, lam: float) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Per-row (gap, primal objective) of codes A: a certificate, primal - optimum <= gap.
+def _primal_dual(x: torch.Tensor, D: torch.Tensor, codes: torch.Tensor, lam: float
+                 ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per-row (primal, dual lower bound) at ``codes``, float64 in and out, one residual for both (the dual
+    point as in ``duality_gap``), the dual as s <x, r> - s^2 ||r||^2 / 2, which equals ||x||^2 / 2 -
+    ||x - s r||^2 / 2 without cancelling two terms near ||x||^2 / 2. For lam = 0: primal - KKT violation."""
+    r = x - codes @ D.T
+    corr = (r @ D).abs().amax(1)
+    l1 = codes.abs().sum(1)
+    primal = 0.5 * r.pow(2).sum(1) + lam * l1
+    if lam == 0:
+        return primal, primal - corr * l1
+    scale = (lam / corr.clamp_min(torch.finfo(x.dtype).tiny)).clamp(max=1.0)
+    return primal, scale * torch.linalg.vecdot(x, r) - 0.5 * scale * scale * r.pow(2).sum(1)
+
+
+def duality_gap(x: torch.Tensor, D: torch.Tensor, A: torch.Tensor, lam: float,
+                dual_codes: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per-row (gap, primal objective) of codes A, in float64: a certificate, primal - optimum <= gap.
 
     Dual of the Lasso: max_theta 0.5||x||^2 - 0.5||x - theta||^2 s.t. ||D^T theta||_inf <= lam; the dual
-    point is the residual r = x - D a scaled into the feasible set (Mairal 2010; El Ghaoui et al. 2012).
+    point is a residual r = x - D a scaled into the feasible set (Mairal 2010; El Ghaoui et al. 2012): that of A,
+    or of ``dual_codes`` if it gives the better bound (any codes give a valid one).
+    Everything is computed in float64 whatever the inputs' dtype: in float32 the rounding of the gap is about
+    1e-4 x the objective at feature norms ~25 (measured), above any useful relative tolerance.
     For lam = 0 there is no bounded dual; the KKT violation ||D^T r||_inf * ||a||_1 stands in for the gap.
     """
-    r = x - A @ D.T
-    corr = r @ D
-    primal = 0.5 * r.pow(2).sum(1) + lam * A.abs().sum(1)
-    cmax = corr.abs().amax(1)
-    if lam == 0:
-        return cmax * A.abs().sum(1), primal
-    scale = (lam / cmax.clamp_min(torch.finfo(x.dtype).tiny)).clamp(max=1.0)
-    dual = 0.5 * x.pow(2).sum(1) - 0.5 * (x - scale[:, None] * r).pow(2).sum(1)
+    x, D, A = x.detach().double(), D.detach().double(), A.detach().double()
+    primal, dual = _primal_dual(x, D, A, lam)
+    if dual_codes is not None and lam > 0:  # both dual points bound the optimum: the better one
+        dual = torch.maximum(dual, _primal_dual(x, D, dual_codes.detach().double(), lam)[1])
     return (primal - dual).clamp_min(0.0), primal
 
 
@@ -153,6 +188,38 @@ def _polish(a: torch.Tensor, D: torch.Tensor, gram: Optional[torch.Tensor], xD: 
     return cand
 
 
+class SparseCodes(NamedTuple):
+    """A batched solve: the codes (B, K), the iterations each row ran (B,), and whether each row's duality
+    gap was certified <= tol x its objective (B,); False for every row when tol = 0 (no check is made)."""
+
+    codes: torch.Tensor
+    iterations: torch.Tensor
+    certified: torch.Tensor
+
+
+def sparse_code_certified(
+    x: torch.Tensor,
+    D: torch.Tensor,
+    lam: float = DEFAULT_LAM,
+    max_iter: int = DEFAULT_MAX_ITER,
+    tol: float = DEFAULT_TOL,
+    step: Optional[float] = None,
+    accelerate: bool = True,
+    init: Optional[torch.Tensor] = None,
+) -> SparseCodes:
+    """``sparse_code`` that also says, per row, how many iterations it ran and whether it was certified
+    (rows not certified ran to ``max_iter``). See ``sparse_code`` for the arguments."""
+    _check_problem(x, D, lam)
+    if max_iter < 1:
+        raise ValueError(f"sparse_code: max_iter must be >= 1, got {max_iter}")
+    if not tol >= 0:
+        raise ValueError(f"sparse_code: tol must be >= 0, got {tol}")
+    if not torch.isfinite(x).all():
+        raise ValueError("sparse_code: x contains NaN or Inf")
+    with torch.autocast(x.device.type, enabled=False):
+        return SparseCodes(*_solve(x, D, lam, max_iter, tol, step, accelerate, init))
+
+
 def sparse_code_with_info(
     x: torch.Tensor,
     D: torch.Tensor,
@@ -165,21 +232,50 @@ def sparse_code_with_info(
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """``sparse_code`` that also returns the number of iterations each row ran, a LongTensor (B,).
 
-    See ``sparse_code`` for the arguments.
+    See ``sparse_code`` for the arguments (and ``sparse_code_certified`` for which rows were certified).
     """
-    _check_problem(x, D, lam)
-    if max_iter < 1:
-        raise ValueError(f"sparse_code: max_iter must be >= 1, got {max_iter}")
-    if not tol >= 0:
-        raise ValueError(f"sparse_code: tol must be >= 0, got {tol}")
-    if not torch.isfinite(x).all():
-        raise ValueError("sparse_code: x contains NaN or Inf")
-    with torch.autocast(x.device.type, enabled=False):
-        return _solve(x, D, lam, max_iter, tol, step, accelerate, init)
+    res = sparse_code_certified(x, D, lam, max_iter, tol, step, accelerate, init)
+    return res.codes, res.iterations
+
+
+def _check(x64: torch.Tensor, d64: torch.Tensor, gram64: Optional[torch.Tensor], xD64: torch.Tensor,
+           a: torch.Tensor, stable: torch.Tensor, lam: float, tol: float, swap: bool, at_iterate: bool
+           ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One certificate check of the working rows, in float64: (done, codes).
+
+    Rows whose support is ``stable`` are polished (``_polish``); the polished code, rounded to the working
+    dtype, is their dual point, and without autograd (``swap``) also their code when certified. Other rows
+    are certified at the iterate if ``at_iterate`` (else they are not done). Recorded solves keep the iterate
+    (its primal) with the polished dual point.
+    """
+    a64 = a.detach().double()
+    # rows left unchecked: gap inf, never done
+    primal, dual = torch.zeros_like(a64[:, 0]), torch.full_like(a64[:, 0], -float("inf"))
+    rest = (~stable).nonzero().squeeze(1) if at_iterate else stable.new_zeros(0, dtype=torch.long)
+    if rest.numel():
+        p_it, d_it = _primal_dual(x64[rest], d64, a64[rest], lam)
+        primal, dual = primal.index_copy(0, rest, p_it), dual.index_copy(0, rest, d_it)
+    if not bool(stable.any()):
+        return (primal - dual).clamp_min(0.0) <= tol * primal, a
+    sub = stable.nonzero().squeeze(1)
+    pol = _polish(a64[sub], d64, gram64, xD64[sub], lam).to(a.dtype)
+    p_pol, d_pol = _primal_dual(x64[sub], d64, pol.double(), lam)
+    if not swap:  # the iterate's own objective against the polished dual point (lam = 0: its own KKT measure)
+        r = x64[sub] - a64[sub] @ d64.T
+        p_pol = 0.5 * r.pow(2).sum(1) + lam * a64[sub].abs().sum(1)
+        if lam == 0:
+            d_pol = p_pol - (r @ d64).abs().amax(1) * a64[sub].abs().sum(1)
+    primal, dual = primal.index_copy(0, sub, p_pol), dual.index_copy(0, sub, d_pol)
+    done = (primal - dual).clamp_min(0.0) <= tol * primal
+    if swap:  # a polished row that is not certified goes on from the FISTA iterate
+        take = done[sub].unsqueeze(1)
+        a = a.index_copy(0, sub, torch.where(take, pol, a[sub]))
+    return done, a
 
 
 def _solve(x: torch.Tensor, D: torch.Tensor, lam: float, max_iter: int, tol: float, step: Optional[float],
-           accelerate: bool, init: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+           accelerate: bool, init: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The solve behind ``sparse_code_certified``: (codes, iterations, certified) per row."""
     B, d = x.shape
     K = D.shape[1]
     dtype = _work_dtype(x, D)
@@ -187,7 +283,8 @@ def _solve(x: torch.Tensor, D: torch.Tensor, lam: float, max_iter: int, tol: flo
         D = D.to(device=x.device, dtype=dtype)
     x = x.to(dtype)
     use_gram = K <= 2 * d  # y @ G (B K^2) against two products with D (2 B K d)
-    lip, gram = _dict_constants(D, want_gram=use_gram)
+    consts = _dict_constants(D, want_gram=use_gram)
+    lip, gram, d64, gram64 = consts
     if gram is not None and gram.requires_grad is False and D.requires_grad:
         gram = D.T @ D  # differentiable w.r.t. the dictionary when it requires grad
     if step is None:
@@ -204,25 +301,31 @@ def _solve(x: torch.Tensor, D: torch.Tensor, lam: float, max_iter: int, tol: flo
         )
     thr = step * lam
     xD = x @ D  # (B, K)
-    # One fused product per iteration: z = y - step (y G - x D) = y M + step x D, M = I - step G.
-    M = (torch.eye(K, dtype=dtype, device=x.device) - step * gram) if gram is not None else None
+    with torch.no_grad():  # the certificate's data, float64 (see duality_gap)
+        x64 = x.detach().double()
+        xD64 = x64 @ d64
     if init is None:
         a = x.new_zeros(B, K)
     else:
         if init.shape != (B, K):
             raise ValueError(f"sparse_code: init must be {(B, K)}, got {tuple(init.shape)}")
         a = init.to(device=x.device, dtype=dtype)
-    # Exact polishing only without autograd: recorded solves (unrolled gradients) stay plain FISTA.
-    polish = not (torch.is_grad_enabled() and (x.requires_grad or D.requires_grad))
+    # The polished code replaces the iterate only without autograd: recorded solves (unrolled gradients) stay
+    # plain FISTA; there the polished code only supplies the dual point of the certificate.
+    swap = not (torch.is_grad_enabled() and (x.requires_grad or D.requires_grad))
     out = a
     n_iter = torch.zeros(B, dtype=torch.long, device=x.device)
+    certified = torch.zeros(B, dtype=torch.bool, device=x.device)
     rows = torch.arange(B, device=x.device)  # the working set: rows not yet certified
-    xw, cw = x, step * xD
+    xw, cw = x, xD
     y, t = a, x.new_ones(B, 1)
     prev_support = torch.zeros(B, K, dtype=torch.bool, device=x.device)
     it = 0
     while it < max_iter:
-        z = torch.addmm(cw, y, M) if M is not None else y - step * ((y @ D.T - xw) @ D)
+        # Gradient step y - step (y G - x D), unfused: the fused y (I - step G) + step x D loses step G to
+        # rounding in float32 (|step G_ij| << 1 next to the identity).
+        grad = torch.addmm(cw, y, gram, beta=-1) if gram is not None else (y @ D.T - xw) @ D
+        z = torch.add(y, grad, alpha=-step)
         a_new = F.softshrink(z, thr) if thr > 0 else z  # prox of thr * ||.||_1
         if accelerate:
             # FISTA (Beck & Teboulle 2009) with the gradient-based adaptive restart of
@@ -239,28 +342,20 @@ def _solve(x: torch.Tensor, D: torch.Tensor, lam: float, max_iter: int, tol: flo
         it += 1
         if tol == 0 or (it % _CHECK_EVERY and it != max_iter):
             continue
-        # Certificate check (one host sync): rows whose duality gap is <= tol x objective are done. Rows
-        # whose support did not change since the last check are first polished to the exact solution on
-        # that support; the polished code is kept only if it is certified.
+        # Certificate check (one host sync), in float64: rows whose duality gap is <= tol x objective are done.
+        # Rows whose support did not change since the last check are first polished to the exact solution on
+        # that support (``_check``).
         with torch.no_grad():
-            cand = a
             support = a != 0
-            if polish:
-                stable = (support == prev_support).all(1) & (support.sum(1) <= _POLISH_MAX_FRACTION * d)
-                if bool(stable.any()):
-                    sub = stable.nonzero().squeeze(1)
-                    cand = a.index_copy(0, sub, _polish(a[sub], D, gram, xD[rows[sub]], lam))
+            stable = (support == prev_support).all(1) & (support.sum(1) <= _POLISH_MAX_FRACTION * d)
             prev_support = support
-            gap, primal = duality_gap(xw, D, cand, lam)
-            done = gap <= tol * primal
-            if polish:
-                # a polished row that is not certified goes on from the FISTA iterate
-                use_cand = done.unsqueeze(1)
-                a = torch.where(use_cand, cand, a)
+            at_iterate = it == max_iter or (it // _CHECK_EVERY) % _ITERATE_CHECK_EVERY == 0
+            done, a = _check(x64[rows], d64, gram64, xD64[rows], a, stable, lam, tol, swap, at_iterate)
         if bool(done.any()):
             sel = done.nonzero().squeeze(1)
             out = out.index_copy(0, rows[sel], a[sel])
             n_iter = n_iter.index_copy(0, rows[sel], torch.full_like(sel, it))
+            certified = certified.index_fill(0, rows[sel], True)
             keep = (~done).nonzero().squeeze(1)
             rows, a, y, t, xw, cw = rows[keep], a[keep], y[keep], t[keep], xw[keep], cw[keep]
             prev_support = prev_support[keep]
@@ -269,8 +364,8 @@ def _solve(x: torch.Tensor, D: torch.Tensor, lam: float, max_iter: int, tol: flo
     if rows.numel() > 0:
         out = out.index_copy(0, rows, a)
         n_iter = n_iter.index_copy(0, rows, torch.full_like(rows, it))
-    logger.debug("sparse_code: B=%d K=%d iterations max=%d", B, K, it)
-    return out, n_iter
+    logger.debug("sparse_code: B=%d K=%d iterations max=%d, %d rows uncertified", B, K, it, rows.numel())
+    return out, n_iter, certified
 
 
 def sparse_code(
@@ -327,19 +422,40 @@ class SolverConfig:
     grad_max_iter: Optional[int] = DEFAULT_GRAD_MAX_ITER
 
 
-GRAD_MODES: Registry[Callable[[torch.Tensor, torch.Tensor, SolverConfig], torch.Tensor]] = Registry(
-    "defense gradient mode"
-)
+@dataclass
+class SolverStats:
+    """Rows solved and rows that ended uncertified (ran to the cap ``max_iter``), summed over solves."""
+
+    rows: int = 0
+    uncertified: int = 0
+
+    def add(self, certified: torch.Tensor) -> None:
+        """Count one solve's rows from its per-row ``certified`` mask (one host sync)."""
+        self.rows += certified.numel()
+        self.uncertified += int((~certified).sum())
 
 
-def _solve_no_grad(x: torch.Tensor, D: torch.Tensor, cfg: SolverConfig) -> torch.Tensor:
+GRAD_MODES: Registry[Callable[..., torch.Tensor]] = Registry("defense gradient mode")
+
+
+def _solve_counted(x: torch.Tensor, D: torch.Tensor, cfg: SolverConfig, stats: Optional[SolverStats]
+                   ) -> torch.Tensor:
+    res = sparse_code_certified(x, D, cfg.lam, cfg.max_iter, cfg.tol, cfg.step, cfg.accelerate)
+    if stats is not None:
+        stats.add(res.certified)
+    return res.codes
+
+
+def _solve_no_grad(x: torch.Tensor, D: torch.Tensor, cfg: SolverConfig, stats: Optional[SolverStats] = None
+                   ) -> torch.Tensor:
     with torch.no_grad():
-        return sparse_code(x.detach(), D.detach(), cfg.lam, cfg.max_iter, cfg.tol, cfg.step, cfg.accelerate)
+        return _solve_counted(x.detach(), D.detach(), cfg, stats)
 
 
 @GRAD_MODES.register("unrolled")
-def reconstruct_unrolled(x: torch.Tensor, D: torch.Tensor, cfg: SolverConfig) -> torch.Tensor:
-    """D a*(x), differentiable by unrolling the solver.
+def reconstruct_unrolled(x: torch.Tensor, D: torch.Tensor, cfg: SolverConfig,
+                         stats: Optional[SolverStats] = None) -> torch.Tensor:
+    """D a*(x), differentiable by unrolling the solver; ``stats`` counts the rows of the certified solve.
 
     Without autograd (or x not requiring grad) this is the plain solve. Under autograd:
     - ``cfg.grad_max_iter is None``: the whole solve (up to ``max_iter``, stopping on ``tol``) is recorded;
@@ -351,11 +467,11 @@ def reconstruct_unrolled(x: torch.Tensor, D: torch.Tensor, cfg: SolverConfig) ->
       T iterations' memory.
     """
     if not (torch.is_grad_enabled() and x.requires_grad):
-        return _solve_no_grad(x, D, cfg) @ D.T
+        return _solve_no_grad(x, D, cfg, stats) @ D.T
     if cfg.grad_max_iter is None:
-        A = sparse_code(x, D, cfg.lam, cfg.max_iter, cfg.tol, cfg.step, cfg.accelerate)
+        A = _solve_counted(x, D, cfg, stats)
     else:
-        A0 = _solve_no_grad(x, D, cfg)
+        A0 = _solve_no_grad(x, D, cfg, stats)
         A_T = sparse_code(x, D, cfg.lam, cfg.grad_max_iter, 0.0, cfg.step, cfg.accelerate, init=A0)
         A = A0 + (A_T - A_T.detach())
     return A @ D.T
@@ -366,16 +482,18 @@ class _BPDAReconstruct(torch.autograd.Function):
     2018), nothing w.r.t. the dictionary."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, D: torch.Tensor, cfg: SolverConfig) -> torch.Tensor:  # type: ignore[override]
-        return _solve_no_grad(x, D, cfg) @ D.T
+    def forward(ctx, x: torch.Tensor, D: torch.Tensor, cfg: SolverConfig,  # type: ignore[override]
+                stats: Optional[SolverStats]) -> torch.Tensor:
+        return _solve_no_grad(x, D, cfg, stats) @ D.T
 
     @staticmethod
-    def backward(ctx, grad_out: torch.Tensor) -> Tuple[torch.Tensor, None, None]:  # type: ignore[override]
-        return grad_out, None, None
+    def backward(ctx, grad_out: torch.Tensor) -> Tuple[torch.Tensor, None, None, None]:  # type: ignore[override]
+        return grad_out, None, None, None
 
 
 @GRAD_MODES.register("bpda")
-def reconstruct_bpda(x: torch.Tensor, D: torch.Tensor, cfg: SolverConfig) -> torch.Tensor:
-    """D a*(x) in the forward pass, identity in the backward pass."""
-    return _BPDAReconstruct.apply(x, D, cfg)
+def reconstruct_bpda(x: torch.Tensor, D: torch.Tensor, cfg: SolverConfig,
+                     stats: Optional[SolverStats] = None) -> torch.Tensor:
+    """D a*(x) in the forward pass, identity in the backward pass; ``stats`` counts the solve's rows."""
+    return _BPDAReconstruct.apply(x, D, cfg, stats)
 
