@@ -17,6 +17,10 @@ Steps (each reuses what a previous run already finished, so a killed study resum
   5. write the report: every table with 95% intervals, paired tests behind the reading, surface heat maps,
      example pages, provenance, the commands and the timings.
 Nothing here is tuned to make a finding come out one way: the report states what was measured.
+
+<out>/study.json records the study's settings and, per step, the run and the evaluation folder it ran or reused;
+the report reads exactly those (never "the newest folder" of a run), and a later call with other settings is
+refused (exit 2): run folders are never overwritten, so other settings need a new --out.
 """
 from __future__ import annotations
 
@@ -180,7 +184,7 @@ class Study:
                         "banks-only ablation (banks on the plain concat model) is left out for time as well."),
             "data": (f"Embedded set: {self.clips} clips of {CLIP_SECONDS} s per class, split "
                      f"{self.n_val}/{self.n_test} clips of each class for val/test; the nets from scratch (CPU "
-                     "budget; their sizes are in the report's first paragraph, from the runs' args.json)."),
+                     "budget; their sizes are in the report's first paragraph, from each run's own record)."),
         }
 
     def split_counts(self) -> Tuple[int, int]:
