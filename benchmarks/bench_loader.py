@@ -34,7 +34,7 @@ from dataset import windows as W  # noqa: E402
 from dataset.av_dataset import AVDataset, build_loader, worker_init  # noqa: E402
 from dataset.batches import DeviceLoader  # noqa: E402
 from dataset.index import IndexRow, read_index  # noqa: E402
-from dataset.specs import get_spec, list_datasets  # noqa: E402
+from dataset.specs import get_spec, named_datasets  # noqa: E402
 
 FAKE_CATEGORIES = [f"class{c}" for c in range(8)]
 
@@ -99,7 +99,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--root", default="", help="media root holding data/audio and data/frames")
     p.add_argument("--list", default="", help="index CSV (with --root); default: a fake dataset")
     p.add_argument("--categories", default="", help="comma-separated classes of --list")
-    p.add_argument("--categories_from", default="", choices=["", *list_datasets()],
+    p.add_argument("--categories_from", default="", choices=["", *named_datasets()],
                    help="take the classes from this dataset spec")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--batch", type=int, default=16)

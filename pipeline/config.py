@@ -2,7 +2,8 @@
 
 Flag names follow the reference code (``--arch_sound``, ``--lr_frame``, ...) so existing command lines keep
 working; ``--dataset NAME`` fills every unset value from the dataset spec (dataset/specs.py), and values
-given explicitly always win. ``resolve_config`` checks every value before any work starts (numbers,
+given explicitly always win. Without --dataset, --categories picks the spec with exactly those classes, or
+``custom`` (a dataset of the user's own: the paper's defaults) when no spec has them. ``resolve_config`` checks every value before any work starts (numbers,
 names, eps strings, the index lists and the checkpoints: see pipeline/preflight.py) and raises
 ``utils.errors.UsageError`` naming the flag; the mains turn that into one line and exit code 2.
 """
@@ -315,7 +316,21 @@ def _resolve_lists(ns: argparse.Namespace, spec: DatasetSpec) -> None:
     at all; then every list is the dataset's own (never another dataset's)."""
     if not any(getattr(ns, f) for f in LIST_FLAGS):
         for split, flag in zip(("train", "val", "test"), LIST_FLAGS):
-            setattr(ns, flag, str(spec.list_path(split)))
+            try:
+                setattr(ns, flag, str(spec.list_path(split)))
+            except ValueError as e:  # a dataset of the user's own ships no lists
+                raise UsageError(f"--{flag}", str(e)) from None
+
+
+def _resolve_media(ns: argparse.Namespace, spec: DatasetSpec) -> None:
+    """--audio_path/--frame_path not given: the dataset's media root ($DATA_ROOT or its default); a dataset of
+    the user's own has no default, so one of the two is then required."""
+    for flag, path in (("audio_path", spec.audio_path), ("frame_path", spec.frame_path)):
+        if not getattr(ns, flag):
+            try:
+                setattr(ns, flag, str(path()))
+            except ValueError as e:
+                raise UsageError(f"--{flag}", str(e)) from None
 
 
 def _check_attack_flags(ns: argparse.Namespace, given: Sequence[str]) -> None:
@@ -347,6 +362,8 @@ def resolve_config(ns: argparse.Namespace, given: Sequence[str] = (), defense: b
     if ns.minsim_weight == "spec":
         ns.minsim_weight = spec.minsim_weight
     if ns.categories is None:
+        if not spec.categories:
+            raise UsageError("--categories", f"--dataset {spec.name} is a dataset of your own: give its class names")
         ns.categories = list(spec.categories)
     if not ns.categories:
         raise UsageError("--categories", "is empty")
@@ -358,10 +375,7 @@ def resolve_config(ns: argparse.Namespace, given: Sequence[str] = (), defense: b
         raise UsageError("--cls_num", f"{ns.cls_num} disagrees with the {len(ns.categories)} categories "
                          f"({', '.join(ns.categories)})")
     _resolve_lists(ns, spec)
-    if not ns.audio_path:
-        ns.audio_path = str(spec.audio_path())
-    if not ns.frame_path:
-        ns.frame_path = str(spec.frame_path())
+    _resolve_media(ns, spec)
     if not ns.id:
         ns.id = f"{spec.name}-{ns.arch_sound}-{ns.arch_frame}-{ns.arch_classifier}"
     check_name(ns.id, "--id", "run name")  # the run folder <ckpt>/<id> must stay inside --ckpt

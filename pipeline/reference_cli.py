@@ -11,7 +11,7 @@ import logging
 import os
 from typing import Any, List, Optional, Sequence
 
-from dataset.specs import get_spec, list_datasets
+from dataset.specs import CUSTOM, get_spec, named_datasets
 from utils.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -50,14 +50,16 @@ def add_reference_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weights_classifier", default="", help="local state dict for the fusion head")
 
 
-def dataset_of(categories: Sequence[str], default: str) -> str:
+def dataset_of(categories: Sequence[str]) -> str:
     """Without --dataset, the spec whose class list --categories is (the reference's scripts name the classes,
-    never a dataset), else ``default``."""
-    for name in list_datasets():
-        if name != default and list(get_spec(name).categories) == list(categories):
+    never a dataset), else ``custom``: a dataset of the user's own, with the paper's defaults (dataset/specs.py)."""
+    for name in named_datasets():
+        if list(get_spec(name).categories) == list(categories):
             log.info("--categories are the %s classes: using --dataset %s defaults", name, name)
             return name
-    return default
+    log.info("--categories are in no dataset spec: a dataset of your own (--dataset %s, the paper's defaults)",
+             CUSTOM)
+    return CUSTOM
 
 
 def check_reference_options(ns: argparse.Namespace, given: Sequence[str]) -> None:
@@ -98,8 +100,8 @@ def attack_alias(name: str, valid: Sequence[str]) -> str:
 
 def apply_reference_conventions(ns: argparse.Namespace, given: Sequence[str]) -> None:
     """In place: flatten --categories/--lr_steps, check the reference options, and without --dataset take
-    the spec whose classes --categories are."""
+    the spec whose classes --categories are (``custom`` when none has them)."""
     ns.categories, ns.lr_steps = flatten(ns.categories), flatten(ns.lr_steps)
     check_reference_options(ns, given)
     if "dataset" not in given and ns.categories:
-        ns.dataset = dataset_of(ns.categories, ns.dataset)
+        ns.dataset = dataset_of(ns.categories)

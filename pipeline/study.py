@@ -17,10 +17,16 @@ Steps (each reuses what a previous run already finished, so a killed study resum
   5. write the report: every table with 95% intervals, paired tests behind the reading, surface heat maps,
      example pages, provenance, the commands and the timings.
 Nothing here is tuned to make a finding come out one way: the report states what was measured.
+
+<out>/study.json records the study's settings and, per step, the run and the evaluation folder it ran or reused;
+the report reads exactly those (never "the newest folder" of a run), and a later call with other settings is
+refused (exit 2): run folders are never overwritten, so other settings need a new --out.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import logging
 import os
@@ -39,7 +45,7 @@ from reporting.per_sample import PerSample, read_per_sample
 from reporting.results import read_results
 from reporting.study_findings import build_report
 from reporting.study_report import write_report
-from utils.errors import UsageError
+from utils.errors import MalformedFileError, UsageError
 from utils.fileio import atomic_write_text, creatable_problem
 from utils.rundir import RunDir, eval_file
 
@@ -69,6 +75,15 @@ ADAPTIVE_DEMO = ["--adaptive_attacks", "fgsm,apgd-t:unrolled,square"]
 # models' validation accuracy as the only criterion (docs/demo.md); never on any attacked number.
 CLIPS_PER_CLASS = 100
 TIMINGS_FILE = "timings.json"  # <out>/timings.json: each step's seconds in the call that did its work
+# <out>/study.json: the study's settings and, per step, the run folder and the evaluation folder it ran or
+# reused; the report reads exactly those evaluations, and a later call with other settings is refused
+STUDY_FILE = "study.json"
+# the study's settings (Study.record_settings) and the flags that set them
+SETTING_FLAGS = {"quick": "--quick", "clips_per_class": "--clips_per_class", "epochs": "--epochs",
+                 "epochs_unimodal": "--epochs_unimodal", "seed": "--seed", "media": "--media", "index": "--index"}
+# what the mains print for the evaluation folder they wrote or reused (pipeline/context.py)
+EVAL_FOLDER = re.compile(r"^evaluation folder: (.+?)(?: \(already finished with this configuration: --reuse_eval\))?$",
+                         re.M)
 CLIP_SECONDS = "2"
 VAL_FRACTION, TEST_FRACTION = 0.08, 0.2  # of each class; at least one clip each (smoke runs with few clips)
 
@@ -89,6 +104,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _word(value: Any) -> str:
+    """A study setting in an error message (--quick: on / off)."""
+    return ("on" if value else "off") if isinstance(value, bool) else str(value)
+
+
 class Study:
     """Runs steps with done-markers so that a second call resumes and skips finished work."""
 
@@ -103,17 +123,25 @@ class Study:
         problem = creatable_problem(self.out)  # before any step: a read-only --out is one line, not a traceback
         if problem is not None:
             raise UsageError("--out", f"cannot create the study folder {self.out}: {problem}")
+        q = args.quick
+        self.clips = args.clips_per_class or (12 if q else CLIPS_PER_CLASS)
+        self.epochs_uni = args.epochs_unimodal or (1 if q else 24)
+        self.epochs = args.epochs or (1 if q else 3)
+        self.record_settings: Dict[str, Any] = {
+            "quick": bool(q), "clips_per_class": self.clips, "epochs": self.epochs,
+            "epochs_unimodal": self.epochs_uni, "seed": args.seed, "media": str(Path(args.media).resolve()),
+            "index": str(Path(args.index).resolve())}
+        self.check_settings()  # before anything is written
         self.out.mkdir(parents=True, exist_ok=True)
-        self.commands: List[str] = []
+        # per step of this call: {"run": run id, "kind": main/aa/surface, "eval_id": ...} (study.json)
+        self.steps: Dict[str, Dict[str, str]] = {}
+        self.data_commands: Dict[str, str] = {}  # this call's commands of the steps outside the mains
         self.timings: Dict[str, float] = {}  # this call's steps
         # each step's time in the call that did its work (a resumed study reports those, not its reuse times)
         tf = self.out / TIMINGS_FILE
         self.recorded: Dict[str, float] = json.loads(tf.read_text()) if tf.is_file() else {}
         self.reused: Set[str] = set()
-        q = args.quick
-        self.clips = args.clips_per_class or (12 if q else CLIPS_PER_CLASS)
-        self.epochs_uni = args.epochs_unimodal or (1 if q else 24)
-        self.epochs = args.epochs or (1 if q else 3)
+        self.write_record()
         self.tune_epochs = 1  # defended models: fine-tuning epochs with the banks fixed
         self.common = ["--dataset", "synthetic", "--list_train", str(args.index / "train.csv"),
                        "--list_val", str(args.index / "val.csv"), "--list_test", str(args.index / "test.csv"),
@@ -158,8 +186,8 @@ class Study:
                         "through BPDA, APGD-CE, PGD through BPDA and random-start PGD left out for time). The "
                         "banks-only ablation (banks on the plain concat model) is left out for time as well."),
             "data": (f"Embedded set: {self.clips} clips of {CLIP_SECONDS} s per class, split "
-                     f"{self.n_val}/{self.n_test} clips of each class for val/test; anet_lite "
-                     "audio net (16/32/64/512 channels) and resnet10 on 32 px frames, both from scratch (CPU budget)."),
+                     f"{self.n_val}/{self.n_test} clips of each class for val/test; the nets from scratch (CPU "
+                     "budget; their sizes are in the report's first paragraph, from each run's own record)."),
         }
 
     def split_counts(self) -> Tuple[int, int]:
@@ -171,43 +199,105 @@ class Study:
         """n epochs, lr x0.1 for the last max(1, n // 6) of them (none for runs of 1-2 epochs)."""
         return ["--num_epoch", str(n), "--lr_steps", str(n - max(1, n // 6) + 1 if n > 2 else n + 1)]
 
+    # -- the study's own record -----------------------------------------------------------------------
+    def check_settings(self) -> None:
+        """A study folder is only ever continued with the settings it was run with: its run folders are never
+        overwritten, so a finished step would be reused under the new value. Another value is refused (exit 2),
+        naming the setting, both values and what to do; so is a folder with runs but no record."""
+        path = self.out / STUDY_FILE
+        if path.is_file():
+            try:
+                recorded = json.loads(path.read_text())["settings"]
+            except (ValueError, KeyError, TypeError):
+                raise MalformedFileError(path, "not a study record (no 'settings'); use a new --out") from None
+            diffs = [(flag, f"{flag} {_word(self.record_settings[key])} (recorded {_word(recorded.get(key))})")
+                     for key, flag in SETTING_FLAGS.items() if recorded.get(key) != self.record_settings[key]]
+            if diffs:
+                raise UsageError(diffs[0][0], f"this study ({path}) was run with other settings: "
+                                              f"{', '.join(text for _, text in diffs)}; its runs are never "
+                                              "overwritten, so use a new --out for these settings (or the "
+                                              "recorded values)")
+        elif self.out.is_dir() and any(RunDir(p).args.is_file() for p in self.out.iterdir() if p.is_dir()):
+            raise UsageError("--out", f"{self.out} holds runs but no study record ({STUDY_FILE}), so the settings "
+                                      "they were run with cannot be checked; use a new --out")
+
+    def write_record(self) -> None:
+        """<out>/study.json (atomic): the settings and every step of this call with its run and evaluation."""
+        atomic_write_text(self.out / STUDY_FILE, json.dumps({"settings": self.record_settings, "steps": self.steps},
+                                                            indent=1) + "\n")
+
     # -- running ------------------------------------------------------------------------------------
-    def step(self, name: str, argv: Sequence[str], done: Optional[Path] = None) -> None:
-        """Run ``python argv`` unless ``done`` exists; records the command and its wall time. The mains run in
+    def step(self, name: str, argv: Sequence[str], done: Optional[Path] = None,
+             evaluation: Optional[Tuple[str, str]] = None) -> None:
+        """Run ``python argv`` unless ``done`` exists; records the step and its wall time. The mains run in
         this process (no second torch import per step); evaluations pass --reuse_eval, so a finished one
-        with the same configuration is not recomputed."""
-        cmd = [sys.executable, *argv]
-        self.commands.append(" ".join(shlex.quote(str(c)) for c in ["python", *argv]))
+        with the same configuration is not recomputed. ``evaluation``: (run id, kind) of an evaluation step,
+        whose folder (written or reused) goes into study.json."""
+        run_id = str(argv[list(argv).index("--id") + 1]) if "--id" in argv else None
+        if run_id is None:
+            self.data_commands[name] = " ".join(shlex.quote(str(c)) for c in ["python", *argv])
         if done is not None and done.exists():
             log.info("[skip] %s (done)", name)
             self.reused.add(name)
+            self.steps[name] = {"run": str(run_id)}
+            self.write_record()
             return
         log.info("[run] %s", name)
-        run_id = str(argv[list(argv).index("--id") + 1]) if "--id" in argv else None
-        before = set(self.run_dir(run_id).eval_ids()) if run_id and "eval" in argv else None
+        before = set(self.run_dir(run_id).eval_ids()) if evaluation else None
         t0 = time.time()
         did = True
+        printed = ""
         if str(argv[0]) in IN_PROCESS:
-            IN_PROCESS[str(argv[0])]([str(a) for a in argv[1:]])
-            logging.getLogger().handlers.clear()
-            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", force=True)
+            printed = self._in_process(argv)
         else:
             env = dict(os.environ, PYTHONPATH=str(REPO))
-            proc = subprocess.run([str(c) for c in cmd], cwd=REPO, env=env, capture_output=True, text=True)
+            proc = subprocess.run([sys.executable, *map(str, argv)], cwd=REPO, env=env, capture_output=True, text=True)
             if proc.returncode != 0:
                 sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-8000:])
-                raise RuntimeError(f"study step {name!r} failed (exit {proc.returncode}): {self.commands[-1]}")
+                raise RuntimeError(f"study step {name!r} failed (exit {proc.returncode}): {self.data_commands[name]}")
             # the generator and the extractors say when every output was already in place
             did = not re.search(r"(^|\s)0 (clip\(s\) written|extracted),", proc.stdout)
         seconds = time.time() - t0
         self.timings[name] = seconds
-        if before is not None:  # an evaluation did its work if a new folder appeared (else --reuse_eval reused one)
-            did = set(self.run_dir(run_id).eval_ids()) != before
+        entry: Dict[str, str] = {} if run_id is None else {"run": run_id}
+        if evaluation is not None:
+            folder = self._eval_folder(name, run_id, printed)
+            entry.update(kind=evaluation[1], eval_id=folder.name)
+            did = folder.name not in before  # else --reuse_eval reused an earlier one
+        self.steps[name] = entry
+        self.write_record()
         if did or name not in self.recorded:
             self.recorded[name] = seconds
             atomic_write_text(self.out / TIMINGS_FILE, json.dumps(self.recorded, indent=1) + "\n")
         if not did:
             self.reused.add(name)
+
+    @staticmethod
+    def _in_process(argv: Sequence[str]) -> str:
+        """Run a main in this process with its own command line in sys.argv (args.json and eval.json record
+        the step's command, not the study's); returns what it printed (also passed on to stdout)."""
+        saved, sys.argv = sys.argv, [str(a) for a in argv]
+        buf = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(buf):
+                IN_PROCESS[str(argv[0])]([str(a) for a in argv[1:]])
+        finally:
+            sys.argv = saved
+            sys.stdout.write(buf.getvalue())
+        logging.getLogger().handlers.clear()
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", force=True)
+        return buf.getvalue()
+
+    def _eval_folder(self, name: str, run_id: str, printed: str) -> Path:
+        """The evaluation folder a step wrote or reused, as the main printed it (pipeline/context.py)."""
+        found = EVAL_FOLDER.findall(printed)
+        if len(found) != 1:
+            raise RuntimeError(f"study step {name!r}: expected one 'evaluation folder:' line from the main, got "
+                               f"{len(found)}")
+        folder = Path(found[0])
+        if folder.parent != self.run_dir(run_id).evals or folder.name not in self.run_dir(run_id).eval_ids():
+            raise RuntimeError(f"study step {name!r}: {folder} is not a finished evaluation of run {run_id}")
+        return folder
 
     def run_dir(self, run_id: str) -> RunDir:
         return RunDir(self.out / run_id)
@@ -244,14 +334,15 @@ class Study:
     def evaluate(self, run_id: str, head: str, attacks: str, *extra: str) -> None:
         self.step(f"attack {run_id}", ["main_attack.py", *self.common, *EVAL_BATCH, "--id", run_id,
                                        "--arch_classifier", head, "--mode", "eval", "--attack_type", attacks,
-                                       "--reuse_eval", *extra])
+                                       "--reuse_eval", *extra], evaluation=(run_id, "main"))
 
     def autoattack_both(self, run_id: str, head: str) -> None:
         """AutoAttack on both inputs at the paper grid's (0.006, 0.006) only: the one AutoAttack number the
         defence table shows for a model that is not in the unimodal-vs-AV table (CPU budget)."""
         self.step(f"autoattack {run_id}", ["main_attack.py", *self.common, *EVAL_BATCH, "--id", run_id,
                                            "--arch_classifier", head, "--mode", "eval", "--attack_type", "autoattack",
-                                           "--eps", "audio=0.006,visual=0.006", *self.aa, "--reuse_eval"])
+                                           "--eps", "audio=0.006,visual=0.006", *self.aa, "--reuse_eval"],
+                  evaluation=(run_id, "aa"))
 
     def surface(self, run_id: str) -> None:
         """The robustness surface of one model (an evaluation with an explicit --eps grid)."""
@@ -260,7 +351,7 @@ class Study:
                 if (a == 0 or "audio" in reads) and (v == 0 or "visual" in reads)]
         self.step(f"surface {run_id}", ["main_attack.py", *self.common, *EVAL_BATCH, "--id", run_id,
                                         "--arch_classifier", run_id, "--mode", "eval", *SURFACE_ATTACK,
-                                        "--eps", *grid, "--reuse_eval"])
+                                        "--eps", *grid, "--reuse_eval"], evaluation=(run_id, "surface"))
 
     def defend(self, run_id: str, base_id: str, *extra: str, adaptive: bool = False) -> None:
         base = self.run_dir(base_id)
@@ -279,7 +370,7 @@ class Study:
         adapt = ["--adaptive", "--adaptive_eps", "visual=0.006,audio=0.006", *self.aa, *ADAPTIVE_DEMO] \
             if adaptive else []
         self.step(f"defense attack {run_id}", ["main_defense.py", *flags, *EVAL_BATCH, "--mode", "eval", "--attack_type", "pgd",
-                                               "--reuse_eval", *adapt, *extra])
+                                               "--reuse_eval", *adapt, *extra], evaluation=(run_id, "main"))
 
     def run(self) -> Dict[str, Path]:
         t0 = time.time()
@@ -315,55 +406,70 @@ class Study:
         return self.report()
 
     # -- 5. report ------------------------------------------------------------------------------------
-    @staticmethod
-    def _kind(cfg: Dict[str, Any]) -> str:
-        """An evaluation's kind: "main" (the paper grid), "aa" (AutoAttack on an explicit --eps grid: the
-        defence table's AutoAttack row, see :meth:`autoattack_both`) or "surface" (any other explicit grid)."""
-        if cfg.get("eps") is None:
-            return "main"
-        return "aa" if "autoattack" in str(cfg.get("attack_type", "")).split(",") else "surface"
-
-    def _latest(self, run_id: str, surface: bool = False, kind: Optional[str] = None) -> Optional[Path]:
-        """The run's newest finished evaluation of one kind (default: the surface or the main one), so a
-        surface evaluation never hides the main results."""
-        want = kind or ("surface" if surface else "main")
-        rd = self.run_dir(run_id)
-        for eid in reversed(rd.eval_ids()):
-            cfg = json.loads(eval_file(rd.eval_dir(eid), "config").read_text()).get("config", {})
-            if self._kind(cfg) == want:
-                return rd.eval_dir(eid)
+    # The report reads exactly the evaluations this call's steps ran or reused (self.steps, study.json), and
+    # the settings and commands of the runs' own records (args.json, eval.json), never the newest folder.
+    def _recorded_eval(self, run_id: str, kind: str) -> Optional[Path]:
+        """The evaluation folder of kind ``kind`` (main, aa, surface) that a step of this call ran or reused
+        for ``run_id``, or None when no step evaluated it so."""
+        for step in self.steps.values():
+            if step.get("run") == run_id and step.get("kind") == kind:
+                return self.run_dir(run_id).eval_dir(step["eval_id"])
         return None
 
     def _eval_dir(self, run_id: str, surface: bool = False) -> Path:
-        latest = self._latest(run_id, surface)
-        if latest is None:
-            raise FileNotFoundError(f"{self.run_dir(run_id).root} has no finished {'surface ' * surface}evaluation")
-        return latest
+        found = self._recorded_eval(run_id, "surface" if surface else "main")
+        if found is None:
+            raise FileNotFoundError(f"no step of this study evaluated {self.run_dir(run_id).root}"
+                                    f"{' (robustness surface)' * surface} ({self.out / STUDY_FILE})")
+        return found
 
     def results(self, run_id: str, name: str = "results", surface: bool = False) -> List[Dict[str, Any]]:
-        """Rows of the run's newest evaluation (``name``: results, robustness, ...); the main results also carry
-        the rows of the run's AutoAttack-only evaluation, if it has one."""
+        """Rows of the run's evaluation recorded by the study (``name``: results, robustness, ...); the main
+        results also carry the rows of the run's AutoAttack-only evaluation, if the study ran one."""
         rows = read_results(eval_file(self._eval_dir(run_id, surface), name, ".json"))
-        extra = None if surface or name != "results" else self._latest(run_id, kind="aa")
+        extra = None if surface or name != "results" else self._recorded_eval(run_id, "aa")
         return rows + (read_results(eval_file(extra, name, ".json")) if extra is not None else [])
 
     def has_results(self, run_id: str, name: str, surface: bool = False) -> bool:
-        latest = self._latest(run_id, surface)
-        return latest is not None and eval_file(latest, name, ".json").exists()
+        found = self._recorded_eval(run_id, "surface" if surface else "main")
+        return found is not None and eval_file(found, name, ".json").exists()
 
     def per_sample(self, run_id: str, surface: bool = False) -> PerSample:
-        """Per-clip correctness of every row of the run's newest evaluation (per_sample.json), with the
+        """Per-clip correctness of every row of the run's recorded evaluation (per_sample.json), with the
         AutoAttack-only evaluation's rows for the main one."""
         out = read_per_sample(eval_file(self._eval_dir(run_id, surface), "per_sample"))
-        extra = None if surface else self._latest(run_id, kind="aa")
+        extra = None if surface else self._recorded_eval(run_id, "aa")
         if extra is not None:
             out.update(read_per_sample(eval_file(extra, "per_sample")))
         return out
 
     def eval_path(self, run_id: str, key: str) -> Optional[Path]:
-        """A file of the run's newest (main) evaluation folder by key (utils/rundir.py), or None."""
-        latest = self._latest(run_id)
-        return eval_file(latest, key) if latest is not None else None
+        """A file of the run's recorded (main) evaluation folder by key (utils/rundir.py), or None."""
+        found = self._recorded_eval(run_id, "main")
+        return eval_file(found, key) if found is not None else None
+
+    def run_args(self, run_id: str) -> Dict[str, Any]:
+        """The run's own record of its training (args.json)."""
+        return json.loads(self.run_dir(run_id).args.read_text())
+
+    @property
+    def commands(self) -> List[str]:
+        """The command of every step of this call, in order, as the runs recorded them: a training's from its
+        args.json, an evaluation's from its eval.json (a reused one: the call that ran it); the data steps'
+        as this call ran them. A training resumed after an interruption is listed without --resume (it gives
+        the metrics of an uninterrupted run, README)."""
+        out = []
+        for name, step in self.steps.items():
+            if name in self.data_commands:
+                out.append(self.data_commands[name])
+                continue
+            if "eval_id" in step:
+                folder = self.run_dir(step["run"]).eval_dir(step["eval_id"])
+                argv = json.loads(eval_file(folder, "config").read_text())["command"]
+            else:
+                argv = [a for a in self.run_args(step["run"])["command"] if a != "--resume"]
+            out.append(" ".join(shlex.quote(str(c)) for c in ["python", *argv]))
+        return out
 
     def report(self) -> Dict[str, Path]:
         blocks = build_report(self)

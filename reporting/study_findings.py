@@ -32,9 +32,6 @@ class StudyView(Protocol):
 
     out: Path
     clips: int
-    epochs: int
-    epochs_uni: int
-    tune_epochs: int
     seed: int
     fusions: Sequence[str]
     commands: List[str]
@@ -51,6 +48,46 @@ class StudyView(Protocol):
     def per_sample(self, run_id: str, surface: bool = False) -> PerSample: ...
 
     def eval_path(self, run_id: str, key: str) -> Optional[Path]: ...
+
+    def run_args(self, run_id: str) -> Dict[str, Any]: ...  # the run's args.json (its settings as trained)
+
+
+# the audio nets in words (models/audio_net.py)
+AUDIO_NET_WORDS = {"anet_lite": "anet's strides, channels 16/32/64/512", "anet": "the paper's, channels 64/128/256/512",
+                   "vggish": "log-mel inside the model"}
+# --eps_unit in words (pipeline/flags.py)
+EPS_UNIT_WORDS = {"input": "input units (visual pixels in [0,1], audio waveform in [-1,1])",
+                  "normalized": "ImageNet-normalised units for the visual input (pixel budget eps x std per channel) "
+                                "and waveform units for the audio"}
+
+
+def _one(values: Sequence[Any], what: str) -> str:
+    """The value the runs agree on, or every value with its runs named ('audio 1, visual 2')."""
+    distinct = list(dict.fromkeys(v for _, v in values))
+    if len(distinct) == 1:
+        return str(distinct[0])
+    return ", ".join(f"{run} {v}" for run, v in values) + f" ({what} differ)"
+
+
+def setup_text(s: StudyView) -> str:
+    """The models and attacks as the runs recorded them: epochs, nets and input sizes from each run's
+    args.json, the eps unit and PGD steps from the result rows of the study's own evaluations."""
+    uni = [(r, s.run_args(r)["num_epoch"]) for r in ("audio", "visual")]
+    av = [(r, s.run_args(r)["num_epoch"]) for r in s.fusions]
+    c = s.run_args("concat")
+    rows = [r for m in ("audio", "visual", "concat") for r in s.results(m)]
+    units = sorted({str(r.get("eps_unit")) for r in rows})
+    steps = sorted({int(r["steps"]) for r in rows if r["attack"] == "pgd" and r.get("steps") is not None})
+    words = AUDIO_NET_WORDS.get(c["arch_sound"])
+    audio = c["arch_sound"] + (f" ({words})" if words else "")
+    unit_words = " and ".join(EPS_UNIT_WORDS.get(u, u) for u in units)
+    return (f"unimodal models trained {_one(uni, 'epochs')} epochs from scratch, audio-visual models "
+            f"{_one(av, 'epochs')} epochs starting from the unimodal nets; visual net {c['arch_frame']} at "
+            f"{c['imgSize']}x{c['imgSize']}, audio net {audio} on {c['audLen']} samples "
+            f"({c['audLen'] / c['audRate']:.2f} s at {c['audRate']} Hz); docs/demo.md says why. Budgets are L-inf in "
+            f"{unit_words}{' (the evaluations differ in units)' if len(units) > 1 else ''}; the paper grid (v, a) = "
+            f"(0,0), (0,0.012), (0.012,0), (0.006,0.006); {'/'.join(map(str, steps)) or 'no'} steps of eps/8 for "
+            "PGD (paper: 10).")
 
 
 def _eps_words(row: Optional[Dict[str, Any]]) -> str:
@@ -193,12 +230,7 @@ def build_report(s: StudyView) -> List[Block]:
     n_test = int(s.results("concat")[0]["n_samples"])
     cav = s.results("concat")[0]["clean_acc"]
     B.append(Block("p", f"Embedded synthetic dataset ({s.clips} clips per class; {n_test} test clips), "
-                        f"unimodal models trained {s.epochs_uni} epochs from scratch, audio-visual models {s.epochs} epochs "
-                        "starting from the unimodal nets; visual net resnet10 at 32x32, audio net anet_lite (anet's "
-                        "strides, channels 16/32/64/512) on 8192 samples (0.74 s at 11025 Hz); docs/demo.md says "
-                        "why. Budgets are L-inf in input units (visual pixels in [0,1], audio "
-                        "waveform in [-1,1]); the paper grid (v, a) = (0,0), (0,0.012), (0.012,0), (0.006,0.006); "
-                        "10 steps of eps/8 for PGD (and MIM where it runs; paper settings)."))
+                        + setup_text(s)))
     B.append(Block("p", f"Statistics: every accuracy is shown with its Wilson 95% interval in brackets. On {n_test} "
                         f"test clips the standard error of one accuracy is {100 * binomial_se(0.5, n_test):.1f} points at "
                         f"50% (sqrt(p(1-p)/n); {100 * binomial_se(cav, n_test):.1f} points at the concat model's "
@@ -225,8 +257,11 @@ def build_report(s: StudyView) -> List[Block]:
     B.append(Block("table", table=defense_table(s, defenses)))
     banked = [label for label, _, defended in defenses if defended]
     missing = [label for label, rid, defended in DEFENSES if (label, rid, defended) not in defenses]
-    B.append(Block("p", f"The memory-bank models ({', '.join(banked)}) were fine-tuned for {s.tune_epochs} more epoch(s) "
-                        "at lr 1e-3 with the banks fixed (paper step 3); the plain and MinSim models were not, so part "
+    tuned = [(rid, s.run_args(rid)["num_epoch"]) for _, rid, defended in defenses if defended]
+    lrs = [(rid, s.run_args(rid)["lr_classifier"]) for _, rid, defended in defenses if defended]
+    B.append(Block("p", f"The memory-bank models ({', '.join(banked)}) were fine-tuned for {_one(tuned, 'epochs')} "
+                        f"more epoch(s) at lr {_one(lrs, 'rates')} with the banks fixed (paper step 3); the plain and "
+                        "MinSim models were not, so part "
                         "of any clean-"
                         "accuracy difference can come from that extra training. PGD-10 on a defended model: gradients "
                         "unrolled through the solver, as the paper ran it. Adaptive worst case: per clip, the worst over "

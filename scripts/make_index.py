@@ -41,7 +41,7 @@ from dataset.index import (check_files, check_leakage, filter_categories, scan_m
                            write_excluded, write_splits)
 from dataset.media import SAMPLE_RATE  # noqa: E402
 from dataset.reconcile import read_split_source, reconcile, resolve_overlaps  # noqa: E402
-from dataset.specs import get_spec, list_datasets  # noqa: E402
+from dataset.specs import get_spec, named_datasets  # noqa: E402
 from utils.errors import UsageError, run_cli  # noqa: E402
 
 EXIT_CLEAN = 0
@@ -61,7 +61,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", type=float, default=0.15, help="fraction of each class for test")
     p.add_argument("--seed", type=int, default=0, help="split seed (same seed, same media -> same files)")
     p.add_argument("--categories", type=str, default=None, help="comma-separated classes to keep (default all)")
-    p.add_argument("--dataset", type=str, default=None, choices=list_datasets(),
+    p.add_argument("--dataset", type=str, default=None, choices=named_datasets(),
                    help="keep the categories of this dataset spec")
     p.add_argument("--splits_from", type=Path, default=None,
                    help="folder with train/val/test.txt clip lists (<class>/<vid>; prepare_ave.py writes the "

@@ -232,6 +232,52 @@ def test_lists_never_come_from_another_dataset_and_eval_reads_list_val(media, tm
     assert record["list"] == str(media["val"]) and record["clean"]["list"] == str(media["val"])
 
 
+def _own_dataset_argv(media, ckpt: Path, run_id: str, *extra: str) -> list:
+    """argv() without --dataset: the classes alpha/beta/gamma are in no spec (a dataset of the user's own)."""
+    out = argv(media, ckpt, run_id, *extra)
+    i = out.index("--dataset")
+    return out[:i] + out[i + 2:]
+
+
+def test_a_dataset_of_your_own_takes_the_papers_defaults_not_the_demos(media, tmp_path):
+    from dataset.specs import get_spec
+
+    bare = [a for a in _own_dataset_argv(media, tmp_path, "own", "--mode", "train")
+            if a not in ("--audLen", "4096", "--imgSize", "16")]
+    cfg = config_mod.parse_config(get_args_parser(), bare)
+    synthetic = get_spec("synthetic")
+    # the paper's generic settings (docs/paper.md, Model), never the embedded set's CPU values
+    assert cfg.dataset == "custom" and list(cfg.categories) == CATS
+    assert (cfg.audLen, cfg.imgSize, cfg.num_epoch, cfg.lr_steps) == (65535, 224, 30, (10, 20))
+    assert (cfg.audLen, cfg.imgSize, cfg.num_epoch) != (synthetic.audio_len, synthetic.img_size, synthetic.num_epoch)
+    defense = config_mod.parse_config(add_defense_args(get_args_parser()), bare, defense=True)
+    assert (defense.mix, defense.alpha_a, defense.alpha_v) == (0.5, 7e-7, 2e-6)
+    # the run records the user's dataset with its classes (a training run of 1 epoch at small sizes)
+    assert main_attack.main(_own_dataset_argv(media, tmp_path, "own", "--mode", "train", "--num_epoch", "1")) == 0
+    args = json.loads(RunDir(tmp_path / "own").args.read_text())
+    assert args["dataset"] == "custom" and args["categories"] == CATS and args["lr_steps"] == [10, 20]
+
+
+@pytest.mark.parametrize("drop,extra,needle", [
+    ((), ["--dataset", "custom"], "--categories"),  # no classes: refused, never another spec's
+    (("--list_train", "--list_val", "--list_test"), [], "--list_train"),  # no shipped lists
+    (("--audio_path", "--frame_path"), [], "--audio_path"),  # no default media root
+])
+def test_a_dataset_of_your_own_needs_its_classes_lists_and_media(media, tmp_path, capsys, monkeypatch, drop, extra,
+                                                                  needle):
+    monkeypatch.delenv("DATA_ROOT", raising=False)
+    args = _own_dataset_argv(media, tmp_path, "own", "--mode", "train")
+    for flag in drop:
+        i = args.index(flag)
+        args = args[:i] + args[i + 2:]
+    if "--dataset" in extra:
+        i = args.index("--categories")
+        args = args[:i] + args[i + 2:]
+    code, err = cli(main_attack.main, args + extra, capsys)
+    assert code == 2 and len(err) == 1 and needle in err[0] and "custom" in err[0], err
+    assert not (tmp_path / "own").exists()
+
+
 # ------------------------------------------------------------------------------------------------------------
 # evaluations: one folder each, with their configuration; a killed one leaves nothing claiming to be output
 

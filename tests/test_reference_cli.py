@@ -88,7 +88,8 @@ def test_reference_options_without_a_meaning_here_are_refused(extra, flag):
 
 
 def test_categories_and_lr_steps_take_either_separator():
-    cfg = parse_config(get_args_parser(), ["--categories", "a,b", "c", "--lr_steps", "3,4", "5"])
+    cfg = parse_config(get_args_parser(), ["--dataset", "synthetic", "--categories", "a,b", "c",
+                                           "--lr_steps", "3,4", "5"])
     assert cfg.categories == ("a", "b", "c") and cfg.lr_steps == (3, 4, 5)
 
 

@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 
+import main_attack
 from dataset.specs import get_spec
+from pipeline import study
 from tests.fake_media import make_fake_media
+from utils.errors import run_cli
 from utils.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,13 +83,32 @@ def test_scripts_refuse_a_missing_data_root(tmp_path):
     assert proc.returncode == 2 and "nowhere" in proc.stderr
 
 
-def test_demo_quick_study_end_to_end(tmp_path):
-    out = tmp_path / "study"
-    cmd = [str(REPO / ".venv" / "bin" / "python"), str(REPO / "scripts" / "run_study.py"), "--quick", "--out", str(out),
-           "--media", str(tmp_path / "media"), "--index", str(tmp_path / "index"), "--clips_per_class", "5"]
-    proc = subprocess.run(cmd, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1"),
-                          capture_output=True, text=True, timeout=900)
+PY = str(REPO / ".venv" / "bin" / "python")
+
+
+def _study_cmd(root: Path, *extra: str) -> list:
+    return [PY, str(REPO / "scripts" / "run_study.py"), "--quick", "--out", str(root / "study"), "--media",
+            str(root / "media"), "--index", str(root / "index"), "--clips_per_class", "5", *extra]
+
+
+def _run(cmd: list, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1"),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def quick_study(tmp_path_factory):
+    """One finished --quick study (5 clips per class) shared by the tests of this module: (root, first call)."""
+    root = tmp_path_factory.mktemp("quick_study")
+    proc = _run(_study_cmd(root), timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return root, proc
+
+
+def test_demo_quick_study_end_to_end(quick_study):
+    root, _ = quick_study
+    out = root / "study"
+    cmd = _study_cmd(root)
     report = (out / "report.md").read_text()
     for heading in ("Unimodal vs audio-visual", "FGSM", "PGD", "AutoAttack", "Fusion heads under PGD", "Defenses",
                     "Robustness surface", "What the numbers say", "Provenance", "Commands"):
@@ -114,11 +136,14 @@ def test_demo_quick_study_end_to_end(tmp_path):
         assert proc.returncode == 0, proc.stdout + proc.stderr
     # a second call reuses every finished step
     first = json.loads((out / "timings.json").read_text())
-    again = subprocess.run(cmd, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), capture_output=True,
-                           text=True, timeout=300)
+    before = RunDir(out / "concat").eval_ids()
+    again = _run(cmd)
     assert again.returncode == 0 and "[run] train" not in again.stderr + again.stdout
     assert "already finished with this configuration" in again.stdout  # evaluations reused, not recomputed
-    assert len(RunDir(out / "concat").eval_ids()) == 2  # the paper grid and the robustness surface
+    assert RunDir(out / "concat").eval_ids() == before
+    # the study's record names the paper grid and the robustness surface of concat, both reused
+    steps = json.loads((out / "study.json").read_text())["steps"]
+    assert {steps["attack concat"]["eval_id"], steps["surface concat"]["eval_id"]} <= set(before)
     # the resumed study still reports each step's time in the call that did it, and says what it reused
     second = json.loads((out / "timings.json").read_text())
     second.pop("index"), first.pop("index")  # the index CSVs are rebuilt on every call (a fraction of a second)
@@ -129,3 +154,53 @@ def test_demo_quick_study_end_to_end(tmp_path):
     # the commands of finished steps are the ones that ran them, not a '--resume' of them
     commands = (out / "report.md").read_text().split("## Commands")[1].split("## Timings")[0]
     assert "--mode train" in commands and "--resume" not in commands
+    # ... read from the runs' own records: each main with its own command line, never the study's
+    assert "python main_attack.py" in commands and "python main_defense.py" in commands
+    assert "run_study.py" not in commands
+    assert json.loads((out / "concat" / "args.json").read_text())["command"][0] == "main_attack.py"
+
+
+def _test_clips(root: Path) -> int:
+    return len((root / "index" / "test.csv").read_text().splitlines())
+
+
+def test_study_report_reads_only_the_evaluations_the_study_ran(quick_study):
+    """Other evaluations in a study's run folder (one clipped to 1 batch in normalized units, one with no attack)
+    never reach the report: it reads the evaluations its steps recorded in study.json."""
+    root, _ = quick_study
+    out = root / "study"
+    media = root / "media" / "data"
+    extra = ["--dataset", "synthetic",
+             "--list_train", str(root / "index" / "train.csv"), "--list_val", str(root / "index" / "val.csv"), "--list_test", str(root / "index" / "test.csv"),
+             "--audio_path", str(media / "audio"), "--frame_path", str(media / "frames"), "--arch_sound", "anet_lite",
+             "--arch_frame", "resnet10", "--arch_classifier", "concat", "--ckpt", str(out), "--id", "concat",
+             "--mode", "eval", "--workers", "0", "--batch_size_per_gpu", "4", "--max_eval_batches", "1",
+             "--no_progress"]
+    for more in (["--attack_type", "fgsm", "--eps_unit", "normalized"], []):  # in this process: no second start
+        assert run_cli(main_attack.main, extra + more) == 0
+    stray = set(RunDir(out / "concat").eval_ids()[-2:])
+    assert run_cli(study.main, _study_cmd(root)[2:]) == 0
+    steps = json.loads((out / "study.json").read_text())["steps"]
+    assert not stray & {s.get("eval_id") for s in steps.values()}
+    report = (out / "report.md").read_text()
+    intro = report.split("## Unimodal")[0]
+    n = _test_clips(root)
+    assert f"; {n} test clips)" in intro and "input units" in intro and "normalised" not in intro
+    recorded = RunDir(out / "concat").eval_dir(steps["attack concat"]["eval_id"])
+    rows = json.loads((recorded / "results.json").read_text())
+    assert rows[0]["n_samples"] == n and f"on {n} paired clips" in report
+
+
+def test_a_changed_study_setting_is_refused_and_nothing_is_written(quick_study, capsys):
+    root, _ = quick_study
+    out = root / "study"
+    files = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}  # study.json, report.md, timings.json
+    runs = sorted(p.name for p in out.iterdir())
+    code = run_cli(study.main, _study_cmd(root, "--epochs", "5", "--epochs_unimodal", "7")[2:])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 2 and len(err) == 1, err
+    assert "--epochs 5 (recorded 1)" in err[0] and "--epochs_unimodal 7 (recorded 1)" in err[0]
+    assert "new --out" in err[0] and str(out / "study.json") in err[0]
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == files
+    assert sorted(p.name for p in out.iterdir()) == runs
+    assert json.loads((out / "audio" / "args.json").read_text())["num_epoch"] == 1

@@ -20,8 +20,12 @@ class FakeStudy:
     """A StudyView with results and per-clip outcomes drawn from fixed accuracies (seeded)."""
 
     fusions = ["concat", "sum"]
-    clips, epochs, epochs_uni, tune_epochs, seed = 10, 3, 16, 1, 0
+    clips, seed = 10, 0
     surface_eps = [0.0, 0.006, 0.012]
+    eps_unit = "input"
+    # each run's args.json (the settings it was trained with)
+    epochs = {"audio": 16, "visual": 16, "concat": 3, "sum": 3, "minsim": 3, "advtrain": 3, "banks": 1,
+              "minsim-banks": 1}
 
     def __init__(self, out: Path) -> None:
         self.out, self.commands, self.timings = out, ["python main_attack.py --x"], {"a": 1.0, "total": 2.0}
@@ -40,8 +44,10 @@ class FakeStudy:
                 for ea, ev in GRID:
                     ok = base if (ea, ev) == (0, 0) else base & (rng.random(N) < 0.3)
                     self.clip[run][row_key(attack, ea, ev)] = {i: bool(o) for i, o in enumerate(ok)}
-                    self.rows[run].append({"attack": attack, "eps_audio": ea, "eps_visual": ev, "clean_acc": base.mean(),
-                                           "adv_acc": ok.mean(), "n_samples": N})
+                    self.rows[run].append({"attack": attack, "eps_audio": ea, "eps_visual": ev,
+                                           "clean_acc": base.mean(), "adv_acc": ok.mean(), "n_samples": N,
+                                           "eps_unit": self.eps_unit,
+                                           "steps": 1 if attack == "fgsm" else 10})
             if run.endswith("banks"):
                 self.clip[run][row_key(WORST_CASE, 0.006, 0.006)] = {i: False for i in range(N)}
             self.surf[run] = [{"attack": "fgsm", "eps_audio": a, "eps_visual": v, "adv_acc": 0.5, "n_samples": N}
@@ -63,6 +69,10 @@ class FakeStudy:
 
     def eval_path(self, run_id: str, key: str) -> Optional[Path]:
         return None
+
+    def run_args(self, run_id: str) -> Dict[str, Any]:
+        return {"num_epoch": self.epochs[run_id], "arch_sound": "anet_lite", "arch_frame": "resnet10",
+                "imgSize": 32, "audLen": 8192, "audRate": 11025, "lr_classifier": 1e-3}
 
 
 def test_report_statistics_headers_surface_provenance(tmp_path: Path) -> None:
@@ -114,3 +124,23 @@ def test_a_defence_the_study_did_not_run_is_left_out_and_named(tmp_path: Path) -
     assert "Not run in this study: memory banks only." in md
     full = render_markdown(build_report(FakeStudy(tmp_path)))
     assert "| memory banks only" in full and "Not run in this study" not in full
+
+
+def test_settings_in_the_report_are_the_runs_own(tmp_path: Path) -> None:
+    """Epochs, sizes and the eps unit come from the runs' args.json and the evaluations' rows, never from the
+    study's flags of the current call (a resumed study that reused 1-epoch runs says 1 epoch)."""
+
+    class Recorded(FakeStudy):
+        eps_unit = "normalized"
+        epochs = {**FakeStudy.epochs, "audio": 1, "visual": 1, "concat": 2, "sum": 2, "minsim-banks": 4}
+
+    md = render_markdown(build_report(Recorded(tmp_path)))
+    intro = md.split("## Unimodal")[0]
+    assert "unimodal models trained 1 epochs" in intro and "audio-visual models 2 epochs" in intro
+    assert "resnet10 at 32x32" in intro and "on 8192 samples (0.74 s at 11025 Hz)" in intro
+    assert "ImageNet-normalised units" in intro and "input units" not in intro and "10 steps of eps/8" in intro
+    assert "fine-tuned for banks 1, minsim-banks 4 (epochs differ) more epoch(s) at lr 0.001" in md
+    mixed = Recorded(tmp_path)
+    mixed.rows["audio"] = [dict(r, eps_unit="input") for r in mixed.rows["audio"]]
+    intro = render_markdown(build_report(mixed)).split("## Unimodal")[0]
+    assert "input units" in intro and "ImageNet-normalised" in intro and "the evaluations differ in units" in intro
