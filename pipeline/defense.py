@@ -54,8 +54,10 @@ def solver_counts(model: nn.Module, warn: bool = False) -> Optional[Dict[str, An
         return None
     report = model.solver_report()
     mods = sorted(report)
+    # on the model's device: NCCL reduces CUDA tensors only
+    device = next(model.parameters()).device
     counts = du.all_reduce_sum(torch.tensor([[report[m]["rows"], report[m]["uncertified"]] for m in mods],
-                                            dtype=torch.float64))
+                                            dtype=torch.float64, device=device)).cpu()
     out = {"solver_rows": {m: int(counts[i, 0]) for i, m in enumerate(mods)},
            "solver_uncertified_rows": {m: int(counts[i, 1]) for i, m in enumerate(mods)},
            "solver_max_iter": max(report[m]["max_iter"] for m in mods)}
