@@ -36,8 +36,10 @@ def test_corrupt_frame_on_one_rank_ends_the_torchrun_job(media, tmp_path):
     # in DDP's gradient all-reduce. Before the fix, cleanup() ran a barrier and the job hung for ever.
     first = Path(media["train"]).read_text().splitlines()[0].split(",")[1]
     folder = Path(str(media["frame_path"]) + first)
+    # JPEG start and end markers around garbage: the pre-flight's header/trailer check passes (it reads no
+    # pixels), so the clip fails only when a rank decodes it mid-epoch, which is what this test is about
     for f in folder.glob("*.jpg"):
-        f.write_bytes(b"not a jpeg")
+        f.write_bytes(b"\xff\xd8" + b"not a jpeg body" * 8 + b"\xff\xd9")
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
