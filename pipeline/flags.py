@@ -313,7 +313,8 @@ def add_flags(p: argparse.ArgumentParser, groups: Sequence[str], cls: type = Run
         fields = [f for f in flag_fields(cls) if f.metadata["flag"]["group"] == key]
         g = p.add_argument_group(GROUPS[key])
         for f in fields:
-            g.add_argument(f"--{f.name}", *f.metadata["flag"]["aliases"], dest=f.name, **_arg_spec(f, hints[f.name]))
+            # dest: argparse derives it from --<name> (the field name), as it did for the hand-written parser
+            g.add_argument(f"--{f.name}", *f.metadata["flag"]["aliases"], **_arg_spec(f, hints[f.name]))
     return p
 
 
