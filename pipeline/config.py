@@ -3,44 +3,31 @@
 Flag names follow the reference code (``--arch_sound``, ``--lr_frame``, ...) so existing command lines keep
 working; ``--dataset NAME`` fills every unset value from the dataset spec (dataset/specs.py), and values
 given explicitly always win. Without --dataset, --categories picks the spec with exactly those classes, or
-``custom`` (a dataset of the user's own: the paper's defaults) when no spec has them. ``resolve_config`` checks every value before any work starts (numbers,
-names, eps strings, the index lists and the checkpoints: see pipeline/preflight.py) and raises
+``custom`` (a dataset of the user's own: the paper's defaults) when no spec has them. The flags themselves are
+declared once, as the fields of ``RunConfig`` (pipeline/flags.py). ``resolve_config`` checks every value before
+any work starts (numbers, names, eps strings; the files are pipeline/preflight.py's, next) and raises
 ``utils.errors.UsageError`` naming the flag; the mains turn that into one line and exit code 2.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
-from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from attacks import ATTACKS, default_attacks, list_attacks, parse_norm
 from attacks.metrics import PAPER_EPS_GRID, parse_eps
 from dataset.specs import DatasetSpec, get_spec
 from pipeline import reference_cli as ref
-from pipeline.flags import ADAPTIVE_ATTACKS, ADAPTIVE_GRAD_MODES
-from pipeline.flags import add_defense_args, get_args_parser
-from pipeline.speed_flags import RESULT_NEUTRAL
+from pipeline.flags import ADAPTIVE_ATTACKS, ADAPTIVE_GRAD_MODES, DERIVED_FIELDS, LIST_VALUED, RESULT_NEUTRAL
+from pipeline.flags import SPEC_DEFAULTS, RunConfig, add_defense_args, get_args_parser
 from utils.errors import UsageError
 from utils.safepath import check_name
 from utils.rundir import FILES
 
 __all__ = ["RunConfig", "add_defense_args", "get_args_parser", "parse_config", "resolve_config",
+           "apply_dataset_defaults", "check_modes", "derive_values",
            "parse_attack_names", "eval_identity", "given_flags", "resume_changes", "RESUME_SAFE"]
 
-# Flags whose default comes from the dataset spec when left unset (None) on the command line.
-_SPEC_DEFAULTS = {
-    "audRate": "audio_rate",
-    "audLen": "audio_len",
-    "frameRate": "fps",
-    "imgSize": "img_size",
-    "num_epoch": "num_epoch",
-    "lr_steps": "lr_steps",
-    "mix": "mix",
-    "alpha_a": "alpha_audio",
-    "alpha_v": "alpha_visual",
-}
 LIST_FLAGS = ("list_train", "list_val", "list_test")
 # --seed feeds np.random.default_rng (the loader's per-sample generators: no negatives), torch.manual_seed
 # (at most 2**64 - 1) and numpy's legacy seed ([0, 2**32 - 1]): numpy's range is the one all accept
@@ -50,147 +37,12 @@ SEED_MAX = 2 ** 32 - 1
 # is padded, so a 1x1 map stays 1x1): forward and backward in train mode, batch 2, resnet10/18/34/50, 1..32 px
 MIN_IMG_SIZE = 2
 # Flags a --resume may change (pipeline/preflight.py): --num_epoch extends the run, the rest change only
-# speed or logging (speed_flags.RESULT_NEUTRAL: results unchanged); anything else must match args.json.
+# speed or logging (flags.RESULT_NEUTRAL: results unchanged); anything else must match args.json.
 RESUME_SAFE = ("resume", "num_epoch", "no_progress", "disp_iter", *RESULT_NEUTRAL)
 # Flags that only matter to an evaluation with attacks (given in training, or without --attack_type, they
 # would be silently ignored: that is an error instead).
 _ATTACK_ONLY = ("eps", "sweep", "save_examples", "adaptive", "adaptive_eps", "norm", "apgd_steps", "apgd_targets",
                 "square_queries")
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Every resolved and checked option of one run; what the pipeline reads (never ``argparse.Namespace``).
-
-    Field names are the flag names. Derived fields: ``attacks`` (registered names of --attack_type),
-    ``eps_grid`` (parsed --eps, or the paper grid), ``adaptive_grid`` (parsed --adaptive_eps),
-    ``train_budget`` (parsed --train_eps), ``defense`` (True for main_defense.py), ``given`` (the flags
-    set on the command line).
-    """
-
-    # run
-    id: str
-    ckpt: str
-    mode: str
-    seed: int
-    device: str
-    resume: bool
-    weights: str
-    disp_iter: int
-    eval_epoch: int
-    amp: bool
-    channels_last: bool
-    no_progress: bool
-    deterministic: bool
-    compile: bool
-    # data
-    dataset: str
-    list_train: str
-    list_val: str
-    list_test: str
-    audio_path: str
-    frame_path: str
-    categories: Tuple[str, ...]
-    cls_num: int
-    num_frames: int
-    stride_frames: int
-    frameRate: int
-    audLen: int
-    audRate: int
-    imgSize: int
-    batch_size_per_gpu: int
-    eval_batch_size: int
-    workers: int
-    eval_cache: str
-    # model
-    arch_sound: str
-    arch_frame: str
-    arch_classifier: str
-    img_pool: str
-    pretrained: Optional[str]
-    weights_frame: str
-    weights_sound: str
-    init_from: Tuple[str, ...]
-    # optimisation
-    lr_frame: float
-    lr_sound: float
-    lr_classifier: float
-    num_epoch: int
-    lr_steps: Tuple[int, ...]
-    beta1: float
-    weight_decay: float
-    minsim_weight: float
-    adv_train: str
-    train_eps: str
-    train_attack_steps: int
-    save_features: bool
-    # attack evaluation
-    attack_type: str
-    norm: str
-    apgd_steps: int
-    apgd_targets: int
-    square_queries: int
-    eps: Optional[Tuple[str, ...]]
-    eps_unit: str
-    attack_steps: int
-    random_start: bool
-    restarts: int
-    sweep: bool
-    sweep_eps: Tuple[float, ...]
-    save_examples: int
-    max_eval_batches: int
-    reuse_eval: bool
-    dic: Optional[str] = None  # the reference-code options (pipeline/reference_cli.py) ...
-    loss: str = "ce"
-    num_mix: int = 1
-    log_freq: Optional[int] = None
-    num_gpus: Optional[int] = None
-    weights_classifier: str = ""
-    # defense (main_defense.py; None / defaults for main_attack.py)
-    base_weights: str = ""
-    features: str = ""
-    bank: str = ""
-    weights_Da: str = ""
-    weights_Dv: str = ""
-    bank_size: int = 1024
-    bank_select: str = "random"
-    lam: float = 0.1
-    mix: Optional[float] = None
-    alpha_a: Optional[float] = None
-    alpha_v: Optional[float] = None
-    fixed_step: bool = False
-    ista_iters: int = 2000
-    ista_tol: float = 1e-5
-    defense_grad: str = "unrolled"
-    unrolled_iters: int = 100
-    adaptive: bool = False
-    adaptive_eps: Optional[Tuple[str, ...]] = None
-    adaptive_attacks: str = "all"
-    # derived
-    defense: bool = False
-    attacks: Tuple[str, ...] = ()
-    eps_grid: Tuple[Dict[str, float], ...] = ()
-    adaptive_grid: Tuple[Dict[str, float], ...] = ()
-    train_budget: Optional[Dict[str, float]] = None
-    given: Tuple[str, ...] = ()
-
-    def replace(self, **changes: Any) -> "RunConfig":
-        """A copy with ``changes`` (the config itself never changes)."""
-        return dataclasses.replace(self, **changes)
-
-    def as_dict(self) -> Dict[str, Any]:
-        """Plain-JSON view (args.json, checkpoints loaded with weights_only=True)."""
-        out = dataclasses.asdict(self)
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in out.items()}
-
-    @property
-    def eval_list(self) -> str:
-        """The list an evaluation reads: --list_test, else --list_val (the reference's eval scripts pass their
-        test list as --list_val)."""
-        return self.list_test or self.list_val
-
-
-DERIVED_FIELDS = ("defense", "attacks", "eps_grid", "adaptive_grid", "train_budget", "given")
 
 
 def adaptive_families(spec: str) -> Tuple[Tuple[str, Optional[str]], ...]:
@@ -346,16 +198,12 @@ def _check_attack_flags(ns: argparse.Namespace, given: Sequence[str]) -> None:
         raise UsageError(f"--{stray[0]}", "needs --attack_type (e.g. --attack_type pgd); without it no attack runs")
 
 
-def resolve_config(ns: argparse.Namespace, given: Sequence[str] = (), defense: bool = False) -> RunConfig:
-    """Fill unset values from the dataset spec and check every flag; raises ``UsageError`` naming the flag.
-
-    ``given`` lists the dest names set on the command line (see ``given_flags``). File checks (lists,
-    media folders, checkpoints) are pipeline/preflight.py's and run next, still before any work.
-    """
-    ns = argparse.Namespace(**vars(ns))
+def apply_dataset_defaults(ns: argparse.Namespace, given: Sequence[str]) -> None:
+    """In place: the reference's conventions, then every value left unset filled from the dataset spec
+    (``spec=`` fields, categories, lists, media roots, the run name), checked as it is filled."""
     ref.apply_reference_conventions(ns, given)
     spec = get_spec(ns.dataset)
-    for flag, field in _SPEC_DEFAULTS.items():
+    for flag, field in SPEC_DEFAULTS.items():
         if hasattr(ns, flag) and getattr(ns, flag) is None:
             value = getattr(spec, field)
             setattr(ns, flag, list(value) if isinstance(value, tuple) else value)
@@ -379,8 +227,37 @@ def resolve_config(ns: argparse.Namespace, given: Sequence[str] = (), defense: b
     if not ns.id:
         ns.id = f"{spec.name}-{ns.arch_sound}-{ns.arch_frame}-{ns.arch_classifier}"
     check_name(ns.id, "--id", "run name")  # the run folder <ckpt>/<id> must stay inside --ckpt
+
+
+def check_modes(ns: argparse.Namespace, given: Sequence[str]) -> None:
+    """Numbers in range, and no flag given that this run's mode (train / eval, attacks, --adaptive) would
+    ignore or cannot honour."""
     _check_numbers(ns)
     _check_attack_flags(ns, given)
+    for flag in ("adaptive_eps", "adaptive_attacks"):
+        if flag in given and not getattr(ns, "adaptive", False):
+            raise UsageError(f"--{flag}", "needs --adaptive (without it no adaptive attack runs)")
+    if ns.mode == "train" and "weights" in given:
+        # --weights names the checkpoint an evaluation loads; training never read it. Refused rather than
+        # guessed: continuing this run (--resume) and starting from other weights (--init_from) differ.
+        raise UsageError("--weights", "is the checkpoint --mode eval evaluates; training does not read it: use "
+                         f"--resume to continue this run from its {FILES['checkpoint_last']}, or --init_from PATH to "
+                         "initialise the audio/visual nets from a checkpoint")
+    if ns.mode == "train" and ns.max_eval_batches:
+        raise UsageError("--max_eval_batches", "applies to --mode eval only")
+    if not ns.list_train and ns.mode == "train":
+        raise UsageError("--list_train", "is required for training when other list flags are given")
+    if ns.mode == "train" and not ns.list_val:
+        raise UsageError("--list_val", "is required for training (the best checkpoint is chosen on it)")
+    if ns.mode == "eval" and not (ns.list_test or ns.list_val):
+        raise UsageError("--list_test", "give --list_test (or --list_val, which eval uses when no test list is given)")
+    if ns.save_features and ns.mode != "train":
+        raise UsageError("--save_features", "is written at the end of training (--mode train)")
+
+
+def derive_values(ns: argparse.Namespace) -> Dict[str, Any]:
+    """The derived fields parsed from the flags: ``attacks``, ``eps_grid``, ``adaptive_grid``, ``train_budget``
+    (each refused with the flag named when it cannot be run)."""
     attacks = parse_attack_names(ns.attack_type) if ns.mode == "eval" else ()
     # an attack asked for by name on fewer classes than it needs (apgd-t's targeted DLR loss: 4) stops now;
     # with --adaptive_attacks all, pipeline/adaptive.py leaves such attacks out and says so
@@ -402,9 +279,6 @@ def resolve_config(ns: argparse.Namespace, given: Sequence[str] = (), defense: b
     if ns.save_examples and not any(v > 0 for e in eps_grid for v in e.values()):
         raise UsageError("--save_examples", "needs an attacked row (every --eps is 0)")
     adaptive_grid: Tuple[Dict[str, float], ...] = ()
-    for flag in ("adaptive_eps", "adaptive_attacks"):
-        if flag in given and not getattr(ns, "adaptive", False):
-            raise UsageError(f"--{flag}", "needs --adaptive (without it no adaptive attack runs)")
     if getattr(ns, "adaptive", False):
         if not attacks:
             raise UsageError("--adaptive", "needs --attack_type (the paper's attack is pgd)")
@@ -417,32 +291,29 @@ def resolve_config(ns: argparse.Namespace, given: Sequence[str] = (), defense: b
     train_budget = None
     if ns.adv_train:
         (train_budget,) = _parse_grid("--train_eps", [ns.train_eps])
-    if ns.mode == "train" and "weights" in given:
-        # --weights names the checkpoint an evaluation loads; training never read it. Refused rather than
-        # guessed: continuing this run (--resume) and starting from other weights (--init_from) differ.
-        raise UsageError("--weights", "is the checkpoint --mode eval evaluates; training does not read it: use "
-                         f"--resume to continue this run from its {FILES['checkpoint_last']}, or --init_from PATH to "
-                         "initialise the audio/visual nets from a checkpoint")
-    if ns.mode == "train" and ns.max_eval_batches:
-        raise UsageError("--max_eval_batches", "applies to --mode eval only")
-    if not ns.list_train and ns.mode == "train":
-        raise UsageError("--list_train", "is required for training when other list flags are given")
-    if ns.mode == "train" and not ns.list_val:
-        raise UsageError("--list_val", "is required for training (the best checkpoint is chosen on it)")
-    if ns.mode == "eval" and not (ns.list_test or ns.list_val):
-        raise UsageError("--list_test", "give --list_test (or --list_val, which eval uses when no test list is given)")
-    if ns.save_features and ns.mode != "train":
-        raise UsageError("--save_features", "is written at the end of training (--mode train)")
+    return {"attacks": attacks, "eps_grid": eps_grid, "adaptive_grid": adaptive_grid, "train_budget": train_budget}
+
+
+def resolve_config(ns: argparse.Namespace, given: Sequence[str] = (), defense: bool = False) -> RunConfig:
+    """The parsed flags as a ``RunConfig``: dataset defaults, mode checks, derived values; raises ``UsageError``
+    naming the flag.
+
+    ``given`` lists the dest names set on the command line (see ``given_flags``). File checks (lists,
+    media folders, checkpoints) are pipeline/preflight.py's and run next, still before any work.
+    """
+    ns = argparse.Namespace(**vars(ns))
+    apply_dataset_defaults(ns, given)
+    check_modes(ns, given)
+    derived = derive_values(ns)
     values = dict(vars(ns))
-    for k in ("categories", "init_from", "lr_steps", "sweep_eps", "eps", "adaptive_eps"):
+    for k in LIST_VALUED:
         if values.get(k) is not None:
             values[k] = tuple(values[k])
-    fields = {f.name for f in dataclasses.fields(RunConfig)}
+    fields = set(RunConfig.__dataclass_fields__) - set(DERIVED_FIELDS)
     unknown = set(values) - fields
     if unknown:  # a parser flag without a config field is a programming error, caught by the tests
         raise TypeError(f"flags without a RunConfig field: {sorted(unknown)}")
-    return RunConfig(**values, defense=defense, attacks=attacks, eps_grid=eps_grid, adaptive_grid=adaptive_grid,
-                     train_budget=train_budget, given=tuple(sorted(given)))
+    return RunConfig(**values, **derived, defense=defense, given=tuple(sorted(given)))
 
 
 def resume_changes(recorded: Mapping[str, Any], cfg: RunConfig) -> Tuple[Dict[str, Tuple[Any, Any]],

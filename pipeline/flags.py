@@ -1,23 +1,62 @@
-"""The command line shared by main_attack.py and main_defense.py: every flag, with argparse ``choices`` taken
-from the registries. ``pipeline/config.py`` resolves the parsed flags into the frozen ``RunConfig``."""
+"""The one declaration of every flag of main_attack.py and main_defense.py: a field of the frozen ``RunConfig``
+whose metadata (``flag(...)``) holds the flag's group, help, choices and parsing; the parser is generated from
+these fields (``get_args_parser``, ``add_defense_args``). ``pipeline/config.py`` resolves the parsed flags into a
+``RunConfig``.
+
+A field's flag is ``--<field name>`` (plus any ``aliases``); its argparse type comes from the annotation (``bool``:
+a switch; ``Tuple[X, ...]``: one or more values, a tuple in the config) unless ``parse`` names a converter.
+``choices`` and ``help`` may be callables, evaluated when the parser is built (registries filled by then).
+A default of ``None`` on a field with ``spec=`` means "the dataset spec's value" (pipeline/config.py).
+"""
 from __future__ import annotations
 
 import argparse
-from typing import List
+import dataclasses
+import typing
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from attacks import list_attacks
 from attacks.base import EPS_UNITS
+from dataset.batches import default_workers
 from dataset.specs import list_datasets
 from models import list_audio_nets, list_fusions, list_visual_nets
 from models.defense import BANK_SELECTORS, GRAD_MODES
 from models.visual_net import IMG_POOLS
 from pipeline import reference_cli as ref
-from pipeline.speed_flags import add_speed_args
 from utils.rundir import FILES
 
 # Families of adaptive attacks of main_defense.py --adaptive (pipeline/adaptive.py), besides the paper's PGD.
 ADAPTIVE_ATTACKS = ("fgsm", "pgd", "pgd_restarts", "apgd-ce", "apgd-t", "square")
 ADAPTIVE_GRAD_MODES = ("unrolled", "bpda")  # an entry "apgd-t:unrolled" keeps that family's runs in one mode
+
+# Parser groups in --help order: key -> title. DEFENSE_GROUPS are added by add_defense_args (main_defense.py).
+GROUPS = {
+    "run": "run",
+    "data": "data",
+    "speed": "speed",
+    "model": "model",
+    "optim": "optimisation (paper: SGD, momentum 0.9, wd 1e-4)",
+    "attack": "attack evaluation",
+    "reference": "reference-code options (accepted so its scripts run; see each help)",
+    "defense": "defense (paper: lambda 0.1, m 0.5, at most 1024 atoms)",
+}
+DEFENSE_GROUPS = ("defense",)
+
+
+def flag(default: Any = None, group: str = "", *, help: Any = None, choices: Any = None,
+         parse: Optional[Callable[[str], Any]] = None, spec: str = "", neutral: bool = False,
+         aliases: Sequence[str] = (), factory: Optional[Callable[[], Any]] = None) -> Any:
+    """A ``RunConfig`` field that is a flag. ``spec``: the DatasetSpec attribute filling a None default;
+    ``neutral``: leaves an evaluation's numbers unchanged (out of the --reuse_eval hash, allowed on --resume);
+    ``factory``: a default computed when the parser is built (e.g. from the machine)."""
+    if group not in GROUPS:
+        raise ValueError(f"unknown flag group {group!r}; groups: {', '.join(GROUPS)}")
+    meta = {"group": group, "help": help, "choices": choices, "parse": parse, "spec": spec, "neutral": neutral,
+            "aliases": tuple(aliases)}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata={"flag": meta})
+    return dataclasses.field(default=default, metadata={"flag": meta})
 
 
 def _csv_list(text: str) -> List[str]:
@@ -33,143 +72,269 @@ def _minsim_weight(text: str):
         raise argparse.ArgumentTypeError(f"expected a number or 'spec', got {text!r}") from None
 
 
+@dataclass(frozen=True)
+class RunConfig:
+    """Every resolved and checked option of one run; what the pipeline reads (never ``argparse.Namespace``).
+
+    Field names are the flag names. Derived fields (no flag): ``attacks`` (registered names of --attack_type),
+    ``eps_grid`` (parsed --eps, or the paper grid), ``adaptive_grid`` (parsed --adaptive_eps),
+    ``train_budget`` (parsed --train_eps), ``defense`` (True for main_defense.py), ``given`` (the flags
+    set on the command line).
+    """
+
+    # run
+    id: str = flag("", "run", help="run name; the run folder is <ckpt>/<id>/ (default: derived from dataset and "
+                   "architecture)")
+    ckpt: str = flag("runs", "run", help="folder holding run folders (never deleted)")
+    mode: str = flag("train", "run", choices=["train", "eval"])
+    seed: int = flag(0, "run")
+    device: str = flag("auto", "run", help="auto (cuda if available), cpu, cuda, cuda:N")
+    resume: bool = flag(False, "run", help=f"continue from <run>/{FILES['checkpoint_last']}")
+    weights: str = flag("", "run", help=f"checkpoint to evaluate (default: <run>/{FILES['checkpoint_best']})")
+    disp_iter: int = flag(20, "run", help="log the training loss every N iterations")
+    eval_epoch: int = flag(1, "run", help="evaluate on the val list every N epochs")
+    # speed: how a run uses the hardware. neutral=True: the evaluation's numbers are unchanged, so the
+    # --reuse_eval hash ignores it and --resume may change it: workers, --eval_batch_size (batch-independent by
+    # design, tests/test_scale.py), --eval_cache (bitwise the same crops, tests/test_dataset.py), --deterministic
+    # and --compile (the same computation; kernel choice or fusion may move the last bits of a float, never an
+    # accuracy in the tests). --amp and --channels_last stay in the hash.
+    amp: bool = flag(False, "speed", help="bf16 autocast (GPU only; an error on CPU)")
+    channels_last: bool = flag(False, "speed", help="channels_last memory format (GPU only)")
+    no_progress: bool = flag(False, "run", help="disable tqdm progress bars")
+    deterministic: bool = flag(False, "speed", neutral=True,
+                               help="deterministic cuDNN/cuBLAS kernels and torch.use_deterministic_algorithms "
+                               "(slower on GPU; without it cudnn.benchmark is on)")
+    compile: bool = flag(False, "speed", neutral=True,
+                         help="torch.compile the audio and visual nets (training, evaluation and attacks); the "
+                         "first batches pay the compilation")
+    # data
+    dataset: str = flag("synthetic", "data", choices=list_datasets, help="dataset spec")
+    list_train: str = flag("", "data", help="index CSV (default: data/<dataset>/train.csv when no list flag is "
+                           "given)")
+    list_val: str = flag("", "data", help="index CSV (default: data/<dataset>/val.csv when no list flag is given); "
+                         "--mode eval evaluates it when --list_test is not given, as the reference does")
+    list_test: str = flag("", "data", help="index CSV (default: data/<dataset>/test.csv when no list flag is "
+                          "given); without it, training ends without a separate test pass")
+    audio_path: str = flag("", "data", help="audio root (default: $DATA_ROOT/data/audio)")
+    frame_path: str = flag("", "data", help="frame root (default: $DATA_ROOT/data/frames)")
+    categories: Tuple[str, ...] = flag(None, "data", parse=_csv_list,
+                                       help="class names, space- or comma-separated (default: the dataset spec's)")
+    cls_num: int = flag(None, "data", help="number of classes (checked against categories)")
+    num_frames: int = flag(1, "data")
+    stride_frames: int = flag(1, "data")
+    frameRate: int = flag(None, "data", spec="fps")
+    audLen: int = flag(None, "data", spec="audio_len", help="audio samples per clip")
+    audRate: int = flag(None, "data", spec="audio_rate")
+    imgSize: int = flag(None, "data", spec="img_size")
+    batch_size_per_gpu: int = flag(12, "data", help="per process (paper: 12 per GPU)")
+    eval_batch_size: int = flag(0, "speed", neutral=True,
+                                help="batch of evaluation and attacks per process (0: --batch_size_per_gpu); "
+                                "results do not depend on it")
+    workers: int = flag(group="speed", factory=default_workers, neutral=True,
+                        help="DataLoader worker processes per process (default: the CPU affinity's cores / "
+                        "LOCAL_WORLD_SIZE - 2, at most 16; 0 on a 2-core machine, where workers compete with the "
+                        "training step: see benchmarks/bench_train.py)")
+    eval_cache: str = flag("", "speed", neutral=True,
+                           help="folder of decoded uint8 eval crops (memmap files keyed by list hash and sizes), "
+                           "built on first use; for test sets read many times (adaptive evaluation)")
+    # model
+    arch_sound: str = flag("anet", "model", choices=list_audio_nets)
+    arch_frame: str = flag("resnet18", "model", choices=list_visual_nets)
+    arch_classifier: str = flag("concat", "model", choices=list_fusions, help="fusion head")
+    img_pool: str = flag("avgpool", "model", choices=lambda: list(IMG_POOLS))
+    pretrained: Optional[str] = flag(None, "model", choices=[None, "imagenet"],
+                                     help="torchvision ImageNet weights for the visual net (needs network or a "
+                                     "torch hub cache)")
+    weights_frame: str = flag("", "model", help="local state dict for the visual net")
+    weights_sound: str = flag("", "model", help="local state dict for the audio net")
+    init_from: Tuple[str, ...] = flag((), "model", help="project checkpoints to initialise the audio/visual nets "
+                                      "from (e.g. the unimodal models); every net of this model must be found in "
+                                      "exactly one of them")
+    # optimisation
+    lr_frame: float = flag(1e-4, "optim", help="paper: 1e-4 for the visual net")
+    lr_sound: float = flag(1e-3, "optim", help="paper: 1e-3 for the audio net")
+    lr_classifier: float = flag(1e-3, "optim", help="paper: 1e-3 for the head")
+    num_epoch: int = flag(None, "optim", spec="num_epoch")
+    lr_steps: Tuple[int, ...] = flag(None, "optim", parse=ref.int_list, spec="lr_steps",
+                                     help="epochs where lr is x0.1")
+    beta1: float = flag(0.9, "optim", help="SGD momentum (paper: 0.9)")
+    weight_decay: float = flag(1e-4, "optim", help="paper: 1e-4")
+    minsim_weight: float = flag(0.0, "optim", parse=_minsim_weight,
+                                help="weight w of mean cos(f_audio, f_visual) added to the loss (MinSim; paper "
+                                "w=1.0, KS 0.8); 'spec' takes the dataset spec's paper value")
+    adv_train: str = flag("", "optim", choices=lambda: ["", *list_attacks()],
+                          help="adversarial training (Madry): train on examples of this attack with the "
+                          "--train_eps budget")
+    train_eps: str = flag("visual=0.006,audio=0.006", "optim", help="per-modality budget for --adv_train")
+    train_attack_steps: int = flag(5, "optim")
+    save_features: bool = flag(False, "optim", help="after training, write clean eval-mode training features "
+                               "for memory banks")
+    # attack evaluation
+    attack_type: str = flag("none", "attack", help=lambda: f"{', '.join(list_attacks())}, all (every registered "
+                            "attack but autoattack, an ensemble of the others), a comma list, or none")
+    norm: str = flag("Linf", "attack", help="threat model: Linf, L2, or per modality like --eps, e.g. "
+                     "'visual=L2,audio=snr' (snr: the audio eps is a signal-to-noise ratio in dB)")
+    apgd_steps: int = flag(100, "attack", help="APGD iterations of apgd-* and autoattack (paper: 100)")
+    apgd_targets: int = flag(9, "attack", help="target classes of apgd-t and autoattack's apgd-t stage, the top "
+                             "ones of the clean logits (AutoAttack standard: 9, i.e. every other class on 10 or "
+                             "fewer)")
+    square_queries: int = flag(5000, "attack", help="query budget of square and autoattack's square stage "
+                               "(paper: 5000)")
+    eps: Optional[Tuple[str, ...]] = flag(None, "attack", help='eps grid, e.g. "visual=0,audio=0" '
+                                          '"visual=0,audio=0.012" (default: the paper grid); modality=none (or '
+                                          "leaving it out) leaves it untouched; with --norm audio=snr the audio "
+                                          "eps is in dB, audio=0 is refused (0 dB is not 'untouched') and --eps "
+                                          "is required")
+    eps_unit: str = flag("input", "attack", choices=lambda: list(EPS_UNITS),
+                         help="input: visual eps in [0,1] pixel units; normalized: ImageNet-normalised units "
+                         "(the reference code's convention)")
+    attack_steps: int = flag(10, "attack", help="paper: 10")
+    random_start: bool = flag(False, "attack", help="PGD random start (the paper uses none)")
+    restarts: int = flag(1, "attack")
+    sweep: bool = flag(False, "attack", help="also evaluate an eps sweep and plot acc vs eps")
+    sweep_eps: Tuple[float, ...] = flag((0.001, 0.002, 0.004, 0.006, 0.008, 0.012), "attack",
+                                        help="eps values of the sweep (paper Fig. 3 uses units of 1e-3)")
+    save_examples: int = flag(0, "attack", help="write an HTML page with N adversarial examples")
+    max_eval_batches: int = flag(0, "attack", help="stop evaluation after N batches (0: all)")
+    reuse_eval: bool = flag(False, "attack", help="if an evaluation with exactly this configuration (checkpoint "
+                            "and lists included) already finished in the run folder, print it and exit instead "
+                            "of recomputing it")
+    # the reference code's options (pipeline/reference_cli.py: honoured or accepted with one warning line)
+    dic: Optional[str] = flag(None, "reference", help="reference: learn (train) / fix (defense); here the "
+                              "defense's dictionaries are memory banks of training features (main_defense.py): "
+                              "ignored with a warning")
+    loss: str = flag("ce", "reference", help="ce only (cross-entropy, the paper's loss)")
+    num_mix: int = flag(1, "reference", help="1 only (one clip per sample, as the paper)")
+    log_freq: Optional[int] = flag(None, "reference", help="reference: log-frequency spectrogram of its separation "
+                                   "code; the audio nets here read waveforms: ignored with a warning")
+    num_gpus: Optional[int] = flag(None, "reference", help="reference: GPUs of one process; here one process per "
+                                   "GPU: launch with NPROC=N ./scripts/... or torchrun --nproc_per_node N (warns "
+                                   "when it differs from the processes launched)")
+    weights_classifier: str = flag("", "reference", help="local state dict for the fusion head")
+    # defense (main_defense.py; these defaults for main_attack.py)
+    base_weights: str = flag("", "defense", help="checkpoint of the (MinSim-)trained model to defend")
+    features: str = flag("", "defense", help="features file from --save_features (to build banks)")
+    bank: str = flag("", "defense", help="a folder with saved banks bank_audio.pt / bank_visual.pt")
+    weights_Da: str = flag("", "defense", help="audio bank file (or, as the reference, a run folder with it)")
+    weights_Dv: str = flag("", "defense", help="visual bank file (or, as the reference, a run folder with it)")
+    bank_size: int = flag(1024, "defense", help="atoms per modality (paper: at most 1024)")
+    bank_select: str = flag("random", "defense", choices=BANK_SELECTORS.names)
+    lam: float = flag(0.1, "defense", help="sparse-coding lambda (paper: 0.1)")
+    mix: Optional[float] = flag(None, "defense", spec="mix", help="m in m*D a + (1-m) x (paper: 0.5; KS 0.6)")
+    alpha_a: Optional[float] = flag(None, "defense", spec="alpha_audio",
+                                    help="ISTA step for audio (paper, per dataset)")
+    alpha_v: Optional[float] = flag(None, "defense", spec="alpha_visual",
+                                    help="ISTA step for visual (paper, per dataset)")
+    fixed_step: bool = flag(False, "defense", help="use the paper's fixed ISTA steps alpha_a/alpha_v instead of "
+                            "1/||D||^2")
+    ista_iters: int = flag(2000, "defense", help="paper: at most 2000")
+    ista_tol: float = flag(1e-5, "defense", help="certified stop: relative duality gap per sample (the paper "
+                           "stopped on a change of 8e-4)")
+    defense_grad: str = flag("unrolled", "defense", choices=GRAD_MODES.names)
+    unrolled_iters: int = flag(100, "defense", help="solver iterations recorded under autograd (warm-started from "
+                               "the converged code) when gradients are unrolled through the solver")
+    adaptive: bool = flag(False, "defense", help="also run the adaptive attacks (unrolled, BPDA, PGD with "
+                          "restarts)")
+    adaptive_eps: Optional[Tuple[str, ...]] = flag(None, "defense", help="eps of the grid to run the adaptive "
+                                                   "attacks on (default: every nonzero row of --eps)")
+    adaptive_attacks: str = flag("all", "defense", help="which adaptive attacks to run besides the paper's PGD: "
+                                 f"'all' or a comma list of {', '.join(ADAPTIVE_ATTACKS)} (fgsm/pgd: through the "
+                                 "other gradient mode; pgd_restarts: PGD with random starts in both modes; apgd-*: "
+                                 "in both modes; square: black box); NAME:unrolled or NAME:bpda keeps only that "
+                                 "gradient mode's runs of NAME")
+    # derived
+    defense: bool = False
+    attacks: Tuple[str, ...] = ()
+    eps_grid: Tuple[Dict[str, float], ...] = ()
+    adaptive_grid: Tuple[Dict[str, float], ...] = ()
+    train_budget: Optional[Dict[str, float]] = None
+    given: Tuple[str, ...] = ()
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        """A copy with ``changes`` (the config itself never changes)."""
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> Dict[str, Any]:
+        """Plain-JSON view (args.json, checkpoints loaded with weights_only=True)."""
+        out = dataclasses.asdict(self)
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in out.items()}
+
+    @property
+    def eval_list(self) -> str:
+        """The list an evaluation reads: --list_test, else --list_val (the reference's eval scripts pass their
+        test list as --list_val)."""
+        return self.list_test or self.list_val
+
+
+DERIVED_FIELDS = tuple(f.name for f in dataclasses.fields(RunConfig) if "flag" not in f.metadata)
+
+
+def flag_fields(cls: type = RunConfig) -> Iterator[dataclasses.Field]:
+    """The fields of ``cls`` that are flags, in declaration order."""
+    return (f for f in dataclasses.fields(cls) if "flag" in f.metadata)
+
+
+def _value_type(hint: Any) -> Tuple[Any, bool]:
+    """(the type of one value, whether the flag takes one or more) of an annotation: ``Optional[X]`` is X,
+    ``Tuple[X, ...]`` is one or more X."""
+    if typing.get_origin(hint) is typing.Union:
+        (hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) is tuple:
+        return typing.get_args(hint)[0], True
+    return hint, False
+
+
+def _arg_spec(f: dataclasses.Field, hint: Any) -> Dict[str, Any]:
+    """argparse keyword arguments of field ``f`` (annotation ``hint``)."""
+    meta = f.metadata["flag"]
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    if isinstance(default, tuple):
+        default = list(default)  # argparse's own form of an nargs default (and its --help text)
+    help_text = meta["help"]() if callable(meta["help"]) else meta["help"]
+    if hint is bool:
+        return {"action": "store_true", "help": help_text}
+    kw: Dict[str, Any] = {"default": default, "help": help_text}
+    value_type, many = _value_type(hint)
+    if many:
+        kw["nargs"] = "+"
+    if meta["parse"] is not None:
+        kw["type"] = meta["parse"]
+    elif value_type is not str:
+        kw["type"] = value_type
+    if meta["choices"] is not None:
+        kw["choices"] = meta["choices"]() if callable(meta["choices"]) else meta["choices"]
+    return kw
+
+
+def add_flags(p: argparse.ArgumentParser, groups: Sequence[str], cls: type = RunConfig) -> argparse.ArgumentParser:
+    """Add to ``p`` the flags of ``cls`` in ``groups`` (one argument group each, in ``GROUPS`` order)."""
+    hints = typing.get_type_hints(cls)
+    for key in (g for g in GROUPS if g in groups):
+        fields = [f for f in flag_fields(cls) if f.metadata["flag"]["group"] == key]
+        g = p.add_argument_group(GROUPS[key])
+        for f in fields:
+            # dest: argparse derives it from --<name> (the field name), as it did for the hand-written parser
+            g.add_argument(f"--{f.name}", *f.metadata["flag"]["aliases"], **_arg_spec(f, hints[f.name]))
+    return p
+
+
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     """Parser with every flag common to training, evaluation and attack runs (choices from the registries)."""
     # allow_abbrev=False: a prefix such as --eps for --eps_unit must never be taken silently
     p = argparse.ArgumentParser("Audio-visual robustness", add_help=add_help, allow_abbrev=False,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    g = p.add_argument_group("run")
-    g.add_argument("--id", default="", help="run name; the run folder is <ckpt>/<id>/ (default: derived "
-                   "from dataset and architecture)")
-    g.add_argument("--ckpt", default="runs", help="folder holding run folders (never deleted)")
-    g.add_argument("--mode", default="train", choices=["train", "eval"])
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:N")
-    g.add_argument("--resume", action="store_true", help=f"continue from <run>/{FILES['checkpoint_last']}")
-    g.add_argument("--weights", default="", help=f"checkpoint to evaluate (default: <run>/{FILES['checkpoint_best']})")
-    g.add_argument("--disp_iter", type=int, default=20, help="log the training loss every N iterations")
-    g.add_argument("--eval_epoch", type=int, default=1, help="evaluate on the val list every N epochs")
-    g.add_argument("--no_progress", action="store_true", help="disable tqdm progress bars")
-
-    g = p.add_argument_group("data")
-    g.add_argument("--dataset", default="synthetic", choices=list_datasets(), help="dataset spec")
-    g.add_argument("--list_train", default="", help="index CSV (default: data/<dataset>/train.csv when no "
-                   "list flag is given)")
-    g.add_argument("--list_val", default="", help="index CSV (default: data/<dataset>/val.csv when no list "
-                   "flag is given); --mode eval evaluates it when --list_test is not given, as the reference does")
-    g.add_argument("--list_test", default="", help="index CSV (default: data/<dataset>/test.csv when no list "
-                   "flag is given); without it, training ends without a separate test pass")
-    g.add_argument("--audio_path", default="", help="audio root (default: $DATA_ROOT/data/audio)")
-    g.add_argument("--frame_path", default="", help="frame root (default: $DATA_ROOT/data/frames)")
-    g.add_argument("--categories", type=_csv_list, nargs="+", default=None,
-                   help="class names, space- or comma-separated (default: the dataset spec's)")
-    g.add_argument("--cls_num", type=int, default=None, help="number of classes (checked against categories)")
-    g.add_argument("--num_frames", type=int, default=1)
-    g.add_argument("--stride_frames", type=int, default=1)
-    g.add_argument("--frameRate", type=int, default=None)
-    g.add_argument("--audLen", type=int, default=None, help="audio samples per clip")
-    g.add_argument("--audRate", type=int, default=None)
-    g.add_argument("--imgSize", type=int, default=None)
-    g.add_argument("--batch_size_per_gpu", type=int, default=12, help="per process (paper: 12 per GPU)")
-
-    add_speed_args(p)
-
-    g = p.add_argument_group("model")
-    g.add_argument("--arch_sound", default="anet", choices=list_audio_nets())
-    g.add_argument("--arch_frame", default="resnet18", choices=list_visual_nets())
-    g.add_argument("--arch_classifier", default="concat", choices=list_fusions(), help="fusion head")
-    g.add_argument("--img_pool", default="avgpool", choices=list(IMG_POOLS))
-    g.add_argument("--pretrained", default=None, choices=[None, "imagenet"],
-                   help="torchvision ImageNet weights for the visual net (needs network or a torch hub cache)")
-    g.add_argument("--weights_frame", default="", help="local state dict for the visual net")
-    g.add_argument("--weights_sound", default="", help="local state dict for the audio net")
-    g.add_argument("--init_from", nargs="+", default=[],
-                   help="project checkpoints to initialise the audio/visual nets from (e.g. the unimodal models); "
-                   "every net of this model must be found in exactly one of them")
-
-    g = p.add_argument_group("optimisation (paper: SGD, momentum 0.9, wd 1e-4)")
-    g.add_argument("--lr_frame", type=float, default=1e-4, help="paper: 1e-4 for the visual net")
-    g.add_argument("--lr_sound", type=float, default=1e-3, help="paper: 1e-3 for the audio net")
-    g.add_argument("--lr_classifier", type=float, default=1e-3, help="paper: 1e-3 for the head")
-    g.add_argument("--num_epoch", type=int, default=None)
-    g.add_argument("--lr_steps", type=ref.int_list, nargs="+", default=None, help="epochs where lr is x0.1")
-    g.add_argument("--beta1", type=float, default=0.9, help="SGD momentum (paper: 0.9)")
-    g.add_argument("--weight_decay", type=float, default=1e-4, help="paper: 1e-4")
-    g.add_argument("--minsim_weight", type=_minsim_weight, default=0.0,
-                   help="weight w of mean cos(f_audio, f_visual) added to the loss (MinSim; paper w=1.0, KS 0.8); "
-                   "'spec' takes the dataset spec's paper value")
-    g.add_argument("--adv_train", default="", choices=["", *list_attacks()],
-                   help="adversarial training (Madry): train on examples of this attack with the --train_eps budget")
-    g.add_argument("--train_eps", default="visual=0.006,audio=0.006",
-                   help="per-modality budget for --adv_train")
-    g.add_argument("--train_attack_steps", type=int, default=5)
-    g.add_argument("--save_features", action="store_true",
-                   help="after training, write clean eval-mode training features for memory banks")
-
-    g = p.add_argument_group("attack evaluation")
-    g.add_argument("--attack_type", default="none",
-                   help=f"{', '.join(list_attacks())}, all (every registered attack but autoattack, an ensemble of "
-                   "the others), a comma list, or none")
-    g.add_argument("--norm", default="Linf", help="threat model: Linf, L2, or per modality like --eps, e.g. "
-                   "'visual=L2,audio=snr' (snr: the audio eps is a signal-to-noise ratio in dB)")
-    g.add_argument("--apgd_steps", type=int, default=100, help="APGD iterations of apgd-* and autoattack (paper: 100)")
-    g.add_argument("--apgd_targets", type=int, default=9,
-                   help="target classes of apgd-t and autoattack's apgd-t stage, the top ones of the clean logits "
-                   "(AutoAttack standard: 9, i.e. every other class on 10 or fewer)")
-    g.add_argument("--square_queries", type=int, default=5000,
-                   help="query budget of square and autoattack's square stage (paper: 5000)")
-    g.add_argument("--eps", nargs="+", default=None,
-                   help='eps grid, e.g. "visual=0,audio=0" "visual=0,audio=0.012" (default: the paper grid); '
-                   "modality=none (or leaving it out) leaves it untouched; with --norm audio=snr the audio eps is "
-                   "in dB, audio=0 is refused (0 dB is not 'untouched') and --eps is required")
-    g.add_argument("--eps_unit", default="input", choices=list(EPS_UNITS),
-                   help="input: visual eps in [0,1] pixel units; normalized: ImageNet-normalised units "
-                   "(the reference code's convention)")
-    g.add_argument("--attack_steps", type=int, default=10, help="paper: 10")
-    g.add_argument("--random_start", action="store_true", help="PGD random start (the paper uses none)")
-    g.add_argument("--restarts", type=int, default=1)
-    g.add_argument("--sweep", action="store_true", help="also evaluate an eps sweep and plot acc vs eps")
-    g.add_argument("--sweep_eps", type=float, nargs="+", default=[0.001, 0.002, 0.004, 0.006, 0.008, 0.012],
-                   help="eps values of the sweep (paper Fig. 3 uses units of 1e-3)")
-    g.add_argument("--save_examples", type=int, default=0, help="write an HTML page with N adversarial examples")
-    g.add_argument("--max_eval_batches", type=int, default=0, help="stop evaluation after N batches (0: all)")
-    g.add_argument("--reuse_eval", action="store_true",
-                   help="if an evaluation with exactly this configuration (checkpoint and lists included) "
-                   "already finished in the run folder, print it and exit instead of recomputing it")
-    ref.add_reference_args(p)
-    return p
+    return add_flags(p, [g for g in GROUPS if g not in DEFENSE_GROUPS])
 
 
 def add_defense_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Flags of the memory-bank defense (main_defense.py)."""
-    g = p.add_argument_group("defense (paper: lambda 0.1, m 0.5, at most 1024 atoms)")
-    g.add_argument("--base_weights", default="", help="checkpoint of the (MinSim-)trained model to defend")
-    g.add_argument("--features", default="", help="features file from --save_features (to build banks)")
-    g.add_argument("--bank", default="", help="a folder with saved banks bank_audio.pt / bank_visual.pt")
-    g.add_argument("--weights_Da", default="", help="audio bank file (or, as the reference, a run folder with it)")
-    g.add_argument("--weights_Dv", default="", help="visual bank file (or, as the reference, a run folder with it)")
-    g.add_argument("--bank_size", type=int, default=1024, help="atoms per modality (paper: at most 1024)")
-    g.add_argument("--bank_select", default="random", choices=BANK_SELECTORS.names())
-    g.add_argument("--lam", type=float, default=0.1, help="sparse-coding lambda (paper: 0.1)")
-    g.add_argument("--mix", type=float, default=None, help="m in m*D a + (1-m) x (paper: 0.5; KS 0.6)")
-    g.add_argument("--alpha_a", type=float, default=None, help="ISTA step for audio (paper, per dataset)")
-    g.add_argument("--alpha_v", type=float, default=None, help="ISTA step for visual (paper, per dataset)")
-    g.add_argument("--fixed_step", action="store_true",
-                   help="use the paper's fixed ISTA steps alpha_a/alpha_v instead of 1/||D||^2")
-    g.add_argument("--ista_iters", type=int, default=2000, help="paper: at most 2000")
-    g.add_argument("--ista_tol", type=float, default=1e-5,
-                   help="certified stop: relative duality gap per sample (the paper stopped on a change of 8e-4)")
-    g.add_argument("--defense_grad", default="unrolled", choices=GRAD_MODES.names())
-    g.add_argument("--unrolled_iters", type=int, default=100,
-                   help="solver iterations recorded under autograd (warm-started from the converged code) "
-                   "when gradients are unrolled through the solver")
-    g.add_argument("--adaptive", action="store_true",
-                   help="also run the adaptive attacks (unrolled, BPDA, PGD with restarts)")
-    g.add_argument("--adaptive_attacks", default="all",
-                   help="which adaptive attacks to run besides the paper's PGD: 'all' or a comma list of "
-                   f"{', '.join(ADAPTIVE_ATTACKS)} (fgsm/pgd: through the other gradient mode; pgd_restarts: PGD "
-                   "with random starts in both modes; apgd-*: in both modes; square: black box); NAME:unrolled or "
-                   "NAME:bpda keeps only that gradient mode's runs of NAME")
-    g.add_argument("--adaptive_eps", nargs="+", default=None,
-                   help="eps of the grid to run the adaptive attacks on (default: every nonzero row of --eps)")
-    return p
+    return add_flags(p, DEFENSE_GROUPS)
+
+
+# Flags that leave an evaluation's numbers unchanged (neutral=True): out of the --reuse_eval hash, allowed on --resume.
+RESULT_NEUTRAL = tuple(f.name for f in flag_fields() if f.metadata["flag"]["neutral"])
+# Flags whose default comes from the dataset spec when left unset (None): flag -> DatasetSpec attribute.
+SPEC_DEFAULTS = {f.name: f.metadata["flag"]["spec"] for f in flag_fields() if f.metadata["flag"]["spec"]}
+# Flags taking one or more values (a tuple in the config).
+_HINTS = typing.get_type_hints(RunConfig)
+LIST_VALUED = tuple(f.name for f in flag_fields() if _value_type(_HINTS[f.name])[1])

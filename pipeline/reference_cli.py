@@ -2,7 +2,7 @@
 published option strings run here: space-separated lists, its spelling of FGSM, the dataset recognised
 from ``--categories``, and its options without a meaning in this project (``--dic``, ``--loss``,
 ``--num_mix``, ``--log_freq``, ``--num_gpus``) honoured or accepted with one warning line each saying what
-happens instead. Used by pipeline/config.py.
+happens instead. Used by pipeline/config.py; the options themselves are declared in pipeline/flags.py.
 """
 from __future__ import annotations
 
@@ -34,22 +34,6 @@ def flatten(groups: Optional[Sequence[Any]]) -> Optional[List[Any]]:
     return [x for g in groups for x in (g if isinstance(g, (list, tuple)) else [g])]
 
 
-def add_reference_args(p: argparse.ArgumentParser) -> None:
-    """Options of the reference code's scripts that this project does not need; each is honoured or accepted
-    with one warning line saying what happens instead (:func:`check_reference_options`)."""
-    g = p.add_argument_group("reference-code options (accepted so its scripts run; see each help)")
-    g.add_argument("--dic", default=None, help="reference: learn (train) / fix (defense); here the defense's "
-                   "dictionaries are memory banks of training features (main_defense.py): ignored with a warning")
-    g.add_argument("--loss", default="ce", help="ce only (cross-entropy, the paper's loss)")
-    g.add_argument("--num_mix", type=int, default=1, help="1 only (one clip per sample, as the paper)")
-    g.add_argument("--log_freq", type=int, default=None, help="reference: log-frequency spectrogram of its "
-                   "separation code; the audio nets here read waveforms: ignored with a warning")
-    g.add_argument("--num_gpus", type=int, default=None, help="reference: GPUs of one process; here one process "
-                   "per GPU: launch with NPROC=N ./scripts/... or torchrun --nproc_per_node N (warns when it "
-                   "differs from the processes launched)")
-    g.add_argument("--weights_classifier", default="", help="local state dict for the fusion head")
-
-
 def dataset_of(categories: Sequence[str]) -> str:
     """Without --dataset, the spec whose class list --categories is (the reference's scripts name the classes,
     never a dataset), else ``custom``: a dataset of the user's own, with the paper's defaults (dataset/specs.py)."""
@@ -63,7 +47,7 @@ def dataset_of(categories: Sequence[str]) -> str:
 
 
 def check_reference_options(ns: argparse.Namespace, given: Sequence[str]) -> None:
-    """The reference-code options (add_reference_args): honoured values pass, the rest is an error, and the
+    """The reference-code options (group "reference" of pipeline/flags.py): honoured values pass, the rest is an error, and the
     ones without a meaning here log one warning line each saying what the project does instead."""
     if getattr(ns, "loss", "ce") != "ce":
         raise UsageError("--loss", f"{ns.loss!r}: only 'ce' (cross-entropy, the paper's classification loss); the "
