@@ -69,9 +69,68 @@ def model_modalities(model: nn.Module) -> Optional[Tuple[str, ...]]:
     return None
 
 
-def forward(model: nn.Module, inputs: Mapping[str, Optional[torch.Tensor]]) -> torch.Tensor:
-    """``model(audio=..., visual=...)`` with the modalities present in ``inputs`` (None entries left out)."""
-    return model(**{m: x for m, x in inputs.items() if x is not None})
+class Frozen:
+    """An input the attack leaves unchanged, with the model's encoding of it computed once (item 5 of
+    issue 18: at the paper's sizes an audio-only attack otherwise recomputes ResNet-18 at every step).
+
+    ``frozen[idx]`` is the input ``x[idx]`` with its own cache, computed on that subset as the uncached path
+    computes it (so results stay bitwise equal: a batch-size-dependent kernel sees the same shapes); the
+    last subset is kept, so a subset index repeated (APGD's final check, Square's queries while no sample
+    flips) reuses its encoding.
+    """
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x = x
+        self._encoded: Optional[Tuple[nn.Module, torch.Tensor]] = None
+        self._last: Optional[Tuple[torch.Tensor, "Frozen"]] = None
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.x.shape
+
+    def detach(self) -> "Frozen":
+        return self
+
+    def __getitem__(self, idx: torch.Tensor) -> "Frozen":
+        last = self._last
+        if (last is not None and isinstance(idx, torch.Tensor) and last[0].shape == idx.shape
+                and last[0].dtype == idx.dtype and torch.equal(last[0], idx)):
+            return last[1]
+        child = Frozen(self.x[idx])
+        if isinstance(idx, torch.Tensor):
+            self._last = (idx.clone(), child)
+        return child
+
+    def encoded(self, model: nn.Module, modality: str) -> torch.Tensor:
+        """``model.encode(modality, x)``, computed without gradients on the first call for ``model``."""
+        if self._encoded is None or self._encoded[0] is not model:
+            with torch.no_grad():
+                self._encoded = (model, model.encode(modality, self.x))
+        return self._encoded[1]
+
+
+def _encodes(model: nn.Module) -> bool:
+    """The model offers ``encode``/``classify_encoded`` and runs in eval mode (a training-mode BatchNorm
+    reads the batch and updates its statistics at every forward: nothing may be computed once)."""
+    return (callable(getattr(model, "encode", None)) and callable(getattr(model, "classify_encoded", None))
+            and not any(mod.training for mod in model.modules()))
+
+
+def forward(model: nn.Module, inputs: Mapping[str, Union[None, torch.Tensor, Frozen]]) -> torch.Tensor:
+    """``model(audio=..., visual=...)`` with the modalities present in ``inputs`` (None entries left out).
+
+    The one place attacks evaluate the model. A ``Frozen`` entry (an input the attack leaves unchanged)
+    is encoded once when the model offers ``encode``/``classify_encoded`` (``models.AVModel``,
+    ``DefendedModel``), else passed as its tensor.
+    """
+    present = {m: x for m, x in inputs.items() if x is not None}
+    if any(isinstance(x, Frozen) for x in present.values()):
+        used = tuple(getattr(model, "modalities", ()))
+        if _encodes(model) and used and all(m in present for m in used):
+            return model.classify_encoded({m: present[m].encoded(model, m) if isinstance(present[m], Frozen)
+                                           else model.encode(m, present[m]) for m in used})
+        present = {m: x.x if isinstance(x, Frozen) else x for m, x in present.items()}
+    return model(**present)
 
 
 def _check_scalar(flag: str, value: object, *, allow_zero: bool = True) -> float:
@@ -310,7 +369,8 @@ class Attack:
         if not self.attacked:
             return out
         clean = {m: inputs[m].detach() for m in self.attacked}
-        fixed = {m: (x.detach() if x is not None else None) for m, x in inputs.items() if m not in self.attacked}
+        fixed = {m: (x if x is None or isinstance(x, Frozen) else Frozen(x.detach()))
+                 for m, x in inputs.items() if m not in self.attacked}
         labels = labels.detach()
         threats = {m: self.threat(m, clean[m]) for m in self.attacked}
 

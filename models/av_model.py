@@ -78,25 +78,45 @@ class AVModel(nn.Module):
                              f"the {mod} input {shape}; got None")
         return x
 
+    def encode(self, modality: str, x: Tensor) -> Tensor:
+        """What the model computes from ``modality``'s input alone: the audio feature ``(B, Da)``; the pooled
+        visual feature ``(B, Dv)``, or the visual map for a head that attends over it (``uses_visual_map``).
+
+        Attacks compute it once per batch for an input they leave unchanged (``attacks.base.forward``).
+        """
+        if modality == "audio":
+            return self.audio_net(self._require("audio", x))
+        vmap = self.visual_net(self._require("visual", x))
+        return vmap if self.head.uses_visual_map else self.visual_net.pool(vmap)
+
+    @property
+    def independent_features(self) -> bool:
+        """True when each modality's feature is its ``encode`` (no head attends across modalities)."""
+        return not self.head.uses_visual_map
+
+    def features_from(self, encoded: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """Per-modality features from ``encode``'s outputs: the attention head's visual feature is the
+        audio-attended pooled map; otherwise the encodings themselves."""
+        feats = dict(encoded)
+        if self.head.uses_visual_map and "visual" in feats:
+            feats["visual"], _ = self.head.attend(encoded["audio"], encoded["visual"])
+        return feats
+
     def features(self, audio: Optional[Tensor] = None, visual: Optional[Tensor] = None) -> Dict[str, Tensor]:
         """Per-modality features ``{"audio": (B, Da), "visual": (B, Dv)}`` for the modalities used.
 
         For the attention head the visual feature is the audio-attended pooled feature.
         """
-        feats: Dict[str, Tensor] = {}
-        if "audio" in self.modalities:
-            feats["audio"] = self.audio_net(self._require("audio", audio))
-        if "visual" in self.modalities:
-            vmap = self.visual_net(self._require("visual", visual))
-            if self.head.uses_visual_map:
-                feats["visual"], _ = self.head.attend(feats["audio"], vmap)
-            else:
-                feats["visual"] = self.visual_net.pool(vmap)
-        return feats
+        inputs = {"audio": audio, "visual": visual}
+        return self.features_from({m: self.encode(m, inputs[m]) for m in self.modalities})
 
     def classify(self, feats: Dict[str, Tensor]) -> Tensor:
         """Logits ``(B, K)`` from (possibly replaced) features, e.g. by a defense."""
         return self.head(feats)
+
+    def classify_encoded(self, encoded: Dict[str, Tensor]) -> Tensor:
+        """Logits ``(B, K)`` from ``encode``'s outputs of every modality used: ``forward`` in two halves."""
+        return self.classify(self.features_from(encoded))
 
     def forward(self, audio: Optional[Tensor] = None, visual: Optional[Tensor] = None) -> Tensor:
         """Logits ``(B, K)``; audio ``(B, 1, L)`` in [-1, 1], visual ``(B, 3[, T], H, W)`` in [0, 1]."""

@@ -134,15 +134,16 @@ class DefendedModel(nn.Module):
         """The fixed (d, K) dictionary of ``modality``."""
         return getattr(self, f"dict_{modality}")
 
-    def purify(self, feats: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        """Replace each feature x by mix * D a*(x) + (1 - mix) * x.
+    def purify(self, feats: Mapping[str, torch.Tensor],
+               modalities: Optional[Tuple[str, ...]] = None) -> Dict[str, torch.Tensor]:
+        """Replace each feature x by mix * D a*(x) + (1 - mix) * x (of ``modalities``, default all the model's).
 
         Runs in float32 (float64 if the features or the bank are float64) with autocast disabled, whatever
         the caller's dtype: under bf16 autocast the pooled features are bf16, and bf16 codes would be far
         from the Lasso optimum. The purified features are returned in that working precision.
         """
         out = {}
-        for m in self.modalities:
+        for m in self.modalities if modalities is None else modalities:
             if m not in feats:
                 raise KeyError(f"DefendedModel: the model returned no {m!r} feature (got {sorted(feats)})")
             x = feats[m]
@@ -183,6 +184,27 @@ class DefendedModel(nn.Module):
     def classify(self, feats: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """The wrapped model's head (on already purified features)."""
         return self.model.classify(feats)
+
+    def _caches_codes(self) -> bool:
+        """Whether ``encode`` purifies: the wrapped model encodes, and each feature reads only its own input."""
+        return hasattr(self.model, "encode") and getattr(self.model, "independent_features", False)
+
+    def encode(self, modality: str, x: torch.Tensor) -> torch.Tensor:
+        """What the defended model computes from ``modality``'s input alone (``AVModel.encode``): the
+        purified feature (its sparse code solved here) when features are independent across modalities,
+        else the wrapped model's encoding; a wrapped model without ``encode`` encodes as the input itself."""
+        if not hasattr(self.model, "encode"):
+            return x
+        enc = self.model.encode(modality, x)
+        return self.purify({modality: enc}, (modality,))[modality] if self._caches_codes() else enc
+
+    def classify_encoded(self, encoded: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Logits from ``encode``'s outputs of every modality: ``forward`` in two halves."""
+        if not hasattr(self.model, "encode"):
+            return self.forward(**encoded)
+        if self._caches_codes():
+            return self.model.classify(self.model.features_from(dict(encoded)))
+        return self.model.classify(self.purify(self.model.features_from(dict(encoded))))
 
     def forward(self, audio: Optional[torch.Tensor] = None, visual: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Logits of the defended model."""
