@@ -20,9 +20,11 @@ from attacks.metrics import PAPER_EPS_GRID, parse_eps
 from dataset.specs import DatasetSpec, get_spec
 from pipeline import reference_cli as ref
 from pipeline.flags import ADAPTIVE_ATTACKS, ADAPTIVE_GRAD_MODES
-from pipeline.flags import add_defense_args, get_args_parser
+from models.fusion import head_args, parse_fusion_text
+from pipeline.flags import add_defense_args, get_args_parser, preload_plugins
 from pipeline.speed_flags import RESULT_NEUTRAL
 from utils.errors import UsageError
+from utils.plugins import load_plugins
 from utils.safepath import check_name
 from utils.rundir import FILES
 
@@ -106,6 +108,8 @@ class RunConfig:
     arch_sound: str
     arch_frame: str
     arch_classifier: str
+    fusion_args: Dict[str, Any]  # the arguments given by --fusion_args, typed (models.fusion.head_args)
+    plugins: Tuple[str, ...]  # resolved paths of the --plugins files (or those an evaluation re-imported)
     img_pool: str
     pretrained: Optional[str]
     weights_frame: str
@@ -381,6 +385,8 @@ def resolve_config(ns: argparse.Namespace, given: Sequence[str] = (), defense: b
     check_name(ns.id, "--id", "run name")  # the run folder <ckpt>/<id> must stay inside --ckpt
     _check_numbers(ns)
     _check_attack_flags(ns, given)
+    ns.plugins = load_plugins(ns.plugins)  # imported once (parse_config did it first); resolved paths recorded
+    ns.fusion_args = {k: head_args(ns.arch_classifier, ns.fusion_args)[k] for k in parse_fusion_text(ns.fusion_args)}
     attacks = parse_attack_names(ns.attack_type) if ns.mode == "eval" else ()
     # an attack asked for by name on fewer classes than it needs (apgd-t's targeted DLR loss: 4) stops now;
     # with --adaptive_attacks all, pipeline/adaptive.py leaves such attacks out and says so
@@ -434,7 +440,7 @@ def resolve_config(ns: argparse.Namespace, given: Sequence[str] = (), defense: b
     if ns.save_features and ns.mode != "train":
         raise UsageError("--save_features", "is written at the end of training (--mode train)")
     values = dict(vars(ns))
-    for k in ("categories", "init_from", "lr_steps", "sweep_eps", "eps", "adaptive_eps"):
+    for k in ("categories", "init_from", "lr_steps", "sweep_eps", "eps", "adaptive_eps", "plugins"):
         if values.get(k) is not None:
             values[k] = tuple(values[k])
     fields = {f.name for f in dataclasses.fields(RunConfig)}
@@ -456,8 +462,8 @@ def resume_changes(recorded: Mapping[str, Any], cfg: RunConfig) -> Tuple[Dict[st
     refused: Dict[str, Tuple[Any, Any]] = {}
     for key, new in now.items():
         old = recorded.get(key, "<not recorded>")
-        if key == "given" or old == new:
-            continue
+        if key == "given" or old == new or (key in ("fusion_args", "plugins") and key not in recorded and not new):
+            continue  # a run recorded before these two flags (issue 18) had neither
         safe = key in RESUME_SAFE and not (key == "num_epoch" and isinstance(old, int) and new < old)
         (allowed if safe else refused)[f"--{key}"] = (old, new)
     return allowed, refused
@@ -480,7 +486,9 @@ def parse_config(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]],
     import sys
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    plugins = preload_plugins(argv)  # before parsing: the heads/attacks they register are valid choices
     ns = parser.parse_args(argv)
+    ns.plugins = plugins
     return resolve_config(ns, given_flags(parser, argv), defense=defense)
 
 

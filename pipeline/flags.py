@@ -3,7 +3,8 @@ from the registries. ``pipeline/config.py`` resolves the parsed flags into the f
 from __future__ import annotations
 
 import argparse
-from typing import List
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional, Sequence
 
 from attacks import list_attacks
 from attacks.base import EPS_UNITS
@@ -13,7 +14,9 @@ from models.defense import BANK_SELECTORS, GRAD_MODES
 from models.visual_net import IMG_POOLS
 from pipeline import reference_cli as ref
 from pipeline.speed_flags import add_speed_args
-from utils.rundir import FILES
+from utils.checkpoint import recorded_plugins
+from utils.plugins import load_plugins, split_paths
+from utils.rundir import FILES, RunDir
 
 # Families of adaptive attacks of main_defense.py --adaptive (pipeline/adaptive.py), besides the paper's PGD.
 ADAPTIVE_ATTACKS = ("fgsm", "pgd", "pgd_restarts", "apgd-ce", "apgd-t", "square")
@@ -31,6 +34,44 @@ def _minsim_weight(text: str):
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number or 'spec', got {text!r}") from None
+
+
+class LiveChoices:
+    """argparse ``choices`` read from a registry when the command line is parsed, so that the names a
+    ``--plugins`` file registers (imported first, by ``preload_plugins``) are valid."""
+
+    def __init__(self, names: Callable[[], List[str]], *extra: str) -> None:
+        self.names, self.extra = names, extra
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.extra or name in self.names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*self.extra, *self.names()])
+
+
+def preload_plugins(argv: Sequence[str]) -> List[str]:
+    """Import the ``--plugins`` files of ``argv`` before it is parsed; without the flag, an evaluation (or a
+    resume) re-imports the plugin files recorded in the checkpoint it reads (--weights, --base_weights, or
+    the run folder of --ckpt/--id). Returns the resolved paths imported."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for flag in ("--plugins", "--mode", "--weights", "--base_weights", "--ckpt", "--id"):
+        pre.add_argument(flag, default=None)
+    pre.add_argument("--resume", action="store_true")
+    ns, _ = pre.parse_known_args(list(argv))
+    if ns.plugins is not None:
+        return load_plugins(split_paths(ns.plugins))
+    ckpt: Optional[Path] = None
+    if ns.base_weights:
+        ckpt = Path(ns.base_weights)
+    elif ns.mode == "eval" and ns.weights:
+        ckpt = Path(ns.weights)
+    elif ns.id:
+        rd = RunDir(Path(ns.ckpt or "runs") / ns.id)
+        ckpt = rd.checkpoint_best if ns.mode == "eval" else rd.checkpoint_last if ns.resume else None
+    if ckpt is None or not ckpt.is_file():
+        return []
+    return load_plugins(recorded_plugins(ckpt), flag=f"--plugins (recorded in {ckpt})")
 
 
 def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
@@ -77,7 +118,13 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g = p.add_argument_group("model")
     g.add_argument("--arch_sound", default="anet", choices=list_audio_nets())
     g.add_argument("--arch_frame", default="resnet18", choices=list_visual_nets())
-    g.add_argument("--arch_classifier", default="concat", choices=list_fusions(), help="fusion head")
+    g.add_argument("--arch_classifier", default="concat", choices=LiveChoices(list_fusions), help="fusion head")
+    g.add_argument("--fusion_args", default="",
+                   help="the head's own arguments, e.g. 'hidden=256' (checked against its constructor; recorded in "
+                   "the checkpoint, which an evaluation rebuilds the head from)")
+    g.add_argument("--plugins", type=split_paths, default=[],
+                   help="Python files, comma-separated, imported first: heads or attacks they register become valid "
+                   "names (README, Extending); recorded, and re-imported by an evaluation of the checkpoint")
     g.add_argument("--img_pool", default="avgpool", choices=list(IMG_POOLS))
     g.add_argument("--pretrained", default=None, choices=[None, "imagenet"],
                    help="torchvision ImageNet weights for the visual net (needs network or a torch hub cache)")
@@ -98,7 +145,7 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--minsim_weight", type=_minsim_weight, default=0.0,
                    help="weight w of mean cos(f_audio, f_visual) added to the loss (MinSim; paper w=1.0, KS 0.8); "
                    "'spec' takes the dataset spec's paper value")
-    g.add_argument("--adv_train", default="", choices=["", *list_attacks()],
+    g.add_argument("--adv_train", default="", choices=LiveChoices(list_attacks, ""),
                    help="adversarial training (Madry): train on examples of this attack with the --train_eps budget")
     g.add_argument("--train_eps", default="visual=0.006,audio=0.006",
                    help="per-modality budget for --adv_train")
