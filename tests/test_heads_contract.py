@@ -159,3 +159,18 @@ def test_examples_localize_by_declaration_not_by_name():
         assert not ExampleCollector(plain, ["a", "b", "c"], 2, "pgd", ("audio",), 11025).localize
     finally:
         FUSIONS._items.pop("test_attention_renamed")
+
+
+def test_checkpoint_from_before_the_record_still_loads():
+    """A checkpoint whose arch predates fusion_args (a built-in head with its defaults) matches the default
+    model; any recorded difference is still an error naming it."""
+    from pathlib import Path
+
+    from utils.checkpoint import check_arch, model_arch
+
+    model = create_model(arch_classifier="sum", num_classes=K)
+    expected = model_arch(model, K)
+    old = {k: v for k, v in expected.items() if k != "fusion_args"}
+    check_arch({"arch": old}, expected, Path("old.pth"))
+    with pytest.raises(RuntimeError, match="fusion_args"):
+        check_arch({"arch": {**old, "fusion_args": {"hidden": 8}}}, expected, Path("new.pth"))
