@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
 from models.audio_net import AUDIO_NETS, create_audio_net
-from models.fusion import FUSIONS, FusionHead, create_fusion
+from models.fusion import FUSIONS, FusionHead, create_fusion, head_args
 from models.visual_net import IMG_POOLS, PRETRAINED_CHOICES, VISUAL_NETS, create_visual_net
+from utils.plugins import plugin_file
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +52,12 @@ class AVModel(nn.Module):
     Attributes:
         audio_net / visual_net: the nets (``None`` when the head does not use that modality).
         head: the fusion head; ``modalities`` mirrors ``head.modalities``.
-        arch: ``{"arch_sound", "arch_frame", "arch_classifier"}`` names, for checkpoint checks.
+        arch: ``{"arch_sound", "arch_frame", "arch_classifier"}`` names, the head's ``fusion_args`` and,
+            for a head from a plugin file, ``plugins`` (that file): the record checkpoints are checked against.
     """
 
     def __init__(self, audio_net: Optional[nn.Module], visual_net: Optional[nn.Module], head: FusionHead,
-                 arch: Dict[str, str]) -> None:
+                 arch: Dict[str, Any]) -> None:
         super().__init__()
         for mod, net in (("audio", audio_net), ("visual", visual_net)):
             if (mod in head.modalities) != (net is not None):
@@ -70,6 +72,11 @@ class AVModel(nn.Module):
     def modalities(self) -> Tuple[str, ...]:
         """The inputs this model reads: ("audio",), ("visual",) or ("audio", "visual")."""
         return tuple(self.head.modalities)
+
+    @property
+    def uses_visual_map(self) -> bool:
+        """True when the head attends over the visual map (then ``localize`` works)."""
+        return bool(self.head.uses_visual_map)
 
     def _require(self, mod: str, x: Optional[Tensor]) -> Tensor:
         if x is None:
@@ -105,7 +112,7 @@ class AVModel(nn.Module):
     def features(self, audio: Optional[Tensor] = None, visual: Optional[Tensor] = None) -> Dict[str, Tensor]:
         """Per-modality features ``{"audio": (B, Da), "visual": (B, Dv)}`` for the modalities used.
 
-        For the attention head the visual feature is the audio-attended pooled feature.
+        For a head with ``uses_visual_map`` the visual feature is the audio-attended one (``head.attend``).
         """
         inputs = {"audio": audio, "visual": visual}
         return self.features_from({m: self.encode(m, inputs[m]) for m in self.modalities})
@@ -123,10 +130,11 @@ class AVModel(nn.Module):
         return self.classify(self.features(audio=audio, visual=visual))
 
     def localize(self, audio: Optional[Tensor] = None, visual: Optional[Tensor] = None) -> Tensor:
-        """Attention over the visual map, ``(B, T, h, w)`` summing to 1 per sample (attention head only)."""
+        """Attention over the visual map, ``(B, T, h, w)`` summing to 1 per sample (heads with
+        ``uses_visual_map`` only)."""
         if not self.head.uses_visual_map:
-            raise ValueError(f"localize needs the 'attention' head; this model's head is "
-                             f"{self.arch['arch_classifier']!r}")
+            raise ValueError(f"localize needs a head with attention over the visual map (uses_visual_map, "
+                             f"e.g. 'attention'); this model's head is {self.arch['arch_classifier']!r}")
         f_audio = self.audio_net(self._require("audio", audio))
         _, alpha = self.head.attend(f_audio, self.visual_net(self._require("visual", visual)))
         return alpha
@@ -135,8 +143,13 @@ class AVModel(nn.Module):
 def create_model(arch_sound: str = "anet", arch_frame: str = "resnet18", arch_classifier: str = "concat",
                  num_classes: int = 2, img_pool: str = "avgpool", pretrained: Optional[str] = None,
                  weights_frame: Optional[str] = None, weights_sound: Optional[str] = None,
-                 audio_rate: int = DEFAULT_AUDIO_RATE) -> AVModel:
+                 audio_rate: int = DEFAULT_AUDIO_RATE,
+                 fusion_args: Union[str, Mapping[str, Any], None] = None) -> AVModel:
     """Build an ``AVModel`` from registry names (see docs/ARCHITECTURE.md, "Models").
+
+    ``fusion_args`` (``{"hidden": 256}`` or ``"hidden=256"``) are the head's hyperparameters, checked against
+    its constructor first (``models.fusion.head_args``: a ``UsageError`` naming the key) and recorded in
+    ``model.arch["fusion_args"]`` with the defaults filled in.
 
     All three names are validated even when a net is unused. ``weights_frame``/``weights_sound`` are local
     state dicts (``None`` or "" for none); giving one for a net the head does not use is an error.
@@ -144,6 +157,7 @@ def create_model(arch_sound: str = "anet", arch_frame: str = "resnet18", arch_cl
     line, for an audio-only head).
     """
     head_cls = FUSIONS.get(arch_classifier)
+    fusion_args = head_args(arch_classifier, fusion_args)  # before any net is built
     AUDIO_NETS.get(arch_sound)
     VISUAL_NETS.get(arch_frame)
     mods = head_cls.modalities
@@ -167,6 +181,11 @@ def create_model(arch_sound: str = "anet", arch_frame: str = "resnet18", arch_cl
         logger.info("pretrained=%r ignored: head %r has no visual net", pretrained, arch_classifier)
     head = create_fusion(arch_classifier, num_classes=num_classes,
                          dim_audio=audio_net.out_dim if audio_net is not None else None,
-                         dim_visual=visual_net.out_dim if visual_net is not None else None)
-    arch = {"arch_sound": arch_sound, "arch_frame": arch_frame, "arch_classifier": arch_classifier}
+                         dim_visual=visual_net.out_dim if visual_net is not None else None,
+                         fusion_args=fusion_args)
+    arch: Dict[str, Any] = {"arch_sound": arch_sound, "arch_frame": arch_frame, "arch_classifier": arch_classifier,
+                            "fusion_args": dict(head.fusion_args)}
+    plugin = plugin_file(head_cls)
+    if plugin is not None:
+        arch["plugins"] = [plugin]
     return AVModel(audio_net, visual_net, head, arch)

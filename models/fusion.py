@@ -1,7 +1,10 @@
 """Fusion heads (classifiers on modality features), registered by name in ``FUSIONS``.
 
-Every head is built as ``FUSIONS.get(name)(num_classes=K, dim_audio=Da, dim_visual=Dv)`` and maps a dict
-``{"audio": (B, Da), "visual": (B, Dv)}`` (only the keys in ``head.modalities``) to logits ``(B, K)``.
+A head maps a dict ``{"audio": (B, Da), "visual": (B, Dv)}`` (only the keys in ``head.modalities``) to
+logits ``(B, K)``. ``create_fusion`` passes each head only what its constructor takes: ``num_classes``,
+``dim_audio``/``dim_visual`` and its own hyperparameters (``fusion_args``, every one with a typed default,
+checked against the signature by ``head_args``). A new head is one class decorated with
+``@register_fusion("name")``, in this file or in a ``--plugins`` file (README, "Extending").
 
 Direction convention for FiLM and Gated heads: the *first*-named modality conditions the second.
 ``film_av``/``gated_av``: audio produces gamma/beta (or the gate) that act on the visual feature;
@@ -12,25 +15,38 @@ visual feature and the attention over the T*h*w locations (the localization map)
 """
 from __future__ import annotations
 
+import inspect
 import math
-from typing import Dict, Optional, Tuple, Type
+import typing
+from typing import Any, Dict, Mapping, Optional, Tuple, Type, Union
 
 import torch
 from torch import Tensor, nn
 
+from utils.errors import UsageError
 from utils.registry import Registry
 
 FUSIONS: Registry[Type["FusionHead"]] = Registry("fusion")
 
 HIDDEN_DIM = 512  # common projection width of the bimodal heads (our choice; matches the 512-d features)
+# constructor arguments create_fusion supplies itself; every other one is a hyperparameter (fusion_args)
+STRUCTURAL = ("num_classes", "dim_audio", "dim_visual")
+ARG_TYPES = (bool, int, float, str)  # what a fusion_args value may be (written as text on the command line)
 
 
 class FusionHead(nn.Module):
-    """Base class: declares ``modalities`` and checks the feature dict given to ``forward``."""
+    """Base class: declares ``modalities`` and checks the feature dict given to ``forward``.
+
+    ``modalities``: the features the head reads. ``uses_visual_map``: the head provides
+    ``attend(f_audio, vmap) -> (f_visual, alpha)`` on the visual net's map (B, Dv, T, h, w) and the model
+    then feeds it the attended feature and can localize; otherwise it gets the pooled feature.
+    ``fusion_args``: the hyperparameters it was built with (set by ``create_fusion``).
+    """
 
     name: str = ""
     modalities: Tuple[str, ...] = ()
     uses_visual_map: bool = False
+    fusion_args: Dict[str, Any] = {}
 
     def __init__(self, num_classes: int, dim_audio: Optional[int], dim_visual: Optional[int]) -> None:
         super().__init__()
@@ -55,14 +71,15 @@ class FusionHead(nn.Module):
         raise NotImplementedError
 
 
-def _register(name: str):
+def register_fusion(name: str):
+    """Class decorator: register a ``FusionHead`` subclass as ``name`` (also its ``.name``)."""
     def deco(cls: Type[FusionHead]) -> Type[FusionHead]:
         cls.name = name
         return FUSIONS.register(name)(cls)
     return deco
 
 
-@_register("audio")
+@register_fusion("audio")
 class AudioOnly(FusionHead):
     """Unimodal audio: linear classifier on the audio feature."""
 
@@ -77,7 +94,7 @@ class AudioOnly(FusionHead):
         return self.fc(self._get(feats, "audio"))
 
 
-@_register("visual")
+@register_fusion("visual")
 class VisualOnly(FusionHead):
     """Unimodal visual: linear classifier on the pooled visual feature."""
 
@@ -96,7 +113,7 @@ class _Bimodal(FusionHead):
     modalities = ("audio", "visual")
 
 
-@_register("sum")
+@register_fusion("sum")
 class SumFusion(_Bimodal):
     """Sum: project both features to ``HIDDEN_DIM``, add, then a linear classifier."""
 
@@ -111,7 +128,7 @@ class SumFusion(_Bimodal):
         return self.fc(self.proj_audio(self._get(feats, "audio")) + self.proj_visual(self._get(feats, "visual")))
 
 
-@_register("concat")
+@register_fusion("concat")
 class ConcatFusion(_Bimodal):
     """Concat: a linear classifier on ``[f_visual; f_audio]`` (docs/paper.md, Model: fusion heads)."""
 
@@ -149,14 +166,14 @@ class _FiLM(_Conditioned):
         return self.fc((1.0 + dgamma) * self.proj(self._get(feats, self.target)) + beta)
 
 
-@_register("film_av")
+@register_fusion("film_av")
 class FiLMAudioVisual(_FiLM):
     """FiLM, audio produces gamma/beta that modulate the visual feature."""
 
     source, target = "audio", "visual"
 
 
-@_register("film_va")
+@register_fusion("film_va")
 class FiLMVisualAudio(_FiLM):
     """FiLM, visual produces gamma/beta that modulate the audio feature."""
 
@@ -178,21 +195,21 @@ class _Gated(_Conditioned):
         return self.fc(g * self.proj(self._get(feats, self.target)))
 
 
-@_register("gated_av")
+@register_fusion("gated_av")
 class GatedAudioVisual(_Gated):
     """Gated, audio produces a sigmoid gate on the visual feature."""
 
     source, target = "audio", "visual"
 
 
-@_register("gated_va")
+@register_fusion("gated_va")
 class GatedVisualAudio(_Gated):
     """Gated, visual produces a sigmoid gate on the audio feature."""
 
     source, target = "visual", "audio"
 
 
-@_register("attention")
+@register_fusion("attention")
 class AttentionFusion(_Bimodal):
     """Audio-guided attention over the visual map, then a linear classifier on ``[f_att; f_a]``.
 
@@ -228,7 +245,7 @@ class AttentionFusion(_Bimodal):
         return self.fc(torch.cat([self._get(feats, "visual"), self._get(feats, "audio")], dim=1))
 
 
-@_register("late")
+@register_fusion("late")
 class LateFusion(_Bimodal):
     """Late fusion: the average of two per-modality linear heads' logits."""
 
@@ -242,6 +259,88 @@ class LateFusion(_Bimodal):
         return 0.5 * (self.fc_audio(self._get(feats, "audio")) + self.fc_visual(self._get(feats, "visual")))
 
 
-def create_fusion(name: str, num_classes: int, dim_audio: Optional[int], dim_visual: Optional[int]) -> FusionHead:
-    """Build the fusion head registered as ``name``; unknown names raise ``KeyError`` listing valid ones."""
-    return FUSIONS.get(name)(num_classes=num_classes, dim_audio=dim_audio, dim_visual=dim_visual)
+def head_arg_spec(name: str) -> Dict[str, Tuple[type, Any]]:
+    """The hyperparameters of head ``name``: ``{arg: (type, default)}`` from its constructor's signature.
+
+    A hyperparameter needs a default and a type among ``ARG_TYPES`` (its annotation, else its default's type).
+    """
+    cls = FUSIONS.get(name)
+    hints = typing.get_type_hints(cls.__init__)
+    spec: Dict[str, Tuple[type, Any]] = {}
+    for p in list(inspect.signature(cls.__init__).parameters.values())[1:]:
+        if p.name in STRUCTURAL or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        typ = hints.get(p.name, type(p.default))
+        if p.default is p.empty or typ not in ARG_TYPES:
+            raise TypeError(f"fusion {name!r}: constructor argument {p.name!r} needs a default and a type among "
+                            f"{', '.join(t.__name__ for t in ARG_TYPES)} to be a hyperparameter")
+        spec[p.name] = (typ, p.default)
+    return spec
+
+
+def describe_args(name: str) -> str:
+    """``hidden: int = 512, ...`` for error messages (``no arguments`` when the head has none)."""
+    spec = head_arg_spec(name)
+    return ", ".join(f"{k}: {t.__name__} = {d!r}" for k, (t, d) in spec.items()) or "no arguments"
+
+
+def _convert(name: str, key: str, typ: type, value: Any) -> Any:
+    """``value`` (text from the command line, or a Python value) as ``typ``; anything else is a UsageError."""
+    if isinstance(value, str) and typ is not str:
+        text = value.strip()
+        try:
+            if typ is bool:
+                value = {"true": True, "1": True, "false": False, "0": False}[text.lower()]
+            else:
+                value = typ(text)
+        except (KeyError, ValueError):
+            raise UsageError("--fusion_args", f"{key}={text!r} is not of type {typ.__name__} (head {name!r} accepts "
+                             f"{describe_args(name)})") from None
+    ok = (isinstance(value, typ) and not (typ is not bool and isinstance(value, bool))) or (
+        typ is float and isinstance(value, int) and not isinstance(value, bool))
+    if not ok:
+        raise UsageError("--fusion_args", f"{key}={value!r} is not of type {typ.__name__} (head {name!r} accepts "
+                         f"{describe_args(name)})")
+    return float(value) if typ is float else value
+
+
+def parse_fusion_text(text: str) -> Dict[str, str]:
+    """``"hidden=256,dropout=0.1"`` -> ``{"hidden": "256", "dropout": "0.1"}`` (values still text)."""
+    out: Dict[str, str] = {}
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or not key or key in out:
+            raise UsageError("--fusion_args", f"expected distinct key=value pairs separated by commas, got {text!r}")
+        out[key] = value
+    return out
+
+
+def head_args(name: str, given: Union[str, Mapping[str, Any], None] = None) -> Dict[str, Any]:
+    """Every hyperparameter of head ``name``: ``given`` (text ``k=v,...`` or a mapping) checked against the
+    constructor (unknown key or wrong type: ``UsageError`` naming the key and the accepted arguments),
+    the rest from the defaults."""
+    spec = head_arg_spec(name)
+    items = parse_fusion_text(given) if isinstance(given, str) else dict(given or {})
+    out = {k: d for k, (_, d) in spec.items()}
+    for key, value in items.items():
+        if key not in spec:
+            raise UsageError("--fusion_args", f"head {name!r} has no argument {key!r}; it accepts "
+                             f"{describe_args(name)}")
+        out[key] = _convert(name, key, spec[key][0], value)
+    return out
+
+
+def create_fusion(name: str, num_classes: int, dim_audio: Optional[int], dim_visual: Optional[int],
+                  fusion_args: Union[str, Mapping[str, Any], None] = None) -> FusionHead:
+    """Build head ``name`` with ``fusion_args`` (checked by ``head_args``), passing only the arguments its
+    constructor takes; unknown names raise ``KeyError`` listing valid ones."""
+    cls = FUSIONS.get(name)
+    args = head_args(name, fusion_args)
+    params = inspect.signature(cls.__init__).parameters
+    dims = {"num_classes": num_classes, "dim_audio": dim_audio, "dim_visual": dim_visual}
+    head = cls(**{k: v for k, v in dims.items() if k in params}, **args)
+    head.fusion_args = dict(args)
+    return head

@@ -105,7 +105,7 @@ class ExampleCollector:
         self.cos_adv: List[torch.Tensor] = []
         mods = getattr(model, "modalities", ())
         self.av = "audio" in mods and "visual" in mods
-        self.localize = getattr(model, "arch", {}).get("arch_classifier") == "attention" and hasattr(model, "localize")
+        self.localize = bool(getattr(model, "uses_visual_map", False)) and hasattr(model, "localize")
 
     @property
     def examples(self) -> List[Dict[str, Any]]:

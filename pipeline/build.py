@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -17,11 +17,12 @@ from dataset.specs import get_spec
 from dataset.batches import DeviceLoader
 from dataset.crop_cache import open_crop_cache
 from models import create_model
+from models.fusion import head_args
 from pipeline.config import RunConfig
 from pipeline.engine import TrainConfig
-from pipeline.preflight import resumes_checkpoint
+from pipeline.preflight import eval_weights, resumes_checkpoint, run_dir
 from utils import distributed as du
-from utils.checkpoint import load_checkpoint
+from utils.checkpoint import load_checkpoint, recorded_arch
 from utils.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -60,13 +61,42 @@ def build_loader(ds: AVDataset, cfg: RunConfig, train: bool, device: Optional[to
                                          sampler=sampler, seed=cfg.seed, drop_last=False), device)
 
 
+def loaded_checkpoint(cfg: RunConfig) -> Optional[Tuple[Path, str]]:
+    """The checkpoint whose weights the run's model receives (and the flag naming it), or None: the
+    defense's --base_weights, an evaluation's --weights (or best checkpoint), a resume's last checkpoint."""
+    if cfg.defense:
+        return Path(cfg.base_weights), "--base_weights"
+    if cfg.mode == "eval":
+        return eval_weights(cfg), "--weights" if cfg.weights else "--id"
+    if resumes_checkpoint(cfg):
+        return run_dir(cfg).checkpoint_last, "--resume"
+    return None
+
+
+def fusion_args(cfg: RunConfig) -> Dict[str, Any]:
+    """The head's arguments: those recorded in the checkpoint the run loads (so an evaluation rebuilds the
+    trained head without repeating --fusion_args; a checkpoint from before the record: the defaults), else
+    --fusion_args. An explicit --fusion_args that builds another head than the checkpoint's is refused."""
+    loaded = loaded_checkpoint(cfg)
+    if loaded is None or not loaded[0].is_file():  # preflight requires the files a run loads
+        return dict(cfg.fusion_args)
+    path, flag = loaded
+    recorded = recorded_arch(path).get("fusion_args", {})
+    if "fusion_args" in cfg.given and head_args(cfg.arch_classifier, cfg.fusion_args) != head_args(
+            cfg.arch_classifier, recorded):
+        raise UsageError("--fusion_args", f"{cfg.fusion_args} differs from the arguments {recorded} that {path} "
+                         f"({flag}) was trained with; leave --fusion_args out to use the checkpoint's")
+    return dict(recorded)
+
+
 def build_model(cfg: RunConfig) -> nn.Module:
-    """The model named by --arch_sound/--arch_frame/--arch_classifier (initialised from --init_from)."""
+    """The model named by --arch_sound/--arch_frame/--arch_classifier with its head's arguments (``fusion_args``),
+    initialised from --init_from."""
     model = create_model(arch_sound=cfg.arch_sound, arch_frame=cfg.arch_frame,
                          arch_classifier=cfg.arch_classifier, num_classes=cfg.cls_num,
                          img_pool=cfg.img_pool, pretrained=cfg.pretrained,
                          weights_frame=cfg.weights_frame or None, weights_sound=cfg.weights_sound or None,
-                         audio_rate=cfg.audRate)
+                         audio_rate=cfg.audRate, fusion_args=fusion_args(cfg))
     if cfg.weights_classifier:
         load_head_weights(model, cfg.weights_classifier)
     if cfg.init_from and cfg.mode == "train" and not resumes_checkpoint(cfg):

@@ -19,8 +19,10 @@ from attacks.metrics import PAPER_EPS_GRID, parse_eps
 from dataset.specs import DatasetSpec, get_spec
 from pipeline import reference_cli as ref
 from pipeline.flags import ADAPTIVE_ATTACKS, ADAPTIVE_GRAD_MODES, DERIVED_FIELDS, LIST_VALUED, RESULT_NEUTRAL
-from pipeline.flags import SPEC_DEFAULTS, RunConfig, add_defense_args, get_args_parser
+from pipeline.flags import SPEC_DEFAULTS, RunConfig, add_defense_args, get_args_parser, preload_plugins
+from models.fusion import head_args, parse_fusion_text
 from utils.errors import UsageError
+from utils.plugins import load_plugins, split_paths
 from utils.safepath import check_name
 from utils.rundir import FILES
 
@@ -234,6 +236,8 @@ def check_modes(ns: argparse.Namespace, given: Sequence[str]) -> None:
     ignore or cannot honour."""
     _check_numbers(ns)
     _check_attack_flags(ns, given)
+    ns.plugins = load_plugins([p for t in ns.plugins or () for p in split_paths(t)])  # imported once (parse_config did it first); resolved paths recorded
+    ns.fusion_args = {k: head_args(ns.arch_classifier, ns.fusion_args)[k] for k in parse_fusion_text(ns.fusion_args)}
     for flag in ("adaptive_eps", "adaptive_attacks"):
         if flag in given and not getattr(ns, "adaptive", False):
             raise UsageError(f"--{flag}", "needs --adaptive (without it no adaptive attack runs)")
@@ -327,8 +331,8 @@ def resume_changes(recorded: Mapping[str, Any], cfg: RunConfig) -> Tuple[Dict[st
     refused: Dict[str, Tuple[Any, Any]] = {}
     for key, new in now.items():
         old = recorded.get(key, "<not recorded>")
-        if key == "given" or old == new:
-            continue
+        if key == "given" or old == new or (key in ("fusion_args", "plugins") and key not in recorded and not new):
+            continue  # a run recorded before these two flags (issue 18) had neither
         safe = key in RESUME_SAFE and not (key == "num_epoch" and isinstance(old, int) and new < old)
         (allowed if safe else refused)[f"--{key}"] = (old, new)
     return allowed, refused
@@ -351,7 +355,9 @@ def parse_config(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]],
     import sys
 
     argv = list(sys.argv[1:] if argv is None else argv)
+    plugins = preload_plugins(argv)  # before parsing: the heads/attacks they register are valid choices
     ns = parser.parse_args(argv)
+    ns.plugins = plugins
     return resolve_config(ns, given_flags(parser, argv), defense=defense)
 
 

@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from attacks import list_attacks
@@ -24,7 +25,9 @@ from models import list_audio_nets, list_fusions, list_visual_nets
 from models.defense import BANK_SELECTORS, GRAD_MODES
 from models.visual_net import IMG_POOLS
 from pipeline import reference_cli as ref
-from utils.rundir import FILES
+from utils.checkpoint import recorded_plugins
+from utils.plugins import load_plugins, split_paths
+from utils.rundir import FILES, RunDir
 
 # Families of adaptive attacks of main_defense.py --adaptive (pipeline/adaptive.py), besides the paper's PGD.
 ADAPTIVE_ATTACKS = ("fgsm", "pgd", "pgd_restarts", "apgd-ce", "apgd-t", "square")
@@ -70,6 +73,45 @@ def _minsim_weight(text: str):
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number or 'spec', got {text!r}") from None
+
+
+class LiveChoices:
+    """argparse ``choices`` read from a registry when the command line is parsed, so that the names a
+    ``--plugins`` file registers (imported first, by ``preload_plugins``) are valid."""
+
+    def __init__(self, names: Callable[[], List[str]], *extra: str) -> None:
+        self.names, self.extra = names, extra
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.extra or name in self.names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*self.extra, *self.names()])
+
+
+def preload_plugins(argv: Sequence[str]) -> List[str]:
+    """Import the ``--plugins`` files of ``argv`` before it is parsed; without the flag, an evaluation (or a
+    resume) re-imports the plugin files recorded in the checkpoint it reads (--weights, --base_weights, or
+    the run folder of --ckpt/--id). Returns the resolved paths imported."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--plugins", nargs="+", default=None)
+    for name in ("--mode", "--weights", "--base_weights", "--ckpt", "--id"):
+        pre.add_argument(name, default=None)
+    pre.add_argument("--resume", action="store_true")
+    ns, _ = pre.parse_known_args(list(argv))
+    if ns.plugins is not None:
+        return load_plugins([p for text in ns.plugins for p in split_paths(text)])
+    ckpt: Optional[Path] = None
+    if ns.base_weights:
+        ckpt = Path(ns.base_weights)
+    elif ns.mode == "eval" and ns.weights:
+        ckpt = Path(ns.weights)
+    elif ns.id:
+        rd = RunDir(Path(ns.ckpt or "runs") / ns.id)
+        ckpt = rd.checkpoint_best if ns.mode == "eval" else rd.checkpoint_last if ns.resume else None
+    if ckpt is None or not ckpt.is_file():
+        return []
+    return load_plugins(recorded_plugins(ckpt), flag=f"--plugins (recorded in {ckpt})")
 
 
 @dataclass(frozen=True)
@@ -140,7 +182,16 @@ class RunConfig:
     # model
     arch_sound: str = flag("anet", "model", choices=list_audio_nets)
     arch_frame: str = flag("resnet18", "model", choices=list_visual_nets)
-    arch_classifier: str = flag("concat", "model", choices=list_fusions, help="fusion head")
+    arch_classifier: str = flag("concat", "model", choices=lambda: LiveChoices(list_fusions), help="fusion head")
+    # --fusion_args is text on the command line; the config holds it parsed and typed (models.fusion.head_args)
+    fusion_args: Dict[str, Any] = flag("", "model", parse=str,
+                                       help="the head's own arguments, e.g. 'hidden=256' (checked against its "
+                                       "constructor; recorded in the checkpoint, which an evaluation rebuilds the "
+                                       "head from)")
+    plugins: Tuple[str, ...] = flag((), "model",
+                                    help="Python files (space- or comma-separated) imported first: heads or attacks "
+                                    "they register become valid names (README, Extending); recorded, and "
+                                    "re-imported by an evaluation of the checkpoint")
     img_pool: str = flag("avgpool", "model", choices=lambda: list(IMG_POOLS))
     pretrained: Optional[str] = flag(None, "model", choices=[None, "imagenet"],
                                      help="torchvision ImageNet weights for the visual net (needs network or a "
@@ -162,7 +213,7 @@ class RunConfig:
     minsim_weight: float = flag(0.0, "optim", parse=_minsim_weight,
                                 help="weight w of mean cos(f_audio, f_visual) added to the loss (MinSim; paper "
                                 "w=1.0, KS 0.8); 'spec' takes the dataset spec's paper value")
-    adv_train: str = flag("", "optim", choices=lambda: ["", *list_attacks()],
+    adv_train: str = flag("", "optim", choices=lambda: LiveChoices(list_attacks, ""),
                           help="adversarial training (Madry): train on examples of this attack with the "
                           "--train_eps budget")
     train_eps: str = flag("visual=0.006,audio=0.006", "optim", help="per-modality budget for --adv_train")

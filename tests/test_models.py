@@ -273,7 +273,8 @@ def test_localize_attention_map():
 def test_feature_dims_and_arch_for_resnet50():
     torch.manual_seed(0)
     model = models.create_model(arch_sound="anet", arch_frame="resnet50", arch_classifier="visual", num_classes=K)
-    assert model.arch == {"arch_sound": "anet", "arch_frame": "resnet50", "arch_classifier": "visual"}
+    assert model.arch == {"arch_sound": "anet", "arch_frame": "resnet50", "arch_classifier": "visual",
+                          "fusion_args": {}}
     assert model.modalities == ("visual",) and model.audio_net is None
     _, visual = _inputs(batch=1, frames=1)
     model.eval()
