@@ -3,9 +3,10 @@
 Flag names follow the reference code (``--arch_sound``, ``--lr_frame``, ...) so existing command lines keep
 working; ``--dataset NAME`` fills every unset value from the dataset spec (dataset/specs.py), and values
 given explicitly always win. Without --dataset, --categories picks the spec with exactly those classes, or
-``custom`` (a dataset of the user's own: the paper's defaults) when no spec has them. ``resolve_config`` checks every value before any work starts (numbers,
-names, eps strings, the index lists and the checkpoints: see pipeline/preflight.py) and raises
-``utils.errors.UsageError`` naming the flag; the mains turn that into one line and exit code 2.
+``custom`` (a dataset of the user's own: the paper's defaults) when no spec has them. ``resolve_config`` checks
+every value itself (numbers, names, eps strings) and raises ``utils.errors.UsageError`` naming the flag; the
+files (index lists, media, checkpoints) are pipeline/preflight.py's, checked next, still before any work. The
+mains turn either into one line and exit code 2.
 """
 from __future__ import annotations
 
