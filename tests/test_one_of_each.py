@@ -120,3 +120,22 @@ def test_ddp_ignored_buffers_are_declared_by_the_defense():
     assert du.ddp_ignored_buffers(net) == ["model.dict_audio", "model.dict_visual"]
     assert all(n in dict(net.named_buffers()) for n in du.ddp_ignored_buffers(net))
     assert du.ddp_ignored_buffers(LogitsAndFeatures(base)) == []
+
+
+def test_loading_weights_leaves_the_model_where_it_is(tmp_path):
+    """The mains place the model once (place_model); loading a checkpoint must not move it again."""
+    import types
+
+    from models import create_model
+    from pipeline.train import load_for_eval
+    from utils.checkpoint import model_arch
+
+    torch.manual_seed(0)
+    src = create_model(arch_frame="resnet10", arch_classifier="concat", num_classes=3)
+    path = tmp_path / "ck.pth"
+    torch.save({"model": src.state_dict(), "arch": model_arch(src, 3), "epoch": 1}, path)
+    model = create_model(arch_frame="resnet10", arch_classifier="concat", num_classes=3)
+    cfg = types.SimpleNamespace(cls_num=3, channels_last=True)
+    load_for_eval(model, cfg, types.SimpleNamespace(device=torch.device("meta")), Path(path))
+    assert all(p.device.type == "cpu" for p in model.parameters())
+    assert all(torch.equal(v, src.state_dict()[k]) for k, v in model.state_dict().items())
