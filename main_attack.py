@@ -13,7 +13,7 @@ import sys
 from typing import Optional, Sequence
 
 from dataset.errors import MediaError
-from pipeline.build import build_model, train_options
+from pipeline.build import build_model, place_model, train_options
 from pipeline.config import get_args_parser, parse_config
 from pipeline.context import finished_eval, setup, start
 from pipeline.drivers import execute
@@ -31,7 +31,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     check_model(cfg, model)
     ctx = setup(cfg, device)
     with ctx.abort_on_error():
-        model.to(device)
+        place_model(model, cfg, device)
     execute(model, cfg, ctx, train_options(cfg, model), label=cfg.id)
     return 0
 

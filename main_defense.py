@@ -17,7 +17,7 @@ from typing import Optional, Sequence
 
 from dataset.errors import MediaError
 from models.fusion import FUSIONS
-from pipeline.build import build_model, train_options
+from pipeline.build import build_model, place_model, train_options
 from pipeline.config import add_defense_args, get_args_parser, parse_config
 from pipeline.context import finished_eval, setup, start
 from pipeline.defense import defend, load_or_build_banks
@@ -42,7 +42,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ctx = setup(cfg, device, record)
     with ctx.abort_on_error():
         load_for_eval(base, cfg, ctx, Path(cfg.base_weights))
-        model = defend(base, cfg, load_or_build_banks(cfg, ctx, paths)).to(ctx.device)
+        model = place_model(defend(base, cfg, load_or_build_banks(cfg, ctx, paths)), cfg, ctx.device)
     execute(model, cfg, ctx, train_options(cfg, model), label=cfg.id)
     return 0
 

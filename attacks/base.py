@@ -1,4 +1,4 @@
-"""The attack base class shared by FGSM, PGD and MIM (and the input contract of every attack).
+"""The attack base class (input contract, model mode, restarts) of every registered attack.
 
 What an attack may do lives in ``attacks/threats.py``, once per norm (``Linf``, ``L2``, audio ``snr``): the
 per-modality budget, the valid input ranges, the normalised step, the projection onto the ball around the

@@ -24,6 +24,7 @@ from attacks.base import EPS_UNITS, MODALITIES, forward, model_modalities
 from attacks.metrics import PAPER_EPS_GRID, format_eps, linf, parse_eps, psnr_db, snr_db
 from attacks.sanity import check_flags, grid_flags, merge_checks, model_checks
 from attacks.threats import parse_norm
+from utils.modes import model_mode
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +116,7 @@ def evaluate_attack_grid(
     reduce_max: Optional[Reducer] = None,
     progress: bool = True,
     on_batch: Optional[Callable[[Dict[str, Any]], None]] = None,
+    clean_preds: Optional[torch.Tensor] = None,
 ) -> List[Dict[str, Any]]:
     """Accuracy of ``model`` under every (attack, eps) pair; one dict per pair, attack-major order.
 
@@ -138,6 +140,8 @@ def evaluate_attack_grid(
         progress: show a tqdm bar.
         on_batch: called for every row and batch with a dict: attack, eps, attacked, batch_index, batch,
             inputs, adv, labels, clean_pred, adv_pred (e.g. to save examples).
+        clean_preds: the model's clean predictions by dataset index (``batch["index"]``), e.g. the ``preds``
+            of ``pipeline.engine.evaluate`` on the same loader: the grid then runs no clean forward.
 
     Returns:
         Rows with keys attack, eps_audio, eps_visual (as requested), eps_unit, steps, random_start, restarts,
@@ -169,13 +173,8 @@ def evaluate_attack_grid(
     rows = [_Row(name, eps, model, readable, steps, eps_unit, random_start, restarts, seed, norms,
                  options.get(name, {})) for name in attack_names for eps in grid]
 
-    modes = [mod.training for mod in model.modules()]
-    model.eval()
-    try:
-        checks = _run(model, loader, rows, device, declared or (), progress, on_batch)
-    finally:
-        for mod, mode in zip(model.modules(), modes):
-            mod.training = mode
+    with model_mode(model, training=False):
+        checks = _run(model, loader, rows, device, declared or (), progress, on_batch, clean_preds)
 
     for row in rows:
         row.bump("seconds", row.seconds)
@@ -193,8 +192,8 @@ def evaluate_attack_grid(
 
 
 def _run(model: nn.Module, loader: Iterable[Mapping[str, Any]], rows: List[_Row], device: torch.device,
-         readable: Sequence[str], progress: bool, on_batch: Optional[Callable[[Dict[str, Any]], None]]
-         ) -> Optional[Dict[str, Any]]:
+         readable: Sequence[str], progress: bool, on_batch: Optional[Callable[[Dict[str, Any]], None]],
+         clean_preds: Optional[torch.Tensor] = None) -> Optional[Dict[str, Any]]:
     """Runs the rows over the loader; returns the ``attacks.sanity.model_checks`` counts of all batches."""
     from tqdm import tqdm
 
@@ -209,8 +208,7 @@ def _run(model: nn.Module, loader: Iterable[Mapping[str, Any]], rows: List[_Row]
             raise KeyError(f"the model reads {', '.join(missing)} but the batch has no such entry")
         inputs = {m: batch[m].to(device) for m in MODALITIES if batch.get(m) is not None}
         labels = torch.as_tensor(batch["label"]).to(device)
-        with torch.no_grad():
-            clean_pred = forward(model, inputs).argmax(dim=1)
+        clean_pred = _clean_pred(model, inputs, batch, clean_preds, device)
         clean_ok = clean_pred == labels
         if attacked and labels.numel():  # zero gradients, randomness, probabilities: every batch, added up
             checks = checks if checks is not None else {}
@@ -254,6 +252,20 @@ def _run(model: nn.Module, loader: Iterable[Mapping[str, Any]], rows: List[_Row]
                           "batch_index": batch_index, "batch": batch, "inputs": inputs, "adv": adv,
                           "labels": labels, "clean_pred": clean_pred, "adv_pred": adv_pred})
     return checks
+
+
+def _clean_pred(model: nn.Module, inputs: Dict[str, torch.Tensor], batch: Mapping[str, Any],
+                clean_preds: Optional[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """The batch's clean predictions: looked up in ``clean_preds`` by dataset index, else one forward."""
+    if clean_preds is None:
+        with torch.no_grad():
+            return forward(model, inputs).argmax(dim=1)
+    if "index" not in batch:
+        raise KeyError("clean_preds given but the batches have no 'index' entry to look them up by")
+    index = torch.as_tensor(batch["index"]).cpu()
+    if index.numel() and (int(index.max()) >= len(clean_preds) or bool((clean_preds[index] < 0).any())):
+        raise ValueError("clean_preds has no prediction for some samples of this batch (from another loader?)")
+    return clean_preds[index].to(device)
 
 
 def _finish(row: _Row, s: Dict[str, float], mx: Dict[str, float], eps_unit: str,

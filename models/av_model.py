@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from models.audio_net import AUDIO_NETS, create_audio_net
 from models.fusion import FUSIONS, FusionHead, create_fusion, head_args
 from models.visual_net import IMG_POOLS, PRETRAINED_CHOICES, VISUAL_NETS, create_visual_net
+from utils.checkpoint import load_weights, read_state_file
 from utils.plugins import plugin_file
 
 logger = logging.getLogger(__name__)
@@ -29,20 +30,7 @@ def _given(path: Optional[str]) -> bool:
 
 def load_audio_weights(net: nn.Module, path: str, arch: str) -> None:
     """Load a local state dict saved from an audio net ``arch`` (``net.state_dict()``); errors name the file."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"weights_sound: no such file {path!r}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise ValueError(f"weights_sound {path!r}: expected a state dict of a {arch} audio net, got {type(state).__name__}")
-    expected = set(net.state_dict())
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-    if missing or unexpected:
-        raise RuntimeError(f"weights_sound {path!r} does not match audio net {arch}: {len(missing)} missing keys "
-                           f"{missing[:5]}, {len(unexpected)} unexpected keys {unexpected[:5]}")
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise RuntimeError(f"weights_sound {path!r} does not fit audio net {arch}: {err}") from err
+    load_weights(net, read_state_file(path, "weights_sound"), f"weights_sound {path!r} (audio net {arch})")
     logger.info("loaded %s weights from %s", arch, path)
 
 
@@ -189,3 +177,20 @@ def create_model(arch_sound: str = "anet", arch_frame: str = "resnet18", arch_cl
     if plugin is not None:
         arch["plugins"] = [plugin]
     return AVModel(audio_net, visual_net, head, arch)
+
+
+def av_cosine(feats: Dict[str, Tensor], required: bool = False) -> Optional[Tensor]:
+    """Per-sample cosine between the audio and visual features, in fp32 (the paper's MinSim quantity).
+
+    None where it is undefined (a unimodal model, or features of unequal size); ``required``: a ValueError
+    saying why instead."""
+    if "audio" not in feats or "visual" not in feats:
+        problem = f"needs an audio-visual model (both features), got {sorted(feats)}"
+    elif feats["audio"].shape[1] != feats["visual"].shape[1]:
+        problem = (f"needs features of equal size, got audio {feats['audio'].shape[1]} and visual "
+                   f"{feats['visual'].shape[1]}")
+    else:
+        return torch.nn.functional.cosine_similarity(feats["audio"].float(), feats["visual"].float(), dim=1)
+    if required:
+        raise ValueError(f"the audio-visual cosine {problem}")
+    return None

@@ -13,10 +13,10 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from attacks import parse_norm
 from attacks.evaluate import evaluate_attack_grid
+from models.av_model import av_cosine
 from pipeline.build import build_dataset, build_loader
 from pipeline.config import RunConfig
 from pipeline.context import RunContext
@@ -124,10 +124,10 @@ class ExampleCollector:
         inputs, adv = info["inputs"], info["adv"]
         if self.av:
             with torch.no_grad():
-                fc, fa = self.model.features(**inputs), self.model.features(**adv)
-            if fc["audio"].shape[1] == fc["visual"].shape[1]:
-                self.cos_clean.append(F.cosine_similarity(fc["audio"], fc["visual"], dim=1).cpu())
-                self.cos_adv.append(F.cosine_similarity(fa["audio"], fa["visual"], dim=1).cpu())
+                cc, ca = av_cosine(self.model.features(**inputs)), av_cosine(self.model.features(**adv))
+            if cc is not None:
+                self.cos_clean.append(cc.cpu())
+                self.cos_adv.append(ca.cpu())
         if not self.n:
             return
         labels, pc, pa = info["labels"].tolist(), info["clean_pred"].tolist(), info["adv_pred"].tolist()
@@ -198,12 +198,13 @@ def pick_example_row(names: Sequence[str], grid, modalities: Sequence[str]):
     return attack, best
 
 
-def run_attack_eval(model: nn.Module, cfg: RunConfig, ctx: RunContext, label: str, clean: Dict[str, Any]
-                    ) -> Dict[str, Any]:
-    """The attack grid (and the sweep, plots, examples) on the evaluated list. Returns the rows and the
-    per-sample correctness of every row (adaptive evaluation reuses the paper's PGD rows)."""
+def run_attack_eval(model: nn.Module, cfg: RunConfig, ctx: RunContext, label: str, clean: Dict[str, Any],
+                    loader: Optional[Any] = None, clean_preds: Optional[torch.Tensor] = None) -> Dict[str, Any]:
+    """The attack grid (and the sweep, plots, examples) on the evaluated list, over ``loader`` (the clean
+    pass's, default ``eval_loader``); the grid reuses that pass's ``clean_preds`` when given. Returns the rows
+    and the per-sample correctness of every row (adaptive evaluation reuses the paper's PGD rows)."""
     names, grid = list(cfg.attacks), [dict(e) for e in cfg.eps_grid]
-    loader = eval_loader(cfg, ctx.device)
+    loader = loader if loader is not None else eval_loader(cfg, ctx.device)
     mods = tuple(getattr(model, "modalities", ()))
     ex_attack, ex_mods = pick_example_row(names, grid, mods)
     collector = ExampleCollector(model, cfg.categories, cfg.save_examples, ex_attack, ex_mods or (), cfg.audRate,
@@ -215,7 +216,7 @@ def run_attack_eval(model: nn.Module, cfg: RunConfig, ctx: RunContext, label: st
         collector(info)
         per_sample(info)
 
-    rows = attack_grid(model, loader, names, grid, ctx.device, on_batch=on_batch, **common)
+    rows = attack_grid(model, loader, names, grid, ctx.device, on_batch=on_batch, clean_preds=clean_preds, **common)
     for r in rows:
         r["model"] = label
     if ctx.is_main:

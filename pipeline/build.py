@@ -22,7 +22,7 @@ from pipeline.config import RunConfig
 from pipeline.engine import TrainConfig
 from pipeline.preflight import eval_weights, resumes_checkpoint, run_dir
 from utils import distributed as du
-from utils.checkpoint import load_checkpoint, recorded_arch
+from utils.checkpoint import load_checkpoint, load_weights, read_state_file, recorded_arch
 from utils.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -47,16 +47,20 @@ def device_loader(loader, device: Optional[torch.device]) -> DeviceLoader:
     return DeviceLoader(loader, device if device is not None else torch.device("cpu"))
 
 
-def build_loader(ds: AVDataset, cfg: RunConfig, train: bool, device: Optional[torch.device] = None) -> DeviceLoader:
-    """Train: a seeded shuffling DistributedSampler (also with one process, so a resumed run sees the
-    same order); eval: ShardSampler (no padding, exact counts under DDP), batches of --eval_batch_size.
-    Batches arrive on ``device`` as float model inputs (dataset/batches.py)."""
-    if train:
+def build_loader(ds: AVDataset, cfg: RunConfig, train: bool, device: Optional[torch.device] = None,
+                 whole: bool = False) -> DeviceLoader:
+    """The pipeline's one loader builder. Train: a seeded shuffling DistributedSampler (also with one process,
+    so a resumed run sees the same order); eval: ShardSampler (no padding, exact counts under DDP), batches
+    of --eval_batch_size; ``whole``: every sample in order in this process (rank 0's training features),
+    batches of --batch_size_per_gpu. Batches arrive on ``device`` as float model inputs (dataset/batches.py)."""
+    if whole:
+        sampler = None
+    elif train:
         sampler = DistributedSampler(ds, num_replicas=du.world_size(), rank=du.rank(), shuffle=True,
                                      seed=cfg.seed, drop_last=False)
     else:
         sampler = du.ShardSampler(len(ds))
-    batch = cfg.batch_size_per_gpu if train or not cfg.eval_batch_size else cfg.eval_batch_size
+    batch = cfg.batch_size_per_gpu if train or whole or not cfg.eval_batch_size else cfg.eval_batch_size
     return device_loader(_dataset_loader(ds, batch_size=batch, workers=cfg.workers, shuffle=False,
                                          sampler=sampler, seed=cfg.seed, drop_last=False), device)
 
@@ -106,6 +110,15 @@ def build_model(cfg: RunConfig) -> nn.Module:
     return model
 
 
+def place_model(model: nn.Module, cfg: RunConfig, device: torch.device) -> nn.Module:
+    """Put the run's model on its device, once (with --channels_last, every path: training, evaluation,
+    attacks); everything after works on it in place. Returns ``model``."""
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
 def compile_nets(model: nn.Module) -> nn.Module:
     """--compile: ``torch.compile`` the audio and visual nets in place (``nn.Module.compile``: the state dict
     and the checkpoints keep their keys). Every path runs through them: training, clean evaluation,
@@ -119,19 +132,9 @@ def compile_nets(model: nn.Module) -> nn.Module:
 
 def load_head_weights(model: nn.Module, path: str) -> None:
     """--weights_classifier: a state dict of this model's fusion head, all keys and shapes matching."""
-    if not Path(path).is_file():
-        raise UsageError("--weights_classifier", f"no such file {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # not a tensor file
-        raise UsageError("--weights_classifier", f"{path} is not a state dict ({type(e).__name__})") from None
-    head = model.head
-    want = head.state_dict()
-    if not isinstance(state, dict) or set(state) != set(want) or any(
-            getattr(state[k], "shape", None) != want[k].shape for k in want):
-        raise UsageError("--weights_classifier", f"{path} does not match the {type(head).__name__} head of "
-                         f"--arch_classifier (expected keys {sorted(want)[:4]}...)")
-    head.load_state_dict(state, strict=True)
+    state = read_state_file(path, str(path), flag="--weights_classifier")
+    load_weights(model.head, state, f"{path} (the {type(model.head).__name__} head of --arch_classifier)",
+                 flag="--weights_classifier")
 
 
 def init_nets_from(model: nn.Module, paths: Sequence[str]) -> None:
@@ -140,26 +143,16 @@ def init_nets_from(model: nn.Module, paths: Sequence[str]) -> None:
     Each net of ``model`` must be found in exactly one checkpoint with identical keys and shapes; anything
     else is an error naming the checkpoint and the net (no partial, silent initialisation).
     """
-    state = model.state_dict()
     nets = [n for n in ("audio_net", "visual_net") if getattr(model, n, None) is not None]
     found: Dict[str, str] = {}
     for path in paths:
         ck = load_checkpoint(Path(path))["model"]
         for net in nets:
-            keys = {k for k in ck if k.startswith(net + ".")}
-            if not keys:
+            if not any(k.startswith(net + ".") for k in ck):
                 continue
-            want = {k for k in state if k.startswith(net + ".")}
-            if keys != want:
-                raise RuntimeError(f"--init_from {path}: its {net} does not match this model's "
-                                   f"({len(want - keys)} missing, {len(keys - want)} unexpected keys)")
             if net in found:
                 raise RuntimeError(f"--init_from: {net} is in both {found[net]} and {path}")
-            for k in keys:
-                if ck[k].shape != state[k].shape:
-                    raise RuntimeError(f"--init_from {path}: {k} has shape {tuple(ck[k].shape)}, "
-                                       f"this model needs {tuple(state[k].shape)}")
-                state[k].copy_(ck[k])
+            load_weights(model, ck, f"--init_from {path}", prefix=net + ".")
             found[net] = path
     missing = [n for n in nets if n not in found]
     if missing:

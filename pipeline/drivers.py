@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional
 import torch.nn as nn
 
 from pipeline.adaptive import run_adaptive
-from pipeline.attack_eval import run_attack_eval
+from pipeline.attack_eval import eval_loader, run_attack_eval
 from pipeline.config import RunConfig
 from pipeline.context import RunContext
 from pipeline.defense import solver_counts
@@ -49,12 +49,13 @@ def _evaluate(model: nn.Module, cfg: RunConfig, ctx: RunContext, label: str) -> 
         load_for_eval(model, cfg, ctx, path)
     else:  # only reachable for the defense (preflight refuses a missing checkpoint otherwise)
         log.warning("no checkpoint at %s: evaluating the model as built (banks not fine-tuned)", path)
-        model.to(ctx.device)
     tag = "test" if cfg.list_test else "val"
-    clean = clean_accuracy(model, cfg, ctx, cfg.eval_list, tag)
+    loader = eval_loader(cfg, ctx.device)  # one dataset and loader: the clean pass, then the attack grid
+    clean = clean_accuracy(model, cfg, ctx, cfg.eval_list, tag, loader=loader, keep_preds=True)
+    preds = clean.pop("preds")
     ctx.record["clean"] = {**clean, "list": cfg.eval_list}
     if cfg.attacks:
-        grid = run_attack_eval(model, cfg, ctx, label=label, clean=clean)
+        grid = run_attack_eval(model, cfg, ctx, label=label, clean=clean, loader=loader, clean_preds=preds)
         if cfg.adaptive:
             run_adaptive(model, cfg, ctx, label, grid)
     solver = solver_counts(model, warn=True)  # the defense's sparse coding: rows left uncertified at the cap

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from dataset.batches import GAIN_KEY, to_model_floats
+from models.av_model import av_cosine
 from utils import distributed as du
 from utils.modes import model_mode
 
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainConfig:
-    """Per-run training options the loop needs (kept off ``args`` so the engine has no hidden inputs)."""
+    """The options ``train_one_epoch`` reads (built from the ``RunConfig`` by ``pipeline.build.train_options``)."""
 
     minsim_weight: float = 0.0  # paper MinSim w = 1.0 (0.8 noted for KS); 0 = plain CE
     amp: bool = False
@@ -76,16 +77,14 @@ def autocast_ctx(device: torch.device, amp: bool):
 
 def minsim_loss(feats: Dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean cosine similarity between audio and visual features (the paper's MinSim term)."""
-    if "audio" not in feats or "visual" not in feats:
-        raise ValueError("--minsim_weight needs an audio-visual model (both features)")
-    fa, fv = feats["audio"].float(), feats["visual"].float()
-    if fa.shape[1] != fv.shape[1]:
-        raise ValueError(f"MinSim needs features of equal size, got audio {fa.shape[1]} and visual {fv.shape[1]}")
-    return F.cosine_similarity(fa, fv, dim=1).mean()
+    try:
+        return av_cosine(feats, required=True).mean()
+    except ValueError as e:
+        raise ValueError(f"--minsim_weight: {e}") from None
 
 
 def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, device: torch.device,
-                    epoch: int, cfg: TrainConfig) -> Dict[str, float]:
+                    epoch: int, opts: TrainConfig) -> Dict[str, float]:
     """One pass over ``loader``; ``model`` is a LogitsAndFeatures (optionally inside DDP).
 
     Returns the epoch's mean loss, CE, cosine and accuracy, summed over processes. A NaN/inf loss stops
@@ -98,7 +97,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
     sums = torch.zeros(5, dtype=torch.float64, device=device)  # loss, ce, cos, correct, n
     bad = torch.zeros((), dtype=torch.bool, device=device)
     last_read = 0
-    it = tqdm(loader, desc=f"train {epoch}", disable=not (cfg.progress and du.is_main()), leave=False)
+    it = tqdm(loader, desc=f"train {epoch}", disable=not (opts.progress and du.is_main()), leave=False)
 
     def read(upto: int) -> None:
         nonlocal last_read
@@ -110,16 +109,16 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
 
     i = -1
     for i, batch in enumerate(it):
-        inputs = to_inputs(batch, device, bare.modalities, cfg.channels_last)
+        inputs = to_inputs(batch, device, bare.modalities, opts.channels_last)
         labels = batch["label"].to(device, non_blocking=True)
-        if cfg.adv_attack is not None:
+        if opts.adv_attack is not None:
             with torch.autocast(device.type, enabled=False):  # attacks stay fp32 (README, "Precision")
-                inputs = cfg.adv_attack(inputs, labels)  # the attack restores train mode afterwards
-        with autocast_ctx(device, cfg.amp):
+                inputs = opts.adv_attack(inputs, labels)  # the attack restores train mode afterwards
+        with autocast_ctx(device, opts.amp):
             logits, feats = model(**inputs)
             ce = F.cross_entropy(logits.float(), labels)
-            cos = minsim_loss(feats) if cfg.minsim_weight > 0 else torch.zeros((), device=device)
-            loss = ce + cfg.minsim_weight * cos
+            cos = minsim_loss(feats) if opts.minsim_weight > 0 else torch.zeros((), device=device)
+            loss = ce + opts.minsim_weight * cos
         bad |= ~torch.isfinite(loss.detach())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -130,7 +129,7 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
                           torch.stack([(logits.detach().argmax(1) == labels).sum().double(),
                                        torch.tensor(float(n), dtype=torch.float64, device=device)])])
         sums += step
-        if cfg.disp_iter and i % cfg.disp_iter == 0:
+        if opts.disp_iter and i % opts.disp_iter == 0:
             read(i)
             vals = (step[:3] / n).tolist()
             log.info("epoch %d iter %d/%d loss %.4f ce %.4f cos %.4f", epoch, i, len(loader), *vals[:3])
@@ -144,21 +143,31 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, device: torch.device, amp: bool = False, progress: bool = True,
-             desc: str = "eval", max_batches: int = 0, channels_last: bool = False) -> Dict[str, Any]:
-    """Clean accuracy and CE over ``loader``; counts are summed over processes (exact under DDP)."""
+             desc: str = "eval", max_batches: int = 0, channels_last: bool = False, keep_preds: bool = False
+             ) -> Dict[str, Any]:
+    """Clean accuracy and CE over ``loader``; counts are summed over processes (exact under DDP).
+
+    ``keep_preds``: the result's ``preds`` holds this process's predicted class per dataset index
+    (``batch["index"]``; -1 for indices it did not see), for the attack grid's clean rows."""
     bare = unwrap(model)
+    preds: Optional[list] = [] if keep_preds else None
     with model_mode(bare, training=False):
-        sums = _evaluate_sums(bare, loader, device, amp, progress, desc, max_batches, channels_last)
+        sums = _evaluate_sums(bare, loader, device, amp, progress, desc, max_batches, channels_last, preds)
     sums = du.all_reduce_sum(sums)
     n = sums[2].item()
     if n == 0:
         raise RuntimeError(f"{desc}: the loader yielded no samples")
-    return {"loss": sums[0].item() / n, "acc": sums[1].item() / n, "n": int(n),
-            "cos": sums[3].item() / n if not math.isnan(sums[3].item()) else float("nan")}
+    res = {"loss": sums[0].item() / n, "acc": sums[1].item() / n, "n": int(n),
+           "cos": sums[3].item() / n if not math.isnan(sums[3].item()) else float("nan")}
+    if preds is not None:
+        index = torch.cat([i for i, _ in preds])
+        res["preds"] = torch.full((int(index.max()) + 1,), -1, dtype=torch.long)
+        res["preds"][index] = torch.cat([p for _, p in preds]).cpu()
+    return res
 
 
 def _evaluate_sums(bare: nn.Module, loader, device: torch.device, amp: bool, progress: bool, desc: str,
-                   max_batches: int, channels_last: bool = False) -> torch.Tensor:
+                   max_batches: int, channels_last: bool = False, preds: Optional[list] = None) -> torch.Tensor:
     # ce, correct, n, cos, summed on the device: no host synchronisation per batch
     sums = torch.zeros(4, dtype=torch.float64, device=device)
     for i, batch in enumerate(tqdm(loader, desc=desc, disable=not (progress and du.is_main()), leave=False)):
@@ -169,11 +178,13 @@ def _evaluate_sums(bare: nn.Module, loader, device: torch.device, amp: bool, pro
         with autocast_ctx(device, amp):
             feats = bare.features(**inputs)
             logits = bare.classify(feats).float()
-        cos = (F.cosine_similarity(feats["audio"].float(), feats["visual"].float(), dim=1).sum()
-               if "audio" in feats and "visual" in feats and feats["audio"].shape[1] == feats["visual"].shape[1]
-               else torch.full((), float("nan"), device=device))
+        cos = av_cosine(feats)
+        cos = cos.sum() if cos is not None else torch.full((), float("nan"), device=device)
+        pred = logits.argmax(1)
+        if preds is not None:
+            preds.append((torch.as_tensor(batch["index"]).cpu(), pred))
         sums += torch.stack([F.cross_entropy(logits, labels, reduction="sum").double(),
-                             (logits.argmax(1) == labels).sum().double(),
+                             (pred == labels).sum().double(),
                              torch.full((), labels.numel(), dtype=torch.float64, device=device), cos.double()])
     return sums
 

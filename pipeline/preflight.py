@@ -24,6 +24,7 @@ from dataset.fingerprint import media_files
 from dataset.index import check_clip_lengths, read_index
 from dataset.reconcile import check_media, rebuild_command
 from pipeline.config import RESUME_SAFE, RunConfig, resume_changes
+from utils.checkpoint import check_arch
 from utils.errors import UsageError
 from utils.fileio import creatable_problem, sha256_file
 from utils.rundir import RunDir
@@ -68,12 +69,9 @@ def checkpoint_categories(ck: Dict[str, Any]) -> Optional[List[str]]:
 
 
 def check_checkpoint(ck: Dict[str, Any], cfg: RunConfig, path: Path, flag: str) -> None:
-    """Architecture and class order of ``ck`` against this run; any difference is an error."""
-    have = ck.get("arch") or {}
-    diffs = [f"{k}: checkpoint {have.get(k)!r} vs this run {v!r}" for k, v in expected_arch(cfg).items()
-             if have.get(k) != v]
-    if diffs:
-        raise UsageError(flag, f"{path} is for a different model ({'; '.join(diffs)})")
+    """Architecture (``utils.checkpoint.check_arch``) and class order of ``ck`` against this run; any
+    difference is an error."""
+    check_arch(ck, expected_arch(cfg), path, flag)
     cats = checkpoint_categories(ck)
     if cats is None:
         raise UsageError(flag, f"{path} records no class order, so its logits cannot be matched to --categories")

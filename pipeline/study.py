@@ -55,7 +55,7 @@ log = logging.getLogger("study")
 
 IN_PROCESS = {"main_attack.py": main_attack.main, "main_defense.py": main_defense.main}
 EVAL_BATCH = ["--batch_size_per_gpu", "48"]  # evaluation only: larger batches use the CPU better
-FUSIONS = ["concat", "sum", "film_av", "gated_av", "attention"]  # the paper's heads + attention
+STUDY_HEADS = ["concat", "sum", "film_av", "gated_av", "attention"]  # the paper's heads + attention
 UNIMODAL = ["audio", "visual"]
 SURFACE_EPS = [0.0, 0.003, 0.006, 0.012]  # per modality: the robustness surface is this grid squared (4 x 4)
 SURFACE_ATTACK = ["--attack_type", "fgsm"]  # see Study.settings["surface"] for why
@@ -112,7 +112,7 @@ def _word(value: Any) -> str:
 class Study:
     """Runs steps with done-markers so that a second call resumes and skips finished work."""
 
-    fusions = FUSIONS
+    fusions = STUDY_HEADS
 
     def __init__(self, args: argparse.Namespace) -> None:
         name = "synthetic_quick" if args.quick else "synthetic"
@@ -383,7 +383,7 @@ class Study:
         init = ["--init_from", str(self.run_dir("audio").checkpoint_best),
                 str(self.run_dir("visual").checkpoint_best), *self.epoch_flags(self.epochs)]
         self.train("concat", "concat", *init, "--save_features")
-        for head in FUSIONS[1:]:
+        for head in STUDY_HEADS[1:]:
             self.train(head, head, *init)
         self.train("minsim", "concat", *init, "--minsim_weight", "1.0", "--save_features")  # paper w = 1.0
         self.train("advtrain", "concat", *init, "--adv_train", "pgd", "--train_attack_steps", "3")
@@ -392,7 +392,7 @@ class Study:
         self.evaluate("audio", "audio", full, *self.aa)
         self.evaluate("visual", "visual", full, *self.aa)
         self.evaluate("concat", "concat", full, *self.aa, *examples)
-        for head in FUSIONS[1:]:
+        for head in STUDY_HEADS[1:]:
             self.evaluate(head, head, "pgd", *(examples if head == "attention" else []))
         for run_id in ("minsim", "advtrain"):
             self.evaluate(run_id, "concat", "pgd")

@@ -5,18 +5,17 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Iterable, Optional
 
 import torch
 import torch.nn as nn
 
-from dataset.av_dataset import build_loader as _dataset_loader
-from pipeline.build import build_dataset, build_loader, device_loader, make_optimizer, set_epoch_lr
+from pipeline.build import build_dataset, build_loader, make_optimizer, set_epoch_lr
 from pipeline.config import RunConfig
 from pipeline.context import RunContext
 from pipeline.engine import LogitsAndFeatures, TrainConfig, evaluate, extract_features, train_one_epoch
 from utils import distributed as du
-from utils.checkpoint import check_arch, load_checkpoint, model_arch, rng_state, set_rng_state
+from utils.checkpoint import check_arch, load_checkpoint, load_weights, model_arch, rng_state, set_rng_state
 from utils.fileio import atomic_torch_save, sha256_file
 
 log = logging.getLogger(__name__)
@@ -36,10 +35,7 @@ def fit(model: nn.Module, cfg: RunConfig, ctx: RunContext, opts: TrainConfig,
     """Train with resume; writes checkpoint_last.pth every epoch and checkpoint_best.pth on a new best
     val accuracy (both atomically, rank 0 only). A resume continues after checkpoint_last.pth (or from epoch 1
     when the run was killed before its first one) and keeps only the metrics rows of the epochs it holds.
-    Returns the final train/val metrics."""
-    model.to(ctx.device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
+    Returns the final train/val metrics. ``model`` is already on the run's device (``place_model``)."""
     optimizer = make_optimizer(model, cfg)
     arch = model_arch(model, cfg.cls_num)
     rd = ctx.run_dir
@@ -47,7 +43,7 @@ def fit(model: nn.Module, cfg: RunConfig, ctx: RunContext, opts: TrainConfig,
     if cfg.resume and rd.checkpoint_last.is_file():  # preflight checked it (architecture, classes, schedule)
         ck = load_checkpoint(rd.checkpoint_last)
         check_arch(ck, arch, rd.checkpoint_last)
-        model.load_state_dict(ck["model"])
+        load_weights(model, ck["model"], str(rd.checkpoint_last))
         optimizer.load_state_dict(ck["optimizer"])
         set_rng_state(ck["rng_state"])
         start_epoch, best_acc = int(ck["epoch"]) + 1, float(ck["best_acc"])
@@ -63,12 +59,7 @@ def fit(model: nn.Module, cfg: RunConfig, ctx: RunContext, opts: TrainConfig,
     val_loader = build_loader(ds_val, cfg, train=False, device=ctx.device)
     net: nn.Module = LogitsAndFeatures(model)
     if du.is_distributed():
-        ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-        # the defense's fixed dictionaries are identical on every rank: not re-broadcast every step
-        fixed = [f"model.{n}" for n, _ in model.named_buffers() if n.split(".")[-1].startswith("dict_")]
-        if fixed:
-            nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(net, fixed)
-        net = nn.parallel.DistributedDataParallel(net, device_ids=ids)
+        net = du.wrap_ddp(net, ctx.device)
     val: Dict[str, Any] = {}
     tr: Dict[str, Any] = {}
     for epoch in range(start_epoch, cfg.num_epoch + 1):
@@ -98,13 +89,10 @@ def fit(model: nn.Module, cfg: RunConfig, ctx: RunContext, opts: TrainConfig,
 
 
 def load_for_eval(model: nn.Module, cfg: RunConfig, ctx: RunContext, path: Path) -> Path:
-    """Load the model weights of checkpoint ``path`` (checked by preflight) onto the run's device."""
+    """Load the model weights of checkpoint ``path`` (checked by preflight) into ``model`` where it is."""
     ck = load_checkpoint(path)
     check_arch(ck, model_arch(model, cfg.cls_num), path)
-    model.load_state_dict(ck["model"])
-    model.to(ctx.device)
-    if cfg.channels_last:  # evaluation and attacks too, not only training
-        model.to(memory_format=torch.channels_last)
+    load_weights(model, ck["model"], str(path))
     log.info("loaded %s (epoch %s)", path, ck.get("epoch"))
     return path
 
@@ -114,9 +102,8 @@ def save_features(model: nn.Module, cfg: RunConfig, ctx: RunContext, ckpt_path: 
     out = ctx.run_dir.features
     if not du.is_main():
         return out
-    ds = build_dataset(cfg, cfg.list_train, train_mode=False)
-    loader = device_loader(_dataset_loader(ds, batch_size=cfg.batch_size_per_gpu, workers=cfg.workers,
-                                           shuffle=False, seed=cfg.seed), ctx.device)
+    loader = build_loader(build_dataset(cfg, cfg.list_train, train_mode=False), cfg, train=False,
+                          device=ctx.device, whole=True)
     feats = extract_features(model, loader, ctx.device, progress=not cfg.no_progress)
     feats["checkpoint_sha256"] = sha256_file(ckpt_path)
     feats["checkpoint"] = str(ckpt_path)
@@ -125,15 +112,19 @@ def save_features(model: nn.Module, cfg: RunConfig, ctx: RunContext, ckpt_path: 
     return out
 
 
-def clean_accuracy(model: nn.Module, cfg: RunConfig, ctx: RunContext, list_path: str, tag: str
-                   ) -> Dict[str, Any]:
-    """Clean accuracy on ``list_path`` (logged to metrics under ``tag`` and returned).
+def clean_accuracy(model: nn.Module, cfg: RunConfig, ctx: RunContext, list_path: str, tag: str,
+                   loader: Optional[Iterable] = None, keep_preds: bool = False) -> Dict[str, Any]:
+    """Clean accuracy on ``list_path`` (logged to metrics under ``tag`` and returned), over ``loader`` when
+    the caller built it (an evaluation's one loader, already cut to --max_eval_batches).
 
-    Always fp32, also under --amp: the number reported is the attack grid's clean row (attacks are fp32)."""
-    loader = build_loader(build_dataset(cfg, list_path, train_mode=False), cfg, train=False, device=ctx.device)
-    max_batches = cfg.max_eval_batches if cfg.mode == "eval" else 0
+    Always fp32, also under --amp: the number reported is the attack grid's clean row (attacks are fp32).
+    ``keep_preds``: the result's ``preds`` are the predictions by dataset index, for the grid to reuse."""
+    max_batches = 0
+    if loader is None:
+        loader = build_loader(build_dataset(cfg, list_path, train_mode=False), cfg, train=False, device=ctx.device)
+        max_batches = cfg.max_eval_batches if cfg.mode == "eval" else 0
     res = evaluate(model, loader, ctx.device, amp=False, progress=not cfg.no_progress, desc=tag,
-                   max_batches=max_batches, channels_last=cfg.channels_last)
-    ctx.metrics.log(tag, 0, **res)
+                   max_batches=max_batches, channels_last=cfg.channels_last, keep_preds=keep_preds)
+    ctx.metrics.log(tag, 0, **{k: v for k, v in res.items() if k != "preds"})
     log.info("clean %s accuracy %.4f on %d clips (%s)", tag, res["acc"], res["n"], list_path)
     return res

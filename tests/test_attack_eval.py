@@ -14,7 +14,8 @@ from attacks import create_attack
 from attacks.evaluate import evaluate_attack_grid
 from reporting.results import markdown_table
 from attacks.metrics import PAPER_EPS_GRID, format_eps, linf, max_delta, parse_eps, psnr_db, snr_db
-from tests.test_attacks import ToyAV, make_batch
+from tests.conftest import ToyAV
+from tests.test_attacks import make_batch
 
 ROW_KEYS = {"attack", "eps_audio", "eps_visual", "eps_unit", "steps", "random_start", "restarts", "attacked",
             "clean_acc", "adv_acc", "success_rate", "max_delta_audio", "max_delta_visual", "snr_db_audio",

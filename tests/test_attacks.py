@@ -14,58 +14,10 @@ from hypothesis import strategies as st
 import attacks
 from attacks import create_attack, list_attacks
 from attacks.base import IMAGENET_STD, LinfThreat
+from tests.conftest import ToyAV
 
 NAMES = ("fgsm", "pgd", "mim")
 ALL_NAMES = ("apgd-ce", "apgd-dlr", "apgd-t", "autoattack", "fgsm", "mim", "pgd", "square")
-
-
-class ToyAV(nn.Module):
-    """A tiny model following the project's contract: conv + BatchNorm + Dropout per modality, concat head.
-
-    BatchNorm running statistics are randomised so that train and eval mode give different outputs.
-    """
-
-    def __init__(self, modalities: Sequence[str] = ("audio", "visual"), num_classes: int = 4, seed: int = 0,
-                 dtype: torch.dtype = torch.float32, width: int = 4) -> None:
-        super().__init__()
-        self.modalities = tuple(modalities)
-        gen = torch.Generator().manual_seed(seed)
-        self.audio_net = nn.Sequential(nn.Conv1d(1, width, 5, stride=2), nn.BatchNorm1d(width), nn.ReLU(),
-                                       nn.AdaptiveMaxPool1d(1), nn.Flatten())
-        self.visual_net = nn.Sequential(nn.Conv2d(3, width, 3), nn.BatchNorm2d(width), nn.ReLU(),
-                                        nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        # standardises the fused features (stats from a calibration batch below), so that predictions vary
-        # across samples instead of being fixed by the head's bias
-        self.feat_bn = nn.BatchNorm1d(width * len(self.modalities), momentum=1.0)
-        self.drop = nn.Dropout(0.5)
-        self.head = nn.Linear(width * len(self.modalities), num_classes)
-        with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
-            for bn in (self.audio_net[1], self.visual_net[1]):
-                bn.running_mean.copy_(torch.randn(width, generator=gen) * 0.1)
-                bn.running_var.copy_(torch.rand(width, generator=gen) + 0.5)
-        self.to(dtype)
-        self.eval()
-        self.feat_bn.train()  # only the feature standardisation learns its statistics here
-        with torch.no_grad():
-            self(audio=torch.rand(32, 1, 48, generator=gen).to(dtype) * 2 - 1,
-                 visual=torch.rand(32, 3, 8, 8, generator=gen).to(dtype))
-        self.feat_bn.momentum = 0.1
-        self.train()
-
-    def forward(self, audio: Optional[torch.Tensor] = None, visual: Optional[torch.Tensor] = None) -> torch.Tensor:
-        feats = []
-        if "audio" in self.modalities:
-            feats.append(self.audio_net(audio))
-        if "visual" in self.modalities:
-            if visual.dim() == 5:  # (B, 3, T, H, W): frames through the 2-D net, averaged over time
-                b, c, t, h, w = visual.shape
-                f = self.visual_net(visual.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w))
-                feats.append(f.view(b, t, -1).mean(dim=1))
-            else:
-                feats.append(self.visual_net(visual))
-        return self.head(self.drop(self.feat_bn(torch.cat(feats, dim=1))))
 
 
 class VisualOnly(nn.Module):

@@ -24,7 +24,7 @@ import main_attack
 import main_defense
 from pipeline import config as config_mod
 from pipeline.config import RunConfig, add_defense_args, get_args_parser, parse_attack_names
-from tests.fake_media import make_fake_media
+from tests.conftest import run_argv
 from utils.errors import run_cli
 from utils.fileio import atomic_write_bytes, atomic_write_with
 from utils.rundir import RunDir
@@ -33,20 +33,12 @@ REPO = Path(__file__).resolve().parents[1]
 CATS = ["alpha", "beta", "gamma"]
 
 
-@pytest.fixture(scope="module")
-def media(tmp_path_factory):
-    root = tmp_path_factory.mktemp("media")
-    return make_fake_media(root, CATS, clips_per_class=4, num_frames=6, seconds=1.0, img_hw=(32, 32), seed=1)
+MEDIA = dict(clips_per_class=4, num_frames=6, seconds=1.0, img_hw=(32, 32), seed=1)  # the `media` fixture's
 
 
 def argv(media, ckpt: Path, run_id: str, *extra: str, lists=("train", "val", "test")):
-    out = ["--dataset", "synthetic", "--categories", ",".join(CATS),
-           "--audio_path", str(media["audio_path"]), "--frame_path", str(media["frame_path"]),
-           "--audLen", "4096", "--imgSize", "16", "--arch_frame", "resnet10", "--batch_size_per_gpu", "3",
-           "--workers", "0", "--ckpt", str(ckpt), "--id", run_id, "--no_progress", "--disp_iter", "0"]
-    for split in lists:
-        out += [f"--list_{split}", str(media[split])]
-    return out + list(extra)
+    return run_argv(media, ckpt, run_id, *extra, cats=CATS, lists=lists, imgSize=16, arch_frame="resnet10",
+                    batch_size_per_gpu=3)
 
 
 def snapshot(folder: Path) -> Dict[str, str]:

@@ -23,10 +23,7 @@ L = 4096  # audio window in these tests
 GRAY_STEP = 10  # frame k of a "ramp clip" is uniformly grey at level GRAY_STEP * k
 
 
-@pytest.fixture(scope="module")
-def media(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fake")
-    return make_fake_media(root, CATS, clips_per_class=3, num_frames=8, seconds=1.0, img_hw=(40, 52), seed=1)
+MEDIA = dict(clips_per_class=3, num_frames=8, seconds=1.0, img_hw=(40, 52), seed=1)  # the `media` fixture's
 
 
 def make_ds(media, split="train", train=True, **kw):

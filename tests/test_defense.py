@@ -26,6 +26,7 @@ from models.defense import (
     sparse_code,
     sparse_code_with_info,
 )
+from tests.conftest import ToyFeaturesAV
 from utils.errors import MalformedFileError
 
 LAM = 0.1  # paper's lambda
@@ -395,35 +396,9 @@ def test_empty_bank_rejected() -> None:
 
 
 # ---------------------------------------------------------------------------------------------- wrapper
-class ToyAV(nn.Module):
-    """A minimal model following the features/classify contract."""
-
-    def __init__(self, modalities: Tuple[str, ...] = ("audio", "visual"), da: int = 6, dv: int = 5) -> None:
-        super().__init__()
-        self.modalities = modalities
-        self.arch = {"toy": True}
-        self.enc_a = nn.Linear(32, da)
-        self.enc_v = nn.Linear(3, dv)
-        self.head = nn.Linear(da * ("audio" in modalities) + dv * ("visual" in modalities), 3)
-
-    def features(self, audio: Optional[torch.Tensor] = None, visual: Optional[torch.Tensor] = None) -> Dict:
-        out = {}
-        if "audio" in self.modalities:
-            out["audio"] = torch.relu(self.enc_a(audio.flatten(1)))
-        if "visual" in self.modalities:
-            out["visual"] = torch.relu(self.enc_v(visual.mean(dim=(2, 3))))
-        return out
-
-    def classify(self, feats: Dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.head(torch.cat([feats[m] for m in self.modalities], dim=1))
-
-    def forward(self, audio: Optional[torch.Tensor] = None, visual: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return self.classify(self.features(audio=audio, visual=visual))
-
-
-def _toy_setup(seed: int = 0) -> Tuple[ToyAV, Dict[str, MemoryBank], torch.Tensor, torch.Tensor]:
+def _toy_setup(seed: int = 0) -> Tuple[ToyFeaturesAV, Dict[str, MemoryBank], torch.Tensor, torch.Tensor]:
     torch.manual_seed(seed)
-    model = ToyAV()
+    model = ToyFeaturesAV()
     a, v = torch.rand(4, 1, 32) * 2 - 1, torch.rand(4, 3, 8, 8)
     with torch.no_grad():
         feats = model.features(audio=torch.rand(40, 1, 32) * 2 - 1, visual=torch.rand(40, 3, 8, 8))
@@ -488,7 +463,7 @@ def test_defended_model_bad_input() -> None:
     with pytest.raises(ValueError, match="no memory bank for modality \\['visual'\\]"):
         DefendedModel(model, {"audio": banks["audio"]})
     with pytest.raises(ValueError, match="bank\\(s\\) for \\['visual'\\]"):
-        DefendedModel(ToyAV(modalities=("audio",)), banks)
+        DefendedModel(ToyFeaturesAV(modalities=("audio",)), banks)
     with pytest.raises(ValueError, match="steps"):
         DefendedModel(model, banks, steps={"audio": -1.0})
 

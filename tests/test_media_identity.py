@@ -24,7 +24,7 @@ from dataset.av_dataset import AVDataset
 from dataset.errors import MediaError
 from models.defense import MemoryBank, build_banks
 from pipeline.config import get_args_parser, parse_config
-from tests.fake_media import make_fake_media
+from tests.conftest import run_argv
 from utils.errors import UsageError, run_cli
 from utils.rundir import RunDir
 
@@ -32,10 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 CATS = ["alpha", "beta", "gamma"]
 
 
-@pytest.fixture(scope="module")
-def media(tmp_path_factory):
-    root = tmp_path_factory.mktemp("media")
-    return make_fake_media(root, CATS, clips_per_class=4, num_frames=6, seconds=1.0, img_hw=(48, 48), seed=3)
+MEDIA = dict(clips_per_class=4, num_frames=6, seconds=1.0, img_hw=(48, 48), seed=3)  # the `media` fixture's
 
 
 @pytest.fixture
@@ -47,13 +44,7 @@ def own_media(media, tmp_path) -> Dict[str, Path]:
 
 
 def argv(media, ckpt: Path, run_id: str, *extra: str):
-    out = ["--dataset", "synthetic", "--categories", ",".join(CATS),
-           "--audio_path", str(media["audio_path"]), "--frame_path", str(media["frame_path"]),
-           "--audLen", "4096", "--imgSize", "16", "--arch_frame", "resnet10", "--batch_size_per_gpu", "3",
-           "--workers", "0", "--ckpt", str(ckpt), "--id", run_id, "--no_progress", "--disp_iter", "0"]
-    for split in ("train", "val", "test"):
-        out += [f"--list_{split}", str(media[split])]
-    return out + list(extra)
+    return run_argv(media, ckpt, run_id, *extra, cats=CATS, imgSize=16, arch_frame="resnet10", batch_size_per_gpu=3)
 
 
 @pytest.fixture(scope="module")

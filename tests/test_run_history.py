@@ -20,7 +20,7 @@ import pytest
 import main_attack
 import pipeline.train as train_mod
 from pipeline.config import add_defense_args, get_args_parser, parse_config
-from tests.test_train import base_args, media  # noqa: F401  (module-scoped fixture: the tiny toy media)
+from tests.test_train import CATS, MEDIA, base_args  # noqa: F401  (the conftest media fixture reads CATS, MEDIA)
 from utils.errors import UsageError
 from utils.fileio import atomic_torch_save, atomic_write_with
 from utils.rundir import RunDir

@@ -11,24 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.fake_media import make_fake_media
+from tests.conftest import run_argv
 
 REPO = Path(__file__).resolve().parents[1]
 CATS = ["alpha", "beta", "gamma"]
 
 
-@pytest.fixture(scope="module")
-def media(tmp_path_factory):
-    root = tmp_path_factory.mktemp("media")
-    return make_fake_media(root, CATS, clips_per_class=6, num_frames=6, seconds=1.0, img_hw=(40, 40), seed=0)
+MEDIA = dict(clips_per_class=6, num_frames=6, seconds=1.0, img_hw=(40, 40), seed=0)  # the `media` fixture's
 
 
 def _args(media, ckpt: Path, run_id: str, *extra: str):
-    return ["--dataset", "synthetic", "--categories", ",".join(CATS),
-            "--list_train", str(media["train"]), "--list_val", str(media["val"]), "--list_test", str(media["test"]),
-            "--audio_path", str(media["audio_path"]), "--frame_path", str(media["frame_path"]),
-            "--audLen", "4096", "--imgSize", "32", "--batch_size_per_gpu", "2", "--workers", "0",
-            "--ckpt", str(ckpt), "--id", run_id, "--no_progress", "--disp_iter", "0", "--seed", "3", *extra]
+    return run_argv(media, ckpt, run_id, *extra, cats=CATS, imgSize=32, batch_size_per_gpu=2, seed=3)
 
 
 def test_corrupt_frame_on_one_rank_ends_the_torchrun_job(media, tmp_path):
@@ -115,6 +108,7 @@ def test_channels_last_applies_to_evaluation(media, tmp_path):
 
     import torch
 
+    from pipeline.build import place_model
     from pipeline.train import load_for_eval
     from utils.checkpoint import model_arch
 
@@ -122,6 +116,7 @@ def test_channels_last_applies_to_evaluation(media, tmp_path):
     path = tmp_path / "ck.pth"
     torch.save({"model": model.state_dict(), "arch": model_arch(model, 3), "epoch": 1}, path)
     ctx = types.SimpleNamespace(device=torch.device("cpu"))
+    place_model(model, cfg, ctx.device)  # the run's one placement (the mains), then the weights load in place
     load_for_eval(model, cfg, ctx, path)
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert convs and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import main_attack
-from tests.fake_media import make_fake_media
+from tests.conftest import run_argv
 from utils.errors import UsageError
 from utils.rundir import RunDir
 
@@ -22,18 +22,11 @@ REPO = Path(__file__).resolve().parents[1]
 CATS = ["alpha", "beta", "gamma"]
 
 
-@pytest.fixture(scope="module")
-def media(tmp_path_factory):
-    root = tmp_path_factory.mktemp("media")
-    return make_fake_media(root, CATS, clips_per_class=6, num_frames=6, seconds=1.0, img_hw=(40, 40), seed=0)
+MEDIA = dict(clips_per_class=6, num_frames=6, seconds=1.0, img_hw=(40, 40), seed=0)  # the `media` fixture's
 
 
 def base_args(media, ckpt: Path, run_id: str, *extra: str):
-    return ["--dataset", "synthetic", "--categories", ",".join(CATS),
-            "--list_train", str(media["train"]), "--list_val", str(media["val"]), "--list_test", str(media["test"]),
-            "--audio_path", str(media["audio_path"]), "--frame_path", str(media["frame_path"]),
-            "--audLen", "4096", "--imgSize", "32", "--batch_size_per_gpu", "4", "--workers", "0",
-            "--ckpt", str(ckpt), "--id", run_id, "--no_progress", "--disp_iter", "0", "--seed", "3", *extra]
+    return run_argv(media, ckpt, run_id, *extra, cats=CATS, imgSize=32, batch_size_per_gpu=4, seed=3)
 
 
 def read_metrics(run: Path, tag: str):

@@ -4,15 +4,19 @@ Layout: ``{model, optimizer, scheduler, epoch, best_acc, args, rng_state, arch, 
 pipeline/train.py through utils.fileio.atomic_torch_save). ``arch`` names the
 three networks, the head's ``fusion_args``, the number of classes and, for a head from a plugin file,
 ``plugins`` (that file, re-imported by an evaluation); loading into a model built differently is an error
-that says which part differs.
+that says which part differs (``check_arch``, also preflight's). ``load_weights`` is the one loader of weights
+into a model or a part of it (checkpoints, --init_from, --weights_classifier, --weights_sound).
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Mapping, Optional, Union
 
 import torch
+import torch.nn as nn
+
+from utils.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +56,20 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> Dict[str, Any]:
         raise RuntimeError(f"cannot read checkpoint {path}: {e}") from e
 
 
-def check_arch(ckpt: Dict[str, Any], expected: Dict[str, Any], path: Path) -> None:
-    """Raise if the checkpoint was trained for another architecture or class count."""
+def check_arch(ckpt: Dict[str, Any], expected: Dict[str, Any], path: Path, flag: Optional[str] = None) -> None:
+    """The one architecture check: raise if the checkpoint was trained for another architecture or class
+    count. ``flag``: a ``UsageError`` of that flag (preflight), else a ``RuntimeError``."""
     have = ckpt.get("arch")
+    problem = None
     if have is None:
-        raise RuntimeError(f"checkpoint {path} has no 'arch' entry: not written by this project")
-    diffs = [f"{k}: checkpoint {have.get(k)!r} vs model {v!r}" for k, v in expected.items()
-             if have.get(k) != v and not (k in ARCH_SINCE_I18 and k not in have)]
-    if diffs:
-        raise RuntimeError(f"checkpoint {path} is for a different model ({'; '.join(diffs)})")
+        problem = f"checkpoint {path} has no 'arch' entry: not written by this project"
+    else:
+        diffs = [f"{k}: checkpoint {have.get(k)!r} vs this run {v!r}" for k, v in expected.items()
+                 if have.get(k) != v and not (k in ARCH_SINCE_I18 and k not in have)]
+        if diffs:
+            problem = f"checkpoint {path} is for a different model ({'; '.join(diffs)})"
+    if problem is not None:
+        raise UsageError(flag, problem) if flag else RuntimeError(problem)
 
 
 def recorded_arch(path: Path) -> Dict[str, Any]:
@@ -77,3 +86,45 @@ def recorded_arch(path: Path) -> Dict[str, Any]:
 def recorded_plugins(path: Path) -> List[str]:
     """The plugin files a checkpoint's head came from (``arch["plugins"]``), [] for a built-in head."""
     return [str(p) for p in recorded_arch(path).get("plugins", [])]
+
+def read_state_file(path: Union[str, Path], what: str, flag: Optional[str] = None) -> Dict[str, Any]:
+    """A file holding a state dict (weights_only); a missing or foreign file is an error naming ``what``."""
+    fail = (lambda msg: UsageError(flag, msg)) if flag else FileNotFoundError
+    if not Path(path).is_file():
+        raise fail(f"{what}: no such file {str(path)!r}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # not a tensor file
+        raise (UsageError(flag, f"{what}: {path} is not a state dict ({type(e).__name__})") if flag
+               else RuntimeError(f"{what}: cannot read {path}: {e}")) from None
+    if not isinstance(state, dict):
+        raise (UsageError(flag, f"{what}: {path} is not a state dict") if flag
+               else ValueError(f"{what} {str(path)!r}: expected a state dict, got {type(state).__name__}"))
+    return state
+
+
+def load_weights(target: nn.Module, state: Mapping[str, torch.Tensor], what: str, prefix: str = "",
+                 flag: Optional[str] = None) -> None:
+    """The one weight loader: copy ``state`` into ``target``'s state entries whose names start with ``prefix``
+    ("" = all of them; ``state``'s other keys are left out). Keys and shapes must match exactly, else nothing
+    is copied and the error names ``what`` (a ``UsageError`` of ``flag`` when given, else a ``RuntimeError``)."""
+    want = {k: v for k, v in target.state_dict().items() if k.startswith(prefix)}
+    have = {k: v for k, v in state.items() if k.startswith(prefix)}
+    missing, unexpected = sorted(set(want) - set(have)), sorted(set(have) - set(want))
+    problem = None
+    if missing or unexpected:
+        problem = (f"{what} does not match this model's {prefix.rstrip('.') or 'weights'}: {len(missing)} missing "
+                   f"keys {missing[:5]}, {len(unexpected)} unexpected keys {unexpected[:5]}")
+    else:
+        bad = [k for k in want if getattr(have[k], "shape", None) != want[k].shape]
+        if bad:
+            problem = (f"{what}: {bad[0]} has shape {tuple(getattr(have[bad[0]], 'shape', ()))}, this model needs "
+                       f"{tuple(want[bad[0]].shape)}")
+    if problem is not None:
+        raise UsageError(flag, problem) if flag else RuntimeError(problem)
+    if prefix:
+        with torch.no_grad():
+            for k, v in want.items():
+                v.copy_(have[k])
+    else:
+        target.load_state_dict(dict(have), strict=True)

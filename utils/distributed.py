@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -108,6 +108,25 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
 def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
     """Element-wise max over processes (identity without a process group)."""
     return _all_reduce(t, dist.ReduceOp.MAX)
+
+
+def ddp_ignored_buffers(module: torch.nn.Module) -> List[str]:
+    """Full names of the buffers DDP must not broadcast: each submodule lists its own in a
+    ``ddp_ignored_buffers`` attribute (names relative to it), e.g. buffers identical on every rank."""
+    names: List[str] = []
+    for prefix, sub in module.named_modules():
+        for b in getattr(sub, "ddp_ignored_buffers", ()):
+            names.append(f"{prefix}.{b}" if prefix else b)
+    return names
+
+
+def wrap_ddp(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``module`` in DistributedDataParallel on ``device``, skipping its ``ddp_ignored_buffers``."""
+    ignored = ddp_ignored_buffers(module)
+    if ignored:  # the only way DDP offers to skip buffers is this (private) class method
+        torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(module, ignored)
+    ids = [device.index] if device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids)
 
 
 class ShardSampler(Sampler[int]):

@@ -91,6 +91,8 @@ class DefendedModel(nn.Module):
             for m in mods
         }
         self.bank_info = {}
+        # the fixed dictionaries are identical on every rank: DDP need not broadcast them (utils.distributed)
+        self.ddp_ignored_buffers = tuple(f"dict_{m}" for m in mods)
         for m in mods:
             bank = banks[m]
             atoms = getattr(bank, "atoms", None)
