@@ -6,12 +6,8 @@
     python scripts/run_study.py --dataset ave --preset paper --seeds 0 1 2 --data_root media/ave --dry_run
     python scripts/run_study.py ... --launcher slurm --slurm_args "--partition gpu --gres gpu:1"
 
-Steps (each reuses what a previous run already finished, so a killed study resumes):
-  1. (embedded set only) generate the synthetic videos, extract frames and audio, build the index CSVs;
-  2. train the preset's models, once per seed (pipeline/study_plan.py lists them);
-  3. evaluate them (attacks, AutoAttack, robustness surface, the defence with adaptive attacks);
-  4. write the report: every table with 95% intervals, paired tests behind the reading, surface heat maps,
-     example pages, provenance, the commands and the timings.
+Steps (each reuses finished work, so a killed study resumes): the embedded set's data; the preset's trainings
+and evaluations, per seed (pipeline/study_plan.py); the report (tables, tests, surfaces, commands, timings).
 Nothing here is tuned to make a finding come out one way: the report states what was measured.
 
 <out>/study.json records the study's settings, its seeds and, per step, the model, the seed, the run folder and
@@ -43,7 +39,7 @@ from dataset.index import read_index
 from dataset.specs import CUSTOM, DatasetSpec, get_spec, list_datasets
 from pipeline import launchers
 from pipeline.study_plan import (AA_DEMO, AA_QUICK, PRESETS, SURFACE_EPS, Job, PlanInput, build_plan,
-                                 classes_needed, rel, render)
+                                 classes_needed, describe_embedded, embedded_data_jobs, rel, render)
 from reporting.per_sample import PerSample, read_per_sample
 from reporting.results import read_results
 from reporting.study_findings import build_report
@@ -58,7 +54,6 @@ log = logging.getLogger("study")
 
 IN_PROCESS = {"main_attack.py": main_attack.main, "main_defense.py": main_defense.main}
 FUSIONS = ["concat", "sum", "film_av", "gated_av", "attention"]  # the report's fusion table (demo grid)
-UNIMODAL = ["audio", "visual"]
 # The embedded set's size: 100 clips of 2 s per class, split 72/8/20 (train/val/test) so that the test list has
 # 160 clips (a standard error of at most 4 points on one accuracy). Chosen with the unimodal and concat
 # models' validation accuracy as the only criterion (docs/demo.md); never on any attacked number.
@@ -66,7 +61,6 @@ CLIPS_PER_CLASS = 100
 TIMINGS_FILE = "timings.json"  # <out>/timings.json: each step's seconds in the call that did its work
 # <out>/study.json: the study's settings, seeds and, per step, the run and evaluation folder it ran or reused
 STUDY_FILE = "study.json"
-STEPS_DIR = "steps"  # <out>/steps/<job>.json: a step's record written by a scheduled job (--job)
 # the study's settings (Study.record_settings) and the flags that set them
 SETTING_FLAGS = {"preset": "--preset", "dataset": "--dataset", "clips_per_class": "--clips_per_class",
                  "epochs": "--epochs", "epochs_unimodal": "--epochs_unimodal", "seeds": "--seeds",
@@ -74,7 +68,6 @@ SETTING_FLAGS = {"preset": "--preset", "dataset": "--dataset", "clips_per_class"
 # what the mains print for the evaluation folder they wrote or reused (pipeline/context.py)
 EVAL_FOLDER = re.compile(r"^evaluation folder: (.+?)(?: \(already finished with this configuration: --reuse_eval\))?$",
                          re.M)
-CLIP_SECONDS = "2"
 VAL_FRACTION, TEST_FRACTION = 0.08, 0.2  # of each class; at least one clip each (smoke runs with few clips)
 EMBEDDED = ("demo", "quick")  # presets on the embedded (synthetic) set, whose media the study makes
 
@@ -115,6 +108,7 @@ def _word(value: Any) -> str:
 
 
 def _check_choice(flag: str, value: str, names: Sequence[str]) -> None:
+    """An unknown name: one line naming the flag and the valid names (no argparse usage block)."""
     if value not in names:
         raise UsageError(flag, f"unknown value {value!r}; valid: {', '.join(names)}")
 
@@ -158,7 +152,7 @@ class Study:
         self.argv: List[str] = []  # the study's command line (the slurm launcher passes it into its jobs)
         aa = AA_QUICK if q else AA_DEMO
         self.n_val, self.n_test = self.split_counts()
-        self.settings = self.describe(aa)
+        self.settings = describe_embedded(aa, self.clips, (self.n_val, self.n_test), self.seeds, args.data_seed)
         if args.dry_run:
             return
         problem = creatable_problem(self.out)  # before any step: a read-only --out is one line, not a traceback
@@ -224,60 +218,9 @@ class Study:
         inp = PlanInput(dataset=args.dataset, spec=spec, preset=args.preset, seeds=tuple(args.seeds), out=self.out,
                         lists=lists, audio_path=audio, frame_path=frames, categories=cats,
                         workers=args.workers, pretrained=args.pretrained, epochs=self.epochs,
-                        epochs_unimodal=self.epochs_uni, data_steps=self.data_jobs() if self.embedded else [])
+                        epochs_unimodal=self.epochs_uni, data_steps=embedded_data_jobs(self.media, self.index, self.clips, self.split_counts(),
+                                                      args.data_seed) if self.embedded else [])
         return spec, inp
-
-    def data_jobs(self) -> List[Job]:
-        """The embedded set: generate, extract frames and audio, index (scripts/; each skips finished work)."""
-        w = str(max(os.cpu_count() or 1, 1))  # ffmpeg/generation processes: every core
-        a, m, x = self.args, self.media, self.index
-        n_val, n_test = self.split_counts()
-        steps = [("generate", ["scripts/make_synthetic_dataset.py", "--out", str(m), "--clips-per-class",
-                               str(self.clips), "--seconds", CLIP_SECONDS, "--seed", str(a.data_seed), "--workers", w]),
-                 ("frames", ["scripts/extract_frames.py", "--video_path", str(m / "videos"),
-                             "--out_dir", str(m / "data" / "frames"), "--workers", w]),
-                 ("audio", ["scripts/extract_audio.py", "--video_path", str(m / "videos"),
-                            "--out_dir", str(m / "data" / "audio"), "--workers", w]),
-                 ("index", ["scripts/make_index.py", "--root", str(m), "--out", str(x), "--dataset", "synthetic",
-                            "--seed", str(a.data_seed), "--val", f"{n_val / self.clips:.6f}",
-                            "--test", f"{n_test / self.clips:.6f}"])]
-        return [Job(name, "data", tuple(argv), deps=(steps[i - 1][0],) if i else ())
-                for i, (name, argv) in enumerate(steps)]
-
-    def describe(self, aa: Dict[str, int]) -> Dict[str, str]:
-        """What the study chose and why, for the report (embedded presets; the paper preset runs the paper's
-        settings, which the commands show)."""
-        return {
-            "surface": (f"Accuracy of each model over the budget grid eps_audio x eps_visual in "
-                        f"{{{', '.join(f'{e:g}' for e in SURFACE_EPS)}}}^2 under FGSM (one "
-                        "step of size eps). Chosen for the demo's 10-minute budget on 2 cores: the 15 attacked points "
-                        "of the concat model cost 15 gradient passes per clip with FGSM against 150 with PGD-10, "
-                        "about as much as the rest of the concat evaluation. FGSM is a weaker attack than PGD, so "
-                        "the surface is an upper bound on robust accuracy; the paper-grid tables above give PGD-10 "
-                        "and AutoAttack at their points. The unimodal models are evaluated on their own axis only "
-                        "(4 points): they do not read the other input."),
-            "autoattack": (f"AutoAttack at demo scale: APGD-CE and APGD-T ({aa['apgd_targets']} target classes) "
-                           f"with {aa['apgd_steps']} iterations, Square with {aa['square_queries']} queries "
-                           "(AutoAttack standard: 100 "
-                           "iterations, 9 target classes, 5000 queries), each "
-                           "stage on the clips still classified correctly, L-inf budget of the paper grid. With "
-                           "reduced budgets it is an upper bound on robust accuracy. On the defended model the "
-                           "adaptive worst case stands in for it: the attacks named under the defence table, each "
-                           "on every clip, and the per-clip worst case."),
-            "defense": ("Memory-bank defence at demo scale: banks of the clean features of every training clip "
-                        "(up to 1024 per modality, paper), FISTA capped at 100 iterations and 10 iterations "
-                        "unrolled for gradients (paper: up to 2000 ISTA iterations). The caps bound the solver's "
-                        "cost on 2 cores; they can leave the sparse code short of the optimum, so the defence is "
-                        "evaluated as run. Adaptive attacks: "
-                        "the paper's PGD, FGSM through BPDA, APGD-T through the unrolled solver, Square (APGD-T "
-                        "through BPDA, APGD-CE, PGD through BPDA and random-start PGD left out for time). The "
-                        "banks-only ablation (banks on the plain concat model) is left out for time as well."),
-            "data": (f"Embedded set: {self.clips} clips of {CLIP_SECONDS} s per class, split "
-                     f"{self.n_val}/{self.n_test} clips of each class for val/test; the nets from scratch (CPU "
-                     "budget; their sizes are in the report's first paragraph, from each run's own record)."),
-            "seeds": (f"seeds {_word(self.seeds)}: each seed sets initialisation, data order and attack randomness; "
-                      f"the data split is fixed (data seed {self.args.data_seed})."),
-        }
 
     def split_counts(self) -> Tuple[int, int]:
         """(val, test) clips per class: the study's fractions, rounded, at least one each."""
@@ -361,7 +304,7 @@ class Study:
             return
         log.info("[run] %s", name)
         rd = RunDir(job.run_root) if job is not None else None
-        before = set(rd.eval_ids()) if evaluation else None
+        before = set(rd.eval_ids()) if rd is not None and evaluation else set()
         t0, c0 = time.time(), _cpu_seconds()
         did = True
         printed = ""
