@@ -170,9 +170,9 @@ def write_scripts(study: Study) -> List[Tuple[str, Path, List[str], List[str]]]:
             groups.setdefault(j.deps, []).append(j)
     for deps, jobs in groups.items():
         key = f"evals after {' + '.join(deps)}"
-        path = folder / f"evals_{slug('+'.join(deps))}.sh"
+        path = folder / f"{slug(key)}.sh"  # the file is named as the job
         cases = [f"  {i}) {_study_call(study, j.name)} ;;" for i, j in enumerate(jobs)]
-        lines = _header(key, str(folder / f"evals_{slug('+'.join(deps))}-%A_%a.log")) + [
+        lines = _header(key, str(folder / f"{slug(key)}-%A_%a.log")) + [
             'case "$SLURM_ARRAY_TASK_ID" in', *cases,
             '  *) echo "no job for array index $SLURM_ARRAY_TASK_ID" >&2; exit 2 ;;', "esac"]
         atomic_write_text(path, "\n".join(lines) + "\n")

@@ -26,6 +26,7 @@ import os
 import re
 import resource
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -125,6 +126,8 @@ class Study:
         _check_choice("--dataset", args.dataset, list_datasets())
         _check_choice("--preset", args.preset, PRESETS.names())
         _check_choice("--launcher", args.launcher, launchers.LAUNCHERS.names())
+        if args.launcher == "slurm" and not args.dry_run and args.job is None and not shutil.which("sbatch"):
+            raise UsageError("--launcher", "slurm: sbatch is not on PATH (run on a SLURM login node)")
         if len(set(args.seeds)) != len(args.seeds):
             raise UsageError("--seeds", f"a seed is given twice: {_word(args.seeds)}")
         self.args = args
