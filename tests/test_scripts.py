@@ -204,3 +204,77 @@ def test_a_changed_study_setting_is_refused_and_nothing_is_written(quick_study, 
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == files
     assert sorted(p.name for p in out.iterdir()) == runs
     assert json.loads((out / "audio" / "args.json").read_text())["num_epoch"] == 1
+
+
+FAKE_SBATCH = r'''#!/usr/bin/env python3
+"""A fake sbatch: records each submission, runs its script now (jobs arrive in dependency order), every array
+index in turn; a job whose afterok dependency did not succeed is not run (SLURM's DependencyNeverSatisfied)."""
+import json, os, subprocess, sys
+from pathlib import Path
+here = Path(os.environ["FAKE_SLURM"])
+state = json.loads((here / "state.json").read_text()) if (here / "state.json").is_file() else {}
+args, script = sys.argv[1:-1], sys.argv[-1]
+deps = [d for a in args if a.startswith("--dependency=afterok:") for d in a.split(":")[1:]]
+indices = [None]
+for a in args:
+    if a.startswith("--array="):
+        lo, hi = a.split("=")[1].split("-")
+        indices = list(range(int(lo), int(hi) + 1))
+job = str(len(state) + 1)
+status = "ok" if all(state.get(d) == "ok" for d in deps) else "never"
+with open(here / "jobs.log", "a") as log:
+    for i in indices if status == "ok" else []:
+        env = dict(os.environ, SLURM_JOB_ID=job, **({} if i is None else {"SLURM_ARRAY_TASK_ID": str(i)}))
+        if subprocess.run(["bash", script], env=env, stdout=log, stderr=log).returncode:
+            status = "failed"
+state[job] = status
+(here / "state.json").write_text(json.dumps(state))
+with open(here / "submissions.jsonl", "a") as f:
+    f.write(json.dumps({"id": job, "args": args, "script": Path(script).read_text(), "status": status}) + "\n")
+print(job)
+'''
+
+
+def test_slurm_launcher_under_a_fake_scheduler_gives_the_local_report(quick_study, tmp_path):
+    """--launcher slurm with fake sbatch on PATH: the scripts' dependencies, torchrun line and array indices,
+    and the same report as --launcher local; a second call submits only the report."""
+    root, _ = quick_study
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "sbatch").write_text(FAKE_SBATCH)
+    (fake / "sbatch").chmod(0o755)
+    out = tmp_path / "slurm_study"
+    cmd = [PY, str(REPO / "scripts" / "run_study.py"), "--quick", "--out", str(out), "--media", str(root / "media"),
+           "--index", str(root / "index"), "--clips_per_class", "5", "--launcher", "slurm",
+           "--slurm_args", "--partition debug --time 10"]
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", FAKE_SLURM=str(fake),
+               PATH=f"{fake}:{os.environ['PATH']}")
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    jobs_log = (fake / "jobs.log").read_text() if (fake / "jobs.log").is_file() else ""
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:] + jobs_log[-5000:]
+    subs = [json.loads(line) for line in (fake / "submissions.jsonl").read_text().splitlines()]
+    assert all(s["status"] == "ok" for s in subs), jobs_log[-5000:]
+    assert all(s["args"][:5] == ["--parsable", "--partition", "debug", "--time", "10"] for s in subs)
+    by_name = {s["script"].split("--job-name=study-")[1].split("\n")[0]: s for s in subs}
+    train = by_name["train_concat"]
+    assert 'torchrun --standalone --nproc_per_node "$NPROC" main_attack.py' in train["script"]
+    # concat trains after the unimodal models (it starts from their nets) and the data
+    deps = [a for a in train["args"] if a.startswith("--dependency=")][0].split(":")[1:]
+    assert sorted(deps, key=int) == sorted([by_name["train_audio"]["id"], by_name["train_visual"]["id"],
+                                            by_name["data"]["id"]], key=int)
+    evals = by_name["evals_after_train_concat"]
+    assert "--array=0-1" in evals["args"] and f"--dependency=afterok:{train['id']}" in evals["args"]
+    assert "0) " in evals["script"] and "--job 'attack concat'" in evals["script"]
+    assert "--job 'surface concat'" in evals["script"]
+    report = by_name["report"]
+    waits = [a for a in report["args"] if a.startswith("--dependency=")][0].split(":")[1:]
+    assert set(waits) == {s["id"] for s in subs if s is not report}
+    assert sorted(p.name for p in (out / "slurm").glob("*.sh")) == sorted(f"{n}.sh" for n in by_name)
+    # the same report as the local study: everything up to the commands and timings
+    local = (root / "study" / "report.md").read_text().split("## Provenance")[0]
+    assert (out / "report.md").read_text().split("## Provenance")[0] == local
+    # a second call submits only the report (every other output is there)
+    again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    subs2 = [json.loads(line) for line in (fake / "submissions.jsonl").read_text().splitlines()][len(subs):]
+    assert [s["script"].split("--job-name=study-")[1].split("\n")[0] for s in subs2] == ["report"]
