@@ -31,7 +31,6 @@ import json
 import logging
 import os
 import re
-import shlex
 import subprocess
 import sys
 import time
@@ -41,10 +40,10 @@ from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 import main_attack
 import main_defense
 from dataset.batches import default_workers
-from reporting.per_sample import PerSample, read_per_sample
-from reporting.results import read_results
+from reporting.per_sample import PerSample
 from reporting.study_findings import build_report
-from reporting.study_report import write_report
+from reporting.study_report import command_text, write_report
+from reporting.study_results import STUDY_FILE, StudyRecord, write_results_long
 from utils.errors import MalformedFileError, UsageError
 from utils.fileio import atomic_write_text, creatable_problem
 from utils.rundir import RunDir, eval_file
@@ -75,9 +74,9 @@ ADAPTIVE_DEMO = ["--adaptive_attacks", "fgsm,apgd-t:unrolled,square"]
 # models' validation accuracy as the only criterion (docs/demo.md); never on any attacked number.
 CLIPS_PER_CLASS = 100
 TIMINGS_FILE = "timings.json"  # <out>/timings.json: each step's seconds in the call that did its work
-# <out>/study.json: the study's settings and, per step, the run folder and the evaluation folder it ran or
-# reused; the report reads exactly those evaluations, and a later call with other settings is refused
-STUDY_FILE = "study.json"
+# <out>/study.json (STUDY_FILE, reporting/study_results.py): the study's settings and, per step, the run folder
+# and the evaluation folder it ran or reused; the report reads exactly those evaluations (StudyRecord), and a
+# later call with other settings is refused
 # the study's settings (Study.record_settings) and the flags that set them
 SETTING_FLAGS = {"quick": "--quick", "clips_per_class": "--clips_per_class", "epochs": "--epochs",
                  "epochs_unimodal": "--epochs_unimodal", "seed": "--seed", "media": "--media", "index": "--index"}
@@ -141,6 +140,7 @@ class Study:
         tf = self.out / TIMINGS_FILE
         self.recorded: Dict[str, float] = json.loads(tf.read_text()) if tf.is_file() else {}
         self.reused: Set[str] = set()
+        self._view: Optional[StudyRecord] = None  # study.json read back for the report (report())
         self.write_record()
         self.tune_epochs = 1  # defended models: fine-tuning epochs with the banks fixed
         self.common = ["--dataset", "synthetic", "--list_train", str(args.index / "train.csv"),
@@ -235,7 +235,7 @@ class Study:
         whose folder (written or reused) goes into study.json."""
         run_id = str(argv[list(argv).index("--id") + 1]) if "--id" in argv else None
         if run_id is None:
-            self.data_commands[name] = " ".join(shlex.quote(str(c)) for c in ["python", *argv])
+            self.data_commands[name] = command_text(argv, REPO)
         if done is not None and done.exists():
             log.info("[skip] %s (done)", name)
             self.reused.add(name)
@@ -406,51 +406,37 @@ class Study:
         return self.report()
 
     # -- 5. report ------------------------------------------------------------------------------------
-    # The report reads exactly the evaluations this call's steps ran or reused (self.steps, study.json), and
-    # the settings and commands of the runs' own records (args.json, eval.json), never the newest folder.
-    def _recorded_eval(self, run_id: str, kind: str) -> Optional[Path]:
-        """The evaluation folder of kind ``kind`` (main, aa, surface) that a step of this call ran or reused
-        for ``run_id``, or None when no step evaluated it so."""
-        for step in self.steps.values():
-            if step.get("run") == run_id and step.get("kind") == kind:
-                return self.run_dir(run_id).eval_dir(step["eval_id"])
-        return None
+    # The report reads exactly the evaluations of the steps in study.json, per model and seed, through
+    # reporting/study_results.StudyRecord (never the newest folder of a run), and the settings and commands of
+    # the runs' own records (args.json, eval.json).
+    def _record(self) -> StudyRecord:
+        """study.json as written by the last step (read once per report)."""
+        if self._view is None:
+            self._view = StudyRecord(self.out)
+        return self._view
 
-    def _eval_dir(self, run_id: str, surface: bool = False) -> Path:
-        found = self._recorded_eval(run_id, "surface" if surface else "main")
-        if found is None:
-            raise FileNotFoundError(f"no step of this study evaluated {self.run_dir(run_id).root}"
-                                    f"{' (robustness surface)' * surface} ({self.out / STUDY_FILE})")
-        return found
+    @property
+    def seeds(self) -> List[int]:
+        return self._record().seeds
 
-    def results(self, run_id: str, name: str = "results", surface: bool = False) -> List[Dict[str, Any]]:
-        """Rows of the run's evaluation recorded by the study (``name``: results, robustness, ...); the main
-        results also carry the rows of the run's AutoAttack-only evaluation, if the study ran one."""
-        rows = read_results(eval_file(self._eval_dir(run_id, surface), name, ".json"))
-        extra = None if surface or name != "results" else self._recorded_eval(run_id, "aa")
-        return rows + (read_results(eval_file(extra, name, ".json")) if extra is not None else [])
+    def model_seeds(self, run_id: str) -> List[int]:
+        return self._record().model_seeds(run_id)
 
-    def has_results(self, run_id: str, name: str, surface: bool = False) -> bool:
-        found = self._recorded_eval(run_id, "surface" if surface else "main")
-        return found is not None and eval_file(found, name, ".json").exists()
+    def results(self, run_id: str, name: str = "results", surface: bool = False,
+                seed: Optional[int] = None) -> List[Dict[str, Any]]:
+        return self._record().results(run_id, name, surface, seed)
 
-    def per_sample(self, run_id: str, surface: bool = False) -> PerSample:
-        """Per-clip correctness of every row of the run's recorded evaluation (per_sample.json), with the
-        AutoAttack-only evaluation's rows for the main one."""
-        out = read_per_sample(eval_file(self._eval_dir(run_id, surface), "per_sample"))
-        extra = None if surface else self._recorded_eval(run_id, "aa")
-        if extra is not None:
-            out.update(read_per_sample(eval_file(extra, "per_sample")))
-        return out
+    def has_results(self, run_id: str, name: str, surface: bool = False, seed: Optional[int] = None) -> bool:
+        return self._record().has_results(run_id, name, surface, seed)
 
-    def eval_path(self, run_id: str, key: str) -> Optional[Path]:
-        """A file of the run's recorded (main) evaluation folder by key (utils/rundir.py), or None."""
-        found = self._recorded_eval(run_id, "main")
-        return eval_file(found, key) if found is not None else None
+    def per_sample(self, run_id: str, surface: bool = False, seed: Optional[int] = None) -> PerSample:
+        return self._record().per_sample(run_id, surface, seed)
 
-    def run_args(self, run_id: str) -> Dict[str, Any]:
-        """The run's own record of its training (args.json)."""
-        return json.loads(self.run_dir(run_id).args.read_text())
+    def eval_path(self, run_id: str, key: str, seed: Optional[int] = None) -> Optional[Path]:
+        return self._record().eval_path(run_id, key, seed)
+
+    def run_args(self, run_id: str, seed: Optional[int] = None) -> Dict[str, Any]:
+        return self._record().run_args(run_id, seed)
 
     @property
     def commands(self) -> List[str]:
@@ -459,19 +445,22 @@ class Study:
         as this call ran them. A training resumed after an interruption is listed without --resume (it gives
         the metrics of an uninterrupted run, README)."""
         out = []
+        record = self._record()
         for name, step in self.steps.items():
             if name in self.data_commands:
                 out.append(self.data_commands[name])
                 continue
+            folder = record.run_folder(step["run"], record.seed_of(step))
             if "eval_id" in step:
-                folder = self.run_dir(step["run"]).eval_dir(step["eval_id"])
-                argv = json.loads(eval_file(folder, "config").read_text())["command"]
+                argv = json.loads(eval_file(folder.eval_dir(step["eval_id"]), "config").read_text())["command"]
             else:
-                argv = [a for a in self.run_args(step["run"])["command"] if a != "--resume"]
-            out.append(" ".join(shlex.quote(str(c)) for c in ["python", *argv]))
+                argv = [a for a in json.loads(folder.args.read_text())["command"] if a != "--resume"]
+            out.append(command_text(argv, REPO))
         return out
 
     def report(self) -> Dict[str, Path]:
+        self._view = None  # study.json as this call's last step left it
+        write_results_long(self.out)
         blocks = build_report(self)
         return write_report(blocks, self.out, "Audio-visual robustness study (embedded dataset)")
 
