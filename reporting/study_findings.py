@@ -120,6 +120,11 @@ def acc_unit(rows_by_model: Dict[str, SeedRows]) -> str:
     return "% mean over seeds (range: each seed; one seed: [95% CI])"
 
 
+def _clean_header(rows_by_model: Dict[str, SeedRows]) -> str:
+    """'clean, % [95% CI]' (one seed each) or 'clean, %' (the paragraph above the table says what a cell holds)."""
+    return "clean, % [95% CI]" if all(len(r) <= 1 for r in rows_by_model.values()) else "clean, %"
+
+
 def accuracy_table(rows_by_model: Dict[str, SeedRows], attack: str) -> Table:
     """One row per model: clean and attacked accuracies (one seed: Wilson 95% interval; several: mean over
     seeds, range and each seed's value); budgets in the headers."""
@@ -128,7 +133,7 @@ def accuracy_table(rows_by_model: Dict[str, SeedRows], attack: str) -> Table:
               for p in pats}
     name = ATTACK_NAMES.get(attack, attack)
     cols = [Column("model", "model"), *_seeds_column(rows_by_model),
-            Column("clean", f"clean, {acc_unit(rows_by_model)}", numeric=True)]
+            Column("clean", _clean_header(rows_by_model), numeric=True)]
     cols += [Column(p, f"{name} on {'audio and visual' if p == 'both' else p}, {_eps_words(sample[p])}",
                     numeric=True) for p in pats]
     body = []
@@ -191,7 +196,7 @@ def defense_table(s: StudyView, defenses: Sequence[Tuple[str, str, bool]]) -> Ta
            for _, rid, defended in defenses if defended}
     rob_row = next((r for rows in rob.values() for r in rows.values()), None)
     specs = [(f"pgd_{p}", "pgd", p) for p in ("audio", "visual", "both")] + [("aa_both", "autoattack", "both")]
-    cols = [Column("model", "model"), *_seeds_column(res), Column("clean", f"clean, {acc_unit(res)}", numeric=True)]
+    cols = [Column("model", "model"), *_seeds_column(res), Column("clean", _clean_header(res), numeric=True)]
     for key, attack, p in specs:
         row = next((r for rows in res.values() for r in find_rows(rows, attack, p).values()), None)
         where = "audio and visual" if p == "both" else p
@@ -329,9 +334,14 @@ def build_report(s: StudyView) -> List[Block]:
     B.append(Block("p", "A unimodal model attacked on the modality it does not read keeps its clean accuracy: that "
                         "budget cannot change its output."))
     B.append(Block("h2", "Fusion heads under PGD-10"))
-    B.append(Block("table", table=accuracy_table({h: by_seed(s, h) for h in s.fusions}, "pgd")))
+    heads = {h: by_seed(s, h) for h in s.fusions}
+    if several:
+        B.append(Block("p", f"Accuracy, {acc_unit(heads)}"))
+    B.append(Block("table", table=accuracy_table(heads, "pgd")))
     B.append(Block("h2", "Defenses"))
     defenses = present_defenses(s)
+    if several:
+        B.append(Block("p", f"Accuracy, {acc_unit({rid: by_seed(s, rid) for _, rid, _ in defenses})}"))
     B.append(Block("table", table=defense_table(s, defenses)))
     banked = [label for label, _, defended in defenses if defended]
     missing = [label for label, rid, defended in DEFENSES if (label, rid, defended) not in defenses]
