@@ -25,7 +25,6 @@ import logging
 import os
 import re
 import resource
-import shlex
 import shutil
 import subprocess
 import sys
@@ -40,11 +39,12 @@ from dataset.index import read_index
 from dataset.specs import CUSTOM, DatasetSpec, get_spec, list_datasets
 from pipeline import launchers
 from pipeline.study_plan import (AA_DEMO, AA_QUICK, PRESETS, SURFACE_EPS, Job, PlanInput, build_plan,
-                                 classes_needed, describe_embedded, embedded_data_jobs, rel, render)
-from reporting.per_sample import PerSample, read_per_sample
-from reporting.results import read_results
+                                 classes_needed, describe_embedded, embedded_data_jobs, render)
+from reporting.per_sample import PerSample
 from reporting.study_findings import build_report
-from reporting.study_report import write_report
+from reporting.study_report import command_text, write_report
+from reporting.study_results import STUDY_FILE, StudyRecord
+from reporting.study_results import write_results_long
 from utils.errors import MalformedFileError, UsageError
 from utils.fileio import atomic_write_text, creatable_problem
 from utils.rundir import RunDir, eval_file
@@ -61,7 +61,6 @@ STUDY_HEADS = ["concat", "sum", "film_av", "gated_av", "attention"]  # the repor
 CLIPS_PER_CLASS = 100
 TIMINGS_FILE = "timings.json"  # <out>/timings.json: each step's seconds in the call that did its work
 # <out>/study.json: the study's settings, seeds and, per step, the run and evaluation folder it ran or reused
-STUDY_FILE = "study.json"
 # the study's settings (Study.record_settings) and the flags that set them
 SETTING_FLAGS = {"preset": "--preset", "dataset": "--dataset", "clips_per_class": "--clips_per_class",
                  "epochs": "--epochs", "epochs_unimodal": "--epochs_unimodal", "seeds": "--seeds",
@@ -296,7 +295,7 @@ class Study:
         ``evaluation``: the kind of an evaluation step, whose folder (written or reused) goes into study.json."""
         entry: Dict[str, Any] = {}
         if job is None:
-            self.data_commands[name] = " ".join(shlex.quote(rel(str(c))) for c in ["python", *argv])
+            self.data_commands[name] = command_text(argv, REPO)
         else:
             entry = {"run": job.model, "seed": job.seed, "folder": str(job.run_root.relative_to(self.out))}
         if done is not None and done.exists():
@@ -385,51 +384,33 @@ class Study:
         return out
 
     # -- 5. report ------------------------------------------------------------------------------------
-    # The report reads exactly the evaluations this call's steps ran or reused (self.steps, study.json), and
-    # the settings and commands of the runs' own records (args.json, eval.json), never the newest folder.
-    def _recorded_eval(self, run_id: str, kind: str) -> Optional[Path]:
-        """The evaluation folder of kind ``kind`` (main, aa, surface) that a step of this call ran or reused
-        for ``run_id``, or None when no step evaluated it so."""
-        for step in self.steps.values():
-            if step.get("run") == run_id and step.get("kind") == kind and step.get("seed") == self.seeds[0]:
-                return self.run_dir(run_id).eval_dir(step["eval_id"])
-        return None
+    # The report reads exactly the evaluations of the steps in study.json, per model and seed, through
+    # reporting/study_results.StudyRecord (never the newest folder of a run), and the settings and commands of
+    # the runs' own records (args.json, eval.json).
+    def _record(self) -> StudyRecord:
+        """study.json as written by the last step (read once per report)."""
+        if getattr(self, "_view", None) is None:
+            self._view = StudyRecord(self.out)
+        return self._view
 
-    def _eval_dir(self, run_id: str, surface: bool = False) -> Path:
-        found = self._recorded_eval(run_id, "surface" if surface else "main")
-        if found is None:
-            raise FileNotFoundError(f"no step of this study evaluated {self.run_dir(run_id).root}"
-                                    f"{' (robustness surface)' * surface} ({self.out / STUDY_FILE})")
-        return found
+    def model_seeds(self, run_id: str) -> List[int]:
+        return self._record().model_seeds(run_id)
 
-    def results(self, run_id: str, name: str = "results", surface: bool = False) -> List[Dict[str, Any]]:
-        """Rows of the run's evaluation recorded by the study (``name``: results, robustness, ...); the main
-        results also carry the rows of the run's AutoAttack-only evaluation, if the study ran one."""
-        rows = read_results(eval_file(self._eval_dir(run_id, surface), name, ".json"))
-        extra = None if surface or name != "results" else self._recorded_eval(run_id, "aa")
-        return rows + (read_results(eval_file(extra, name, ".json")) if extra is not None else [])
+    def results(self, run_id: str, name: str = "results", surface: bool = False,
+                seed: Optional[int] = None) -> List[Dict[str, Any]]:
+        return self._record().results(run_id, name, surface, seed)
 
-    def has_results(self, run_id: str, name: str, surface: bool = False) -> bool:
-        found = self._recorded_eval(run_id, "surface" if surface else "main")
-        return found is not None and eval_file(found, name, ".json").exists()
+    def has_results(self, run_id: str, name: str, surface: bool = False, seed: Optional[int] = None) -> bool:
+        return self._record().has_results(run_id, name, surface, seed)
 
-    def per_sample(self, run_id: str, surface: bool = False) -> PerSample:
-        """Per-clip correctness of every row of the run's recorded evaluation (per_sample.json), with the
-        AutoAttack-only evaluation's rows for the main one."""
-        out = read_per_sample(eval_file(self._eval_dir(run_id, surface), "per_sample"))
-        extra = None if surface else self._recorded_eval(run_id, "aa")
-        if extra is not None:
-            out.update(read_per_sample(eval_file(extra, "per_sample")))
-        return out
+    def per_sample(self, run_id: str, surface: bool = False, seed: Optional[int] = None) -> PerSample:
+        return self._record().per_sample(run_id, surface, seed)
 
-    def eval_path(self, run_id: str, key: str) -> Optional[Path]:
-        """A file of the run's recorded (main) evaluation folder by key (utils/rundir.py), or None."""
-        found = self._recorded_eval(run_id, "main")
-        return eval_file(found, key) if found is not None else None
+    def eval_path(self, run_id: str, key: str, seed: Optional[int] = None) -> Optional[Path]:
+        return self._record().eval_path(run_id, key, seed)
 
-    def run_args(self, run_id: str) -> Dict[str, Any]:
-        """The run's own record of its training (args.json)."""
-        return json.loads(self.run_dir(run_id).args.read_text())
+    def run_args(self, run_id: str, seed: Optional[int] = None) -> Dict[str, Any]:
+        return self._record().run_args(run_id, seed)
 
     @property
     def commands(self) -> List[str]:
@@ -448,15 +429,15 @@ class Study:
             else:
                 args = json.loads(RunDir(self.out / step["folder"]).args.read_text())
                 argv = [a for a in args["command"] if a != "--resume"]
-            out.append(" ".join(shlex.quote(rel(str(c))) for c in ["python", *argv]))
+            out.append(command_text(argv, REPO))
         return out
 
     def report(self) -> Dict[str, Path]:
+        self._view = None  # study.json as this call's last step left it
+        write_results_long(self.out)
         blocks = build_report(self)
         title = "embedded dataset" if self.embedded else f"{self.args.dataset}, preset {self.args.preset}"
-        paths = write_report(blocks, self.out, f"Audio-visual robustness study ({title})")
-        write_results_long(self.out)
-        return paths
+        return write_report(blocks, self.out, f"Audio-visual robustness study ({title})")
 
 
 
@@ -464,17 +445,6 @@ def _cpu_seconds() -> float:
     """CPU seconds (user + sys) of this process and its waited-for children."""
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
-
-
-def write_results_long(out: Path) -> Optional[Path]:
-    """<out>/results_long.csv through the report side (reporting/study_results.py) when that module is there;
-    ``None`` (and a log line) on a branch without it."""
-    try:
-        from reporting import study_results  # noqa: PLC0415 (the report helper's module, merged separately)
-    except ImportError:
-        log.warning("reporting/study_results.py is not on this branch: results_long.csv not written")
-        return None
-    return study_results.write_results_long(out)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

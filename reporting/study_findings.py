@@ -3,12 +3,15 @@ the study's evaluations (see pipeline/study.py, which runs them).
 
 ``build_report(s)`` reads through a ``StudyView``: any object with the attributes below. Nothing here
 runs a model; every accuracy carries its Wilson 95% interval and every comparison of the reading its exact
-McNemar test on the same clips (reporting/study_readings.py). The robustness-surface heat maps are drawn
-into the study folder (``surface_<model>.png``).
+McNemar test on the same clips (reporting/study_readings.py). With several seeds (one run of a model per seed)
+every accuracy is the mean over the model's seeds with the min-max range and each seed's value, and every
+comparison is tested in each seed. The robustness-surface heat maps are drawn into the study folder
+(``surface_<model>.png``; the mean over seeds).
 """
 from __future__ import annotations
 
 import importlib.metadata
+import math
 import os
 import platform
 from pathlib import Path
@@ -16,9 +19,10 @@ from typing import Any, Dict, List, Optional, Protocol, Sequence, Set, Tuple
 
 from reporting.per_sample import PerSample
 from reporting.results import results_table
-from reporting.stats import ALPHA, Z95, binomial_se
-from reporting.study_readings import acc_text, find_row, readings
+from reporting.stats import ALPHA, MAX_SEEDS_LISTED, Z95, binomial_se, fmt_acc_ci, fmt_acc_seeds
+from reporting.study_readings import SeedRows, acc_seeds, by_seed, find_row, find_rows, first_row, readings
 from reporting.study_report import Block, rel
+from reporting.study_results import RESULTS_LONG
 from reporting.surface import plot_surface, surface_matrix, surface_table
 from reporting.tables import Column, Table
 
@@ -33,6 +37,7 @@ class StudyView(Protocol):
     out: Path
     clips: int
     seed: int
+    seeds: Sequence[int]  # the study's seeds (one run folder per model and seed when there are several)
     fusions: Sequence[str]
     commands: List[str]
     timings: Dict[str, float]  # this call's steps, and "total": its wall time
@@ -41,15 +46,19 @@ class StudyView(Protocol):
     settings: Dict[str, str]  # what the study chose and why (surface attack, AutoAttack budget, ...)
     surface_eps: Sequence[float]
 
-    def results(self, run_id: str, name: str = "results", surface: bool = False) -> List[Dict[str, Any]]: ...
+    # ``seed``: which seed's run (None: the model's first); reporting/study_results.StudyRecord implements them
+    def model_seeds(self, run_id: str) -> List[int]: ...  # the seeds the study ran this model with
 
-    def has_results(self, run_id: str, name: str, surface: bool = False) -> bool: ...
+    def results(self, run_id: str, name: str = "results", surface: bool = False,
+                seed: Optional[int] = None) -> List[Dict[str, Any]]: ...
 
-    def per_sample(self, run_id: str, surface: bool = False) -> PerSample: ...
+    def has_results(self, run_id: str, name: str, surface: bool = False, seed: Optional[int] = None) -> bool: ...
 
-    def eval_path(self, run_id: str, key: str) -> Optional[Path]: ...
+    def per_sample(self, run_id: str, surface: bool = False, seed: Optional[int] = None) -> PerSample: ...
 
-    def run_args(self, run_id: str) -> Dict[str, Any]: ...  # the run's args.json (its settings as trained)
+    def eval_path(self, run_id: str, key: str, seed: Optional[int] = None) -> Optional[Path]: ...
+
+    def run_args(self, run_id: str, seed: Optional[int] = None) -> Dict[str, Any]: ...  # its args.json
 
 
 # the audio nets in words (models/audio_net.py)
@@ -99,19 +108,38 @@ def _eps_words(row: Optional[Dict[str, Any]]) -> str:
     return f"eps {ea if ea > 0 else ev:g}"
 
 
-def accuracy_table(rows_by_model: Dict[str, List[Dict[str, Any]]], attack: str) -> Table:
-    """One row per model: clean and attacked accuracies with 95% intervals; budgets in the headers."""
+def _seeds_column(rows_by_model: Dict[str, SeedRows]) -> List[Column]:
+    """A 'seeds' column when any model of the table has several seeds (rows may have different counts)."""
+    return [Column("seeds", "seeds", numeric=True)] if any(len(r) > 1 for r in rows_by_model.values()) else []
+
+
+def acc_unit(rows_by_model: Dict[str, SeedRows]) -> str:
+    """What a cell holds: '% [95% CI]' (one seed each) or the mean over seeds with range and each seed's value."""
+    if all(len(r) <= 1 for r in rows_by_model.values()):
+        return "% [95% CI]"
+    return "% mean over seeds (range: each seed; one seed: [95% CI])"
+
+
+def _clean_header(rows_by_model: Dict[str, SeedRows]) -> str:
+    """'clean, % [95% CI]' (one seed each) or 'clean, %' (the paragraph above the table says what a cell holds)."""
+    return "clean, % [95% CI]" if all(len(r) <= 1 for r in rows_by_model.values()) else "clean, %"
+
+
+def accuracy_table(rows_by_model: Dict[str, SeedRows], attack: str) -> Table:
+    """One row per model: clean and attacked accuracies (one seed: Wilson 95% interval; several: mean over
+    seeds, range and each seed's value); budgets in the headers."""
     pats = ("audio", "visual", "both")
-    sample = {p: next((find_row(r, attack, p) for r in rows_by_model.values() if find_row(r, attack, p)), None)
+    sample = {p: next((r for rows in rows_by_model.values() for r in find_rows(rows, attack, p).values()), None)
               for p in pats}
     name = ATTACK_NAMES.get(attack, attack)
-    cols = [Column("model", "model"), Column("clean", "clean, % [95% CI]", numeric=True)]
+    cols = [Column("model", "model"), *_seeds_column(rows_by_model),
+            Column("clean", _clean_header(rows_by_model), numeric=True)]
     cols += [Column(p, f"{name} on {'audio and visual' if p == 'both' else p}, {_eps_words(sample[p])}",
                     numeric=True) for p in pats]
     body = []
     for model, rows in rows_by_model.items():
-        line = {"model": model, "clean": acc_text(rows[0] if rows else None, "clean_acc")}
-        line.update({p: acc_text(find_row(rows, attack, p)) for p in pats})
+        line = {"model": model, "seeds": len(rows), "clean": acc_seeds(first_row(rows), "clean_acc")}
+        line.update({p: acc_seeds(find_rows(rows, attack, p)) for p in pats})
         body.append(line)
     return Table(cols, body)
 
@@ -152,19 +180,25 @@ def present_defenses(s: StudyView) -> List[Tuple[str, str, bool]]:
     return [d for d in DEFENSES if s.has_results(d[1], "results")]
 
 
+def _robust_row(s: StudyView, rid: str, seed: int) -> Optional[Dict[str, Any]]:
+    """The adaptive evaluation's row on both inputs in ``seed`` (robustness.json), or None."""
+    if not s.has_results(rid, "robustness", seed=seed):
+        return None
+    return next((r for r in s.results(rid, "robustness", seed=seed) if r["eps_audio"] > 0 and r["eps_visual"] > 0),
+                None)
+
+
 def defense_table(s: StudyView, defenses: Sequence[Tuple[str, str, bool]]) -> Table:
     """The defence table (rows: ``defenses``, see :func:`present_defenses`) with headers in words (attack,
-    modalities, budget) and 95% intervals."""
-    res = {rid: s.results(rid) for _, rid, _ in defenses}
-    rob_row = None
-    for _, rid, defended in defenses:
-        if defended and s.has_results(rid, "robustness"):
-            rob_row = next((r for r in s.results(rid, "robustness") if r["eps_audio"] > 0 and r["eps_visual"] > 0),
-                           rob_row)
+    modalities, budget), 95% intervals (one seed) or mean, range and each seed's value (several)."""
+    res = {rid: by_seed(s, rid) for _, rid, _ in defenses}
+    rob = {rid: {k: r for k in res[rid] for r in [_robust_row(s, rid, k)] if r is not None}
+           for _, rid, defended in defenses if defended}
+    rob_row = next((r for rows in rob.values() for r in rows.values()), None)
     specs = [(f"pgd_{p}", "pgd", p) for p in ("audio", "visual", "both")] + [("aa_both", "autoattack", "both")]
-    cols = [Column("model", "model"), Column("clean", "clean, % [95% CI]", numeric=True)]
+    cols = [Column("model", "model"), *_seeds_column(res), Column("clean", _clean_header(res), numeric=True)]
     for key, attack, p in specs:
-        row = next((find_row(r, attack, p) for r in res.values() if find_row(r, attack, p)), None)
+        row = next((r for rows in res.values() for r in find_rows(rows, attack, p).values()), None)
         where = "audio and visual" if p == "both" else p
         cols.append(Column(key, f"{ATTACK_NAMES[attack]} on {where}, {_eps_words(row)}", numeric=True))
     cols += [Column("adaptive", f"adaptive worst case on audio and visual, {_eps_words(rob_row)}", numeric=True),
@@ -172,14 +206,13 @@ def defense_table(s: StudyView, defenses: Sequence[Tuple[str, str, bool]]) -> Ta
     body = []
     for label, rid, defended in defenses:
         rows = res[rid]
-        line: Dict[str, Any] = {"model": label, "clean": acc_text(rows[0], "clean_acc")}
+        line: Dict[str, Any] = {"model": label, "seeds": len(rows), "clean": acc_seeds(first_row(rows), "clean_acc")}
         for key, attack, p in specs:
-            line[key] = acc_text(find_row(rows, attack, p))
-        if defended and s.has_results(rid, "robustness"):
-            rob = s.results(rid, "robustness")
-            r = next((x for x in rob if x["eps_audio"] > 0 and x["eps_visual"] > 0), None)
-            line["adaptive"] = acc_text(r, "robust_acc")
-            line["flags"] = "; ".join(sorted({x["flags"] for x in rob if x["flags"] != "none"})) or "none"
+            line[key] = acc_seeds(find_rows(rows, attack, p))
+        if rob.get(rid):
+            line["adaptive"] = acc_seeds(rob[rid], "robust_acc")
+            line["flags"] = "; ".join(sorted({x["flags"] for k in rob[rid] for x in s.results(rid, "robustness", seed=k)
+                                              if x["flags"] != "none"})) or "none"
         body.append(line)
     return Table(cols, body)
 
@@ -201,59 +234,114 @@ def provenance(s: StudyView) -> List[Block]:
     except OSError:
         pass
     lines = [f"software: {', '.join(versions)}", f"platform: {platform.platform()}",
-             f"CPU: {cpu}; {os.cpu_count()} logical cores visible", f"seed: {s.seed} (data, training, attacks, examples)"]
+             f"CPU: {cpu}; {os.cpu_count()} logical cores visible"]
+    if len(s.seeds) > 1:
+        lines.append(f"seeds: {', '.join(map(str, s.seeds))} (initialisation, data order, attacks and examples of each "
+                     f"run; one run folder per model and seed, <model>/seed<k>/); data and split: seed {s.seed}")
+    else:
+        lines.append(f"seed: {s.seed} (data, training, attacks, examples)")
     lines += [f"{k}: {v}" for k, v in s.settings.items()]
     return [Block("h2", "Provenance"), Block("code", "\n".join(lines))]
 
 
+def _surface_seed_table(accs: Sequence[Any], eps: Sequence[float]) -> Table:
+    """The surface over several seeds: each cell the mean over seeds with the range and each seed's value."""
+    cols = [Column("eps_audio", "eps audio (rows) / eps visual (columns)")]
+    cols += [Column(f"v{j}", f"visual {ev:g}", numeric=True) for j, ev in enumerate(eps)]
+    body: List[Dict[str, Any]] = []
+    for i, ea in enumerate(eps):
+        line: Dict[str, Any] = {"eps_audio": f"audio {ea:g}"}
+        for j in range(len(eps)):
+            vals = {k: (int(round(acc[i, j] * n[i, j])), int(n[i, j])) for k, (acc, n) in enumerate(accs)
+                    if not math.isnan(acc[i, j])}
+            line[f"v{j}"] = fmt_acc_seeds(vals) if vals else None
+        body.append(line)
+    return Table(cols, body)
+
+
 def surface_blocks(s: StudyView) -> List[Block]:
-    """Heat map and table of accuracy over (eps_audio x eps_visual) per model."""
+    """Heat map and table of accuracy over (eps_audio x eps_visual) per model (over seeds: the mean's heat map,
+    and a table of mean, range and each seed's value)."""
     out = [Block("h2", "Robustness surface: accuracy over (eps audio x eps visual)"),
            Block("p", s.settings.get("surface", ""))]
     eps = list(s.surface_eps)
     for model, reads in SURFACE_MODELS.items():
-        if not s.has_results(model, "results", surface=True):
+        seeds = [k for k in s.model_seeds(model) if s.has_results(model, "results", surface=True, seed=k)]
+        if not seeds:
             continue
-        rows = s.results(model, surface=True)
-        acc, n = surface_matrix(rows, eps, eps, reads)
-        png = plot_surface(acc, eps, eps, s.out / f"surface_{model}.png", f"{model}: accuracy (%) over the budget grid")
-        out.append(Block("img", f"{model}: robustness surface", path=rel(png, s.out)))
-        out.append(Block("p", f"{model}: accuracy, % [95% CI], rows eps audio, columns eps visual"
+        per_seed = [surface_matrix(s.results(model, surface=True, seed=k), eps, eps, reads) for k in seeds]
+        mean = sum(acc for acc, _ in per_seed) / len(per_seed)
+        over = f" (mean over seeds {', '.join(map(str, seeds))})" if len(seeds) > 1 else ""
+        png = plot_surface(mean, eps, eps, s.out / f"surface_{model}.png",
+                           f"{model}: accuracy (%) over the budget grid{over}")
+        out.append(Block("img", f"{model}: robustness surface{over}", path=rel(png, s.out)))
+        what = "% [95% CI]" if len(seeds) == 1 else "% mean over seeds (range: each seed)"
+        out.append(Block("p", f"{model}: accuracy, {what}, rows eps audio, columns eps visual"
                               + ("" if len(reads) == 2 else f" (reads only {reads[0]}: constant along the other axis)")))
-        out.append(Block("table", table=surface_table(acc, n, eps, eps)))
+        table = surface_table(*per_seed[0], eps, eps) if len(seeds) == 1 else _surface_seed_table(per_seed, eps)
+        out.append(Block("table", table=table))
     return out
+
+
+ADV_CI = "adv acc, % [95% CI]"  # the column of "All rows" with each row's Wilson interval
+
+
+def _with_ci(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The rows with their attacked accuracy's Wilson 95% interval (one seed's, as text)."""
+    return [{**r, ADV_CI: fmt_acc_ci(int(round(float(r["adv_acc"]) * int(r["n_samples"]))), int(r["n_samples"]))}
+            for r in rows]
 
 
 def build_report(s: StudyView) -> List[Block]:
     """Blocks of the report: tables from the runs' results.json, plots, readings, commands."""
     B: List[Block] = [Block("h1", "Audio-visual robustness on the embedded dataset")]
-    n_test = int(s.results("concat")[0]["n_samples"])
-    cav = s.results("concat")[0]["clean_acc"]
+    concat = by_seed(s, "concat")
+    first = concat[min(concat)][0]
+    n_test, cav = int(first["n_samples"]), float(first["clean_acc"])
+    several = len(s.seeds) > 1
     B.append(Block("p", f"Embedded synthetic dataset ({s.clips} clips per class; {n_test} test clips), "
                         + setup_text(s)))
-    B.append(Block("p", f"Statistics: every accuracy is shown with its Wilson 95% interval in brackets. On {n_test} "
+    seeds_text = (f" The study trained and evaluated each model once per seed ({len(s.seeds)} seeds: "
+                  f"{', '.join(map(str, s.seeds))}; a table's 'seeds' column says how many a row has). With several "
+                  "seeds an accuracy is the mean over seeds, then in brackets the min-max range and, up to "
+                  f"{MAX_SEEDS_LISTED} seeds, each seed's value in seed order; the interval of one accuracy covers "
+                  "only the sampling of the test clips, the range also the training's variation. Each seed's Wilson "
+                  "interval is in 'All rows'. Comparisons across seeds: the exact McNemar test is made in every seed "
+                  f"both models were run with; the reading says 'higher' or 'lower' only when every seed's p < {ALPHA} "
+                  "in the same direction ('higher in 3 of 3 seeds, each p < 0.05'), says a comparison flips when seeds "
+                  "disagree in direction ('higher in 2 of 3 seeds, lower in 1') and 'not consistently different' when "
+                  "only some seeds show it. Per-seed tests were chosen over a test stratified by seed "
+                  "(Cochran-Mantel-Haenszel), which pools the seeds and can call a difference that one training "
+                  "produced.") if several else ""
+    B.append(Block("p", f"Statistics: every accuracy of one run is shown with its Wilson 95% interval in brackets. "
+                        f"On {n_test} "
                         f"test clips the standard error of one accuracy is {100 * binomial_se(0.5, n_test):.1f} points at "
                         f"50% (sqrt(p(1-p)/n); {100 * binomial_se(cav, n_test):.1f} points at the concat model's "
                         f"clean {100 * cav:.1f}%), so a 95% interval spans about +-{100 * Z95 * binomial_se(0.5, n_test):.0f} "
                         "points. Comparisons are paired (all models see the same clips): the reading says 'higher' or "
                         f"'lower' only when the exact two-sided McNemar test gives p < {ALPHA}, and shows the discordant "
-                        "counts and p."))
-    uni_av = {m: s.results(m) for m in ("audio", "visual", "concat")}
-    attacks = [a for a in ATTACK_NAMES if any(r["attack"] == a for r in uni_av["concat"])]
+                        "counts and p." + seeds_text))
+    uni_av = {m: by_seed(s, m) for m in ("audio", "visual", "concat")}
+    attacks = [a for a in ATTACK_NAMES if any(r["attack"] == a for rows in uni_av["concat"].values() for r in rows)]
     names = [ATTACK_NAMES[a].split("-")[0] for a in attacks]
     B.append(Block("h2", "Unimodal vs audio-visual (concat) under "
                          + (", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else "".join(names))))
     for attack in attacks:
-        B.append(Block("p", f"{ATTACK_NAMES[attack]}: accuracy, % [95% CI]"))
+        B.append(Block("p", f"{ATTACK_NAMES[attack]}: accuracy, {acc_unit(uni_av)}"))
         B.append(Block("table", table=accuracy_table(uni_av, attack)))
     if "autoattack" in s.settings:
         B.append(Block("p", s.settings["autoattack"]))
     B.append(Block("p", "A unimodal model attacked on the modality it does not read keeps its clean accuracy: that "
                         "budget cannot change its output."))
     B.append(Block("h2", "Fusion heads under PGD-10"))
-    B.append(Block("table", table=accuracy_table({h: s.results(h) for h in s.fusions}, "pgd")))
+    heads = {h: by_seed(s, h) for h in s.fusions}
+    if several:
+        B.append(Block("p", f"Accuracy, {acc_unit(heads)}"))
+    B.append(Block("table", table=accuracy_table(heads, "pgd")))
     B.append(Block("h2", "Defenses"))
     defenses = present_defenses(s)
+    if several:
+        B.append(Block("p", f"Accuracy, {acc_unit({rid: by_seed(s, rid) for _, rid, _ in defenses})}"))
     B.append(Block("table", table=defense_table(s, defenses)))
     banked = [label for label, _, defended in defenses if defended]
     missing = [label for label, rid, defended in DEFENSES if (label, rid, defended) not in defenses]
@@ -271,12 +359,18 @@ def build_report(s: StudyView) -> List[Block]:
     B.append(Block("h2", "What the numbers say"))
     texts, ledger = readings(s, [(label, rid) for label, rid, defended in defenses if defended])
     B.extend(Block("p", t) for t in texts)
-    B.append(Block("p", "Every paired test of the reading (A vs B on the same clips):"))
-    B.append(Block("table", table=Table([Column("comparison", "comparison (A vs B)"), Column("n", "clips", numeric=True),
+    per_seed = ledger.several_seeds
+    B.append(Block("p", "Every paired test of the reading (A vs B on the same clips"
+                        + (", one row per seed):" if per_seed else "):")))
+    B.append(Block("table", table=Table([Column("comparison", "comparison (A vs B)"),
+                                         *([Column("seed", "seed", numeric=True)] if per_seed else []),
+                                         Column("n", "clips", numeric=True),
                                          Column("a_right_b_wrong", "A right, B wrong", numeric=True),
                                          Column("a_wrong_b_right", "A wrong, B right", numeric=True),
                                          Column("p_value", "exact McNemar p", numeric=True),
-                                         Column("reading", "reading")], ledger.as_rows())))
+                                         Column("reading", "reading" + (" in this seed" if per_seed else "")),
+                                         *([Column("across", "across seeds")] if per_seed else [])],
+                                        ledger.as_rows())))
     B.append(Block("h2", "Figures and examples"))
     for rid, f, cap in (("concat", "acc_vs_eps", "concat: PGD accuracy vs eps"),
                         ("concat", "cosine_hist", "concat: cos(f_audio, f_visual) clean vs PGD on both"),
@@ -292,11 +386,16 @@ def build_report(s: StudyView) -> List[Block]:
                                    f"(frames, magnified difference, audio players"
                                    f"{', localization maps' if rid == 'attention' else ''})", path=rel(p, s.out)))
     B.append(Block("h2", "All rows"))
+    if (s.out / RESULTS_LONG).is_file():
+        B.append(Block("link", f"{RESULTS_LONG}: every result row of every evaluation of the study, one row per model, "
+                               "seed, evaluation, attack, norm and budget (for your own plots)",
+                               path=RESULTS_LONG))
     for rid in ("audio", "visual", "concat"):
-        B.append(Block("p", f"{rid}: every result row"))
-        B.append(Block("table", table=results_table(s.results(rid), [
-            "attack", "eps_audio", "eps_visual", "clean_acc", "adv_acc", "success_rate", "max_delta_audio",
-            "max_delta_visual", "snr_db_audio", "psnr_db_visual", "n_samples", "seconds"])))
+        for seed, rows in uni_av[rid].items():
+            B.append(Block("p", f"{rid}{f', seed {seed}' if several else ''}: every result row"))
+            B.append(Block("table", table=results_table(_with_ci(rows), [
+                "attack", "eps_audio", "eps_visual", "clean_acc", "adv_acc", ADV_CI, "success_rate",
+                "max_delta_audio", "max_delta_visual", "snr_db_audio", "psnr_db_visual", "n_samples", "seconds"])))
     B.extend(provenance(s))
     B.append(Block("h2", "Commands"))
     B.append(Block("code", "\n".join(s.commands)))

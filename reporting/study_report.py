@@ -12,9 +12,10 @@ from __future__ import annotations
 import html
 import math
 import os
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from reporting.tables import MISSING, Table
 from utils.fileio import atomic_write_text
@@ -113,9 +114,40 @@ def rel(path: Path, start: Path) -> str:
     return os.path.relpath(path, start)
 
 
+def _flag_groups(argv: Sequence[str]) -> Tuple[List[str], List[Tuple[str, List[str]]]]:
+    """The program and its arguments before the first flag, and each ``--flag`` with the values after it."""
+    head: List[str] = []
+    groups: List[Tuple[str, List[str]]] = []
+    for a in argv:
+        if a.startswith("--"):
+            groups.append((a, []))
+        elif groups:
+            groups[-1][1].append(a)
+        else:
+            head.append(a)
+    return head, groups
+
+
+def command_text(argv: Sequence[Union[str, os.PathLike]], repo: Union[str, os.PathLike]) -> str:
+    """A step's command as the report shows it: ``python`` and the arguments, every absolute path relative to
+    the repository ``repo`` (the command runs from its root; no path of the machine that ran it), each flag once
+    (a flag given twice keeps its last values, which is what argparse used: the project's flags have no
+    append action)."""
+    root = Path(repo).resolve()
+
+    def local(arg: str) -> str:
+        return os.path.relpath(arg, root) if os.path.isabs(arg) else arg
+
+    head, groups = _flag_groups([local(str(a)) for a in argv])
+    last = {flag: i for i, (flag, _) in enumerate(groups)}
+    words = ["python", *head] + [w for i, (flag, values) in enumerate(groups) if last[flag] == i
+                                 for w in (flag, *values)]
+    return " ".join(shlex.quote(w) for w in words)
+
+
 def pct(x: Optional[float]) -> str:
     """A fraction as a percentage with 1 decimal ("—" for None / NaN)."""
     return MISSING if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
 
 
-__all__ = ["BLOCK_KINDS", "Block", "render_markdown", "render_html", "write_report", "rel", "pct"]
+__all__ = ["BLOCK_KINDS", "Block", "render_markdown", "render_html", "write_report", "rel", "command_text", "pct"]
