@@ -1,0 +1,102 @@
+"""Square: draws on the generator's device, AutoAttack's p schedule, the audio proposals."""
+from __future__ import annotations
+
+from typing import List
+
+import pytest
+import torch
+import torch.nn as nn
+
+from attacks import create_attack
+from attacks import square as square_mod
+
+
+class Linear(nn.Module):
+    """Linear logits on whichever modalities are passed; ``gap`` adds a bias for class 0."""
+
+    def __init__(self, k: int = 5, gap: float = 0.0, seed: int = 0) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.wv = nn.Parameter(torch.randn(k, 3 * 8 * 8, generator=g) * 0.1)
+        self.wa = nn.Parameter(torch.randn(k, 256, generator=g) * 0.1)
+        self.bias = nn.Parameter(torch.zeros(k))
+        self.bias.data[0] = gap
+
+    def forward(self, audio=None, visual=None) -> torch.Tensor:
+        z = self.bias.expand(next(x for x in (audio, visual) if x is not None).shape[0], -1)
+        if visual is not None:
+            z = z + visual.reshape(visual.shape[0], -1)[:, -3 * 8 * 8:] @ self.wv.t()
+        if audio is not None:
+            z = z + audio.flatten(1) @ self.wa.t()
+        return z
+
+
+def _inputs(n: int = 4, frames: bool = False):
+    g = torch.Generator().manual_seed(1)
+    shape = (n, 3, 2, 8, 8) if frames else (n, 3, 8, 8)
+    return {"visual": torch.rand(shape, generator=g), "audio": torch.rand(n, 1, 256, generator=g) * 2 - 1}
+
+
+def test_every_draw_names_the_generators_device(monkeypatch):
+    """A CUDA generator only draws on CUDA: torch.randint(..., generator=g) without device= draws on the CPU
+    and raises on a GPU. Every draw must pass device=generator.device."""
+    real = torch.randint
+
+    def checked(*args, generator=None, device=None, **kw):
+        if generator is not None:
+            assert device is not None and torch.device(device) == generator.device, \
+                f"torch.randint with a {generator.device} generator but device={device}"
+        return real(*args, generator=generator, device=device, **kw)
+
+    monkeypatch.setattr(torch, "randint", checked)
+    model = Linear().eval()
+    for frames in (False, True):
+        x = _inputs(frames=frames)
+        y = torch.zeros(4, dtype=torch.long)
+        for norm in ("Linf", "L2"):  # L2 flips its pattern by a coin
+            create_attack("square", model, eps={"visual": 0.1, "audio": 0.1}, norm=norm, n_queries=30)(x, y)
+    aa = create_attack("autoattack", model, eps={"visual": 0.1}, steps=3, n_queries=20, n_target_classes=2)
+    aa({"visual": _inputs()["visual"]}, torch.zeros(4, dtype=torch.long))
+
+
+# fra31/auto-attack's p_selection, worked out by hand from its published breakpoints (10, 50, 200, 500, 1000,
+# 2000, 4000, 6000, 8000 iterations): (proposal index i_iter, p / p_init) for n_queries = 5000.
+AUTOATTACK_P = [(0, 1), (10, 1), (11, 1 / 2), (50, 1 / 2), (51, 1 / 4), (200, 1 / 4), (201, 1 / 8), (500, 1 / 8),
+                (501, 1 / 16), (1000, 1 / 16), (1001, 1 / 32), (2000, 1 / 32), (2001, 1 / 64), (4000, 1 / 64),
+                (4001, 1 / 128), (4500, 1 / 128), (4998, 1 / 128)]
+# resc_schedule=True (fra31's SquareAttack default): i_iter -> int(i_iter / 5000 * 10000) = 2 i_iter.
+RESCALED_P = [(0, 1), (5, 1), (6, 1 / 2), (25, 1 / 2), (26, 1 / 4), (2000, 1 / 64), (2001, 1 / 128),
+              (3000, 1 / 128), (3001, 1 / 256), (4000, 1 / 256), (4001, 1 / 512), (4500, 1 / 512)]
+
+
+def _p_used(monkeypatch, **options) -> List[float]:
+    """The p of every proposal of one 5000-query Square run on a model it cannot fool."""
+    seen: List[float] = []
+    size = square_mod._Windows.size
+
+    def spy(self, p):
+        seen.append(p)
+        return size(self, p)
+
+    monkeypatch.setattr(square_mod._Windows, "size", spy)
+    model = Linear(gap=1e3).eval()  # class 0 by a margin no eps-ball move changes: every query is made
+    x = {"audio": _inputs(1)["audio"]}
+    attack = create_attack("square", model, eps={"audio": 0.01}, n_queries=5000, **options)
+    attack(x, torch.zeros(1, dtype=torch.long))
+    assert int(attack.last_queries[0]) == 5000
+    return seen
+
+
+@pytest.mark.parametrize("rescale, table", [(None, AUTOATTACK_P), (True, RESCALED_P)], ids=["default", "rescaled"])
+def test_p_follows_autoattacks_schedule_at_5000_queries(monkeypatch, rescale, table):
+    options = {} if rescale is None else {"rescale_schedule": rescale}
+    seen = _p_used(monkeypatch, **options)
+    assert len(seen) == 4999
+    for i, frac in table:
+        assert seen[i] == pytest.approx(0.8 * frac), f"proposal {i}: p {seen[i]} != {0.8 * frac}"
+
+
+def test_autoattack_builds_square_without_rescaling():
+    aa = create_attack("autoattack", Linear(), eps={"visual": 0.1}, n_queries=5000)
+    square = next(s for s in aa.stages if s.name == "square")
+    assert square.rescale_schedule is False and square.n_queries == 5000 and square.p_init == 0.8
