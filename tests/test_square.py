@@ -100,3 +100,73 @@ def test_autoattack_builds_square_without_rescaling():
     aa = create_attack("autoattack", Linear(), eps={"visual": 0.1}, n_queries=5000)
     square = next(s for s in aa.stages if s.name == "square")
     assert square.rescale_schedule is False and square.n_queries == 5000 and square.p_init == 0.8
+
+
+# --- AutoAttack's versions against fra31/auto-attack's set_version (Linf/L2) -----------------------------
+
+# (attack, restarts, target classes, queries, EOT iterations), in the order fra31 runs them.
+FRA31_VERSIONS = {
+    "standard": [("apgd-ce", 1, None, None, 1), ("apgd-t", 1, 9, None, 1), ("fab-t", 1, 9, None, None),
+                 ("square", 1, None, 5000, None)],
+    "plus": [("apgd-ce", 5, None, None, 1), ("apgd-dlr", 5, None, None, 1), ("fab", 5, None, None, None),
+             ("square", 1, None, 5000, None), ("apgd-t", 1, 9, None, 1), ("fab-t", 1, 9, None, None)],
+    "rand": [("apgd-ce", 1, None, None, 20), ("apgd-dlr", 1, None, None, 20)],
+}
+
+
+@pytest.mark.parametrize("version", sorted(FRA31_VERSIONS))
+def test_autoattack_versions_are_fra31s(version, caplog):
+    from attacks import ATTACKS
+    with caplog.at_level("WARNING"):
+        aa = create_attack("autoattack", Linear(), eps={"visual": 0.1}, version=version)
+    expected = FRA31_VERSIONS[version]
+    run = [e for e in expected if e[0] in ATTACKS]
+    assert [s.name for s in aa.stages] == [e[0] for e in run]
+    assert aa.missing == [e[0] for e in expected if e[0] not in ATTACKS]
+    for stage, (name, restarts, targets, queries, eot) in zip(aa.stages, run):
+        assert stage.restarts == restarts, name
+        assert getattr(stage, "steps", 100) == 100 or name == "square"
+        if targets is not None:
+            assert stage.n_target_classes == targets, name
+        if queries is not None:
+            assert stage.n_queries == queries and stage.rescale_schedule is False, name
+        if eot is not None:
+            assert stage.eot_iter == eot, name
+    if aa.missing:
+        assert any(m in r.getMessage() for r in caplog.records for m in aa.missing)
+
+
+def test_missing_parts_reach_the_report_and_the_result_row():
+    from attacks.evaluate import evaluate_attack_grid
+    model = Linear().eval()
+    x = _inputs(6)["visual"]
+    y = model(visual=x).argmax(1)
+    opts = dict(steps=2, n_queries=10, n_target_classes=2)
+    aa = create_attack("autoattack", model, eps={"visual": 0.05}, **opts)
+    aa({"visual": x}, y)
+    assert aa.report["missing"] == aa.missing and "fab-t" in aa.missing  # fab-t is not implemented yet
+    rows = evaluate_attack_grid(model, [{"visual": x, "label": y}], ["autoattack"], [{"visual": 0.05}], "cpu",
+                                attack_options={"autoattack": opts}, progress=False)
+    assert "fab-t" in rows[0]["missing"]
+
+
+def test_rand_version_runs_and_eot_averages_the_gradient():
+    class Noisy(Linear):
+        def forward(self, audio=None, visual=None):
+            z = super().forward(audio=audio, visual=visual)
+            return z * (1 + 0.5 * torch.rand(z.shape[0], 1))  # a randomised model: logits scaled at random
+
+    model = Noisy().eval()
+    x = {"visual": _inputs(4)["visual"]}
+    y = torch.tensor([0, 1, 2, 3])
+    eot = create_attack("apgd-ce", model, eps={"visual": 0.1}, eot_iter=3)
+    one = create_attack("apgd-ce", model, eps={"visual": 0.1})
+    torch.manual_seed(0)
+    _, _, g3 = eot._loss_grad(x, {}, y, None)
+    torch.manual_seed(0)
+    singles = [one._loss_grad(x, {}, y, None)[2]["visual"] for _ in range(3)]
+    torch.testing.assert_close(g3["visual"], sum(singles) / 3)
+    assert not torch.allclose(singles[0], singles[1])  # the draws differ, so the mean is not one draw
+    aa = create_attack("autoattack", model, eps={"visual": 0.1}, version="rand", steps=2)
+    aa(x, y)
+    assert list(aa.report["per_attack"]) == ["clean", "apgd-ce", "apgd-dlr"] and aa.report["missing"] == []
