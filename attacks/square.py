@@ -210,6 +210,7 @@ class Square(Attack):
         if not 0 <= lo < hi:
             raise ValueError(f"audio_band must be (low, high) Hz with 0 <= low < high, got {audio_band!r}")
         self.audio_band, self.audio_rate = (lo, hi), audio_rate
+        self._bands: Dict[Tuple[int, torch.device], torch.Tensor] = {}
         if isinstance(n_queries, bool) or not isinstance(n_queries, int) or n_queries < 1:
             raise ValueError(f"n_queries must be an int >= 1, got {n_queries!r}")
         if not 0 < p_init <= 1:
@@ -234,8 +235,10 @@ class Square(Attack):
             if isinstance(eps, torch.Tensor):  # a per-channel budget (eps_unit="normalized")
                 eps = eps.reshape((1, -1) + (1,) * (window.dim() - 2))
             if not win.spatial:
-                band = band_mask(new.shape[-1], self.audio_rate, self.audio_band, new.device)
-                sign = self._audio_proposal(sign, idx, tuple(new.shape), gen, band)
+                key = (new.shape[-1], new.device)
+                if key not in self._bands:
+                    self._bands[key] = band_mask(new.shape[-1], self.audio_rate, self.audio_band, new.device)
+                sign = self._audio_proposal(sign, idx, tuple(new.shape), gen, self._bands[key])
             new[idx] = x_clean[idx] + eps * sign
             return threat.clip(new, box)
         delta = new - x_clean

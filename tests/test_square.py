@@ -170,3 +170,47 @@ def test_rand_version_runs_and_eot_averages_the_gradient():
     aa = create_attack("autoattack", model, eps={"visual": 0.1}, version="rand", steps=2)
     aa(x, y)
     assert list(aa.report["per_attack"]) == ["clean", "apgd-ce", "apgd-dlr"] and aa.report["missing"] == []
+
+
+# --- what each audio proposal writes into a waveform segment ---------------------------------------------
+
+def _one_proposal(proposal: str, modality: str = "audio") -> torch.Tensor:
+    """The perturbation of one Linf proposal covering the whole input (p = 1), from the clean input."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand((6, 1, 2048) if modality == "audio" else (6, 3, 8, 8), generator=g) * 0.5 + 0.25
+    attack = create_attack("square", Linear(), eps={modality: 0.05}, audio_proposal=proposal)
+    threat = attack.threat(modality, x)
+    win = square_mod._Windows(x, modality)
+    size = x.shape[-1] if modality == "audio" else 8
+    return attack._propose(threat, x, x, threat.box(x), win, size, torch.Generator().manual_seed(0)) - x
+
+
+def _low_share(delta: torch.Tensor, rate: float = 11025, below: float = 125.0) -> float:
+    """Share of the perturbation's energy below ``below`` Hz (DC included)."""
+    power = torch.fft.rfft(delta.double(), dim=-1).abs() ** 2
+    freqs = torch.fft.rfftfreq(delta.shape[-1], d=1 / rate)
+    return float(power[..., freqs < below].sum() / power.sum())
+
+
+def test_audio_proposals_write_what_they_say():
+    eps = 0.05
+    const, rand, band, band_sign = (_one_proposal(p) for p in ("constant", "random_sign", "band", "band_sign"))
+    torch.testing.assert_close(const.abs(), torch.full_like(const, eps))
+    assert bool((const.sign() == const[..., :1].sign()).all())  # one sign per clip: a DC step
+    assert _low_share(const) > 0.99
+    torch.testing.assert_close(rand.abs(), torch.full_like(rand, eps))
+    assert bool((rand.sign() != rand[..., :1].sign()).any(dim=-1).all())  # signs change inside the segment
+    torch.testing.assert_close(band.abs().amax(-1), torch.full((6, 1), eps, dtype=band.dtype))
+    assert _low_share(band) < 1e-6  # nothing below the mel range's 125 Hz
+    torch.testing.assert_close(band_sign.abs(), torch.full_like(band_sign, eps))
+    assert _low_share(band_sign) < 0.05
+    visual = _one_proposal("random_sign", "visual")  # frames keep Square's constant +-eps per channel
+    assert bool((visual.sign() == visual[..., :1, :1].sign()).all()) and torch.allclose(visual.abs(), torch.full_like(visual, eps), atol=1e-6)
+
+
+def test_unknown_audio_proposal_and_empty_band_are_refused():
+    with pytest.raises(KeyError, match="random_sign"):
+        create_attack("square", Linear(), eps={"audio": 0.1}, audio_proposal="dc")
+    attack = create_attack("square", Linear(), eps={"audio": 0.1}, audio_proposal="band", audio_band=(6000.0, 7000.0))
+    with pytest.raises(ValueError, match="audio_band"):
+        attack({"audio": _inputs()["audio"]}, torch.zeros(4, dtype=torch.long))
