@@ -1,8 +1,8 @@
 """Square's Linf proposals on the waveform: which one a trained audio model feels most, at equal queries and eps.
 
 Square's own proposal sets a waveform segment to a constant +-eps (a DC step), which a log-mel front end
-starting at 125 Hz barely sees. For each trained run folder given (``<ckpt>/<id>`` with ``args.json`` and
-``checkpoint_best.pth``), its clips that the model classifies correctly are attacked on audio only by Square
+starting at 125 Hz barely sees. For each trained run folder given (``<ckpt>/<id>`` with its args and
+its best checkpoint), its clips that the model classifies correctly are attacked on audio only by Square
 with every ``audio_proposal`` of ``attacks.square.AUDIO_PROPOSALS`` (same seed, eps, query budget), and the
 table gives per run and proposal: robust accuracy on those clips, the mean margin ``z_y - max_{k!=y} z_k``
 left, as a fraction of the clean margin (lower = stronger), and the mean queries spent.
@@ -29,19 +29,20 @@ from dataset.av_dataset import AVDataset  # noqa: E402
 from models import create_model  # noqa: E402
 from utils.checkpoint import load_checkpoint  # noqa: E402
 from utils.errors import UsageError, run_cli  # noqa: E402
+from utils.rundir import RunDir  # noqa: E402
 
 EPS = 0.012  # docs/paper.md, Attacks: the audio-only grid point of the demo (eps_audio 0.012)
 
 
 def load_run(run: Path, lists: List[str]) -> tuple:
     """The run's model (best checkpoint, eval mode) and its clips of ``lists`` (default: its test list)."""
-    args_path = run / "args.json"
-    if not args_path.is_file():
-        raise UsageError("runs", f"{run} has no args.json (not a run folder)")
-    a = json.loads(args_path.read_text())
+    rd = RunDir(run)
+    if not rd.args.is_file():
+        raise UsageError("runs", f"{run} has no {rd.args.name} (not a run folder)")
+    a = json.loads(rd.args.read_text())
     model = create_model(arch_sound=a["arch_sound"], arch_frame=a["arch_frame"], arch_classifier=a["arch_classifier"],
                          num_classes=len(a["categories"]), img_pool=a["img_pool"], audio_rate=a["audRate"])
-    model.load_state_dict(load_checkpoint(run / "checkpoint_best.pth")["model"])
+    model.load_state_dict(load_checkpoint(rd.checkpoint_best)["model"])
     model.eval()
     batches = []
     for lst in lists or [a["list_test"]]:
