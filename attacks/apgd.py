@@ -82,6 +82,9 @@ class APGD(Attack):
             are attacked again. random_start (bool): True (paper: uniform start in the ball).
         n_target_classes (int): apgd-t only, 9 (top min(9, K-1) classes of the clean logits, each its run).
         seed (int): 0 (random starts); eps_unit (str): "input" or "normalized" (visual, Linf only).
+        eot_iter (int): 1; > 1 averages the gradient over that many forward/backward passes (expectation over
+            transformations, for randomised models; AutoAttack's "rand" version uses 20), the loss and
+            logits being the last pass's (as fra31's APGD).
 
     Batch independence: the loss is summed and every schedule decision is per sample, so with
     ``random_start=False`` a sample's result does not depend on its batch; with random starts (the
@@ -99,9 +102,12 @@ class APGD(Attack):
 
     def __init__(self, model: nn.Module, eps: Mapping[str, float], steps: int = 100, restarts: int = 1,
                  random_start: bool = True, n_target_classes: int = 9, seed: int = 0, eps_unit: str = "input",
-                 norm: Union[str, Mapping[str, str], None] = "Linf") -> None:
+                 norm: Union[str, Mapping[str, str], None] = "Linf", eot_iter: int = 1) -> None:
         super().__init__(model, eps, steps=steps, random_start=random_start, restarts=restarts, seed=seed,
                          eps_unit=eps_unit, norm=norm)
+        if isinstance(eot_iter, bool) or not isinstance(eot_iter, int) or eot_iter < 1:
+            raise ValueError(f"eot_iter must be an int >= 1, got {eot_iter!r}")
+        self.eot_iter = eot_iter
         if isinstance(n_target_classes, bool) or not isinstance(n_target_classes, int) or n_target_classes < 1:
             raise ValueError(f"n_target_classes must be an int >= 1, got {n_target_classes!r}")
         self.n_target_classes = n_target_classes
@@ -116,10 +122,14 @@ class APGD(Attack):
     def _loss_grad(self, adv: Dict[str, torch.Tensor], fixed, labels: torch.Tensor,
                    target: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, torch.Tensor]]:
         leaves = {m: x.detach().requires_grad_(True) for m, x in adv.items()}
-        with torch.enable_grad():
-            logits = self._forward({**fixed, **leaves})
-            loss = self._loss(logits, labels, target)
-            grads = torch.autograd.grad(loss.sum(), list(leaves.values()))
+        total = None
+        for _ in range(self.eot_iter):  # EOT: the mean gradient over eot_iter passes of a randomised model
+            with torch.enable_grad():
+                logits = self._forward({**fixed, **leaves})
+                loss = self._loss(logits, labels, target)
+                grads = torch.autograd.grad(loss.sum(), list(leaves.values()))
+            total = grads if total is None else tuple(t + g for t, g in zip(total, grads))
+        grads = tuple(g / self.eot_iter for g in total) if self.eot_iter > 1 else total
         return loss.detach(), logits.detach(), dict(zip(leaves, grads))
 
     # -- one run (Algorithm 1) -------------------------------------------------------------------------

@@ -1,73 +1,106 @@
-"""AutoAttack (Croce & Hein, ICML 2020): the standard ensemble over dicts of modalities, with its flags."""
+"""AutoAttack (Croce & Hein, ICML 2020): the ensemble's versions over dicts of modalities, with its flags."""
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Tuple, Union
 
 import torch
 import torch.nn as nn
 
-from attacks.apgd import APGDCE, APGDT
+from attacks.apgd import APGDT
 from attacks.base import ATTACKS, Attack, forward
 from attacks.sanity import check_flags, merge_checks, model_checks
-from attacks.square import Square
 from utils.modes import model_mode
 
 logger = logging.getLogger(__name__)
 
-VERSIONS = ("standard", "plus")
+# fra31/auto-attack, autoattack.py ``set_version`` for Linf/L2 (and the attacks it builds in ``__init__``:
+# APGD 100 iterations, Square p_init 0.8 with resc_schedule=False, FAB 100 iterations): per version the
+# attacks in the order they run, each with its own settings.
+VERSIONS: Dict[str, Tuple[Tuple[str, Dict[str, Any]], ...]] = {
+    "standard": (("apgd-ce", {"restarts": 1}),
+                 ("apgd-t", {"restarts": 1, "n_target_classes": 9}),
+                 ("fab-t", {"restarts": 1, "n_target_classes": 9}),
+                 ("square", {"n_queries": 5000})),
+    "plus": (("apgd-ce", {"restarts": 5}),
+             ("apgd-dlr", {"restarts": 5}),
+             ("fab", {"restarts": 5}),
+             ("square", {"n_queries": 5000}),
+             ("apgd-t", {"restarts": 1, "n_target_classes": 9}),
+             ("fab-t", {"restarts": 1, "n_target_classes": 9})),
+    # for randomised defences: APGD with the gradient averaged over 20 draws (EOT), 1 restart
+    "rand": (("apgd-ce", {"restarts": 1, "eot_iter": 20}),
+             ("apgd-dlr", {"restarts": 1, "eot_iter": 20})),
+}
+# What the command line may scale down for every stage that takes it (the demo runs AutoAttack at demo scale).
+_SCALED = {"steps": ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t"), "n_target_classes": ("apgd-t", "fab-t"),
+           "n_queries": ("square",), "p_init": ("square",)}
 
 
 @ATTACKS.register("autoattack")
 class AutoAttack(Attack):
     """AutoAttack, "Reliable evaluation of adversarial robustness with an ensemble of diverse parameter-free
-    attacks" (Croce & Hein, ICML 2020, arXiv 2003.01690): apgd-ce, then apgd-t, then square, each on the
+    attacks" (Croce & Hein, ICML 2020, arXiv 2003.01690): the attacks of a version run in turn, each on the
     samples still classified correctly; per sample the first adversarial example found is kept (the
-    per-sample worst case). fab-t is not part of this ensemble (not implemented here).
+    per-sample worst case). The versions are fra31/auto-attack's (``VERSIONS``):
+
+    * ``standard``: apgd-ce (1 restart), apgd-t (9 targets, 1 restart each), fab-t (9 targets), square
+      (5000 queries, p schedule not rescaled);
+    * ``plus``: apgd-ce (5 restarts), apgd-dlr (5 restarts), fab (5 restarts), square, apgd-t, fab-t;
+    * ``rand``: apgd-ce and apgd-dlr, 1 restart, each gradient averaged over 20 draws (EOT).
+
+    An attack of the version that is not implemented here (fab, fab-t) is not run: a warning is logged and
+    ``.report["missing"]`` names it, so every result says which part of the ensemble it lacks.
 
     Threat model: per modality ``Linf``, ``L2`` or (audio) ``snr``; the budget of every stage is the same
     product of per-modality balls intersected with the valid ranges.
 
     After one or more calls, ``.report`` is a dict over every sample attacked so far: ``robust_acc``,
-    ``clean_acc``, ``per_attack`` (robust accuracy after each stage), ``n``, ``square_queries`` (mean) and
-    ``flags`` (list of strings): zero input gradient per modality, randomness, probabilities as outputs
-    (``attacks.sanity``), and the black box (square) succeeding where both white-box attacks failed.
+    ``clean_acc``, ``per_attack`` (robust accuracy after each stage), ``n``, ``square_queries`` (mean, None
+    without square), ``missing`` (the version's attacks not run) and ``flags`` (list of strings): zero input
+    gradient per modality, randomness, probabilities as outputs (``attacks.sanity``), and the black box
+    (square) succeeding where the white-box attacks before it failed.
 
     Arguments (``attacks.create_attack("autoattack", model, eps=..., ...)``):
         eps (dict), norm (str | dict): as for every attack ("Linf" default).
-        version (str): "standard" (apgd 1 restart, apgd-t 9 targets, square 5000 queries) or "plus"
-            (apgd-ce and apgd-t with 5 restarts).
-        steps (int): 100 APGD iterations; n_queries (int): 5000; p_init (float): 0.8;
-        n_target_classes (int): 9; restarts (int | None): None = the version's; seed (int): 0;
-        eps_unit (str): "input" or "normalized".
+        version (str): "standard", "plus" or "rand".
+        steps (int): 100 iterations of every apgd/fab stage; n_queries (int): 5000; p_init (float): 0.8;
+        n_target_classes (int): 9 (apgd-t, fab-t): the version's values, given smaller to scale it down;
+        seed (int): 0; eps_unit (str): "input" or "normalized".
 
     Example::
 
         >>> aa = create_attack("autoattack", model, eps={"visual": 8 / 255, "audio": 0.006})
         >>> adv = aa({"audio": a, "visual": v}, labels)
-        >>> aa.report["robust_acc"], aa.report["flags"]
+        >>> aa.report["robust_acc"], aa.report["flags"], aa.report["missing"]
     """
 
     name = "autoattack"
     in_all = False
-    min_classes = APGDT.min_classes  # its second stage
+    min_classes = APGDT.min_classes  # apgd-t's targeted DLR loss (standard, plus); rand's apgd-dlr needs fewer
     grid_options = False
 
     def __init__(self, model: nn.Module, eps: Mapping[str, float], version: str = "standard", steps: int = 100,
-                 n_queries: int = 5000, p_init: float = 0.8, n_target_classes: int = 9,
-                 restarts: Optional[int] = None, seed: int = 0, eps_unit: str = "input",
-                 norm: Union[str, Mapping[str, str], None] = "Linf") -> None:
+                 n_queries: int = 5000, p_init: float = 0.8, n_target_classes: int = 9, seed: int = 0,
+                 eps_unit: str = "input", norm: Union[str, Mapping[str, str], None] = "Linf") -> None:
         super().__init__(model, eps, steps=steps, seed=seed, eps_unit=eps_unit, norm=norm)
         if version not in VERSIONS:
             raise ValueError(f"unknown version {version!r}; valid: {', '.join(VERSIONS)}")
         self.version = version
-        r = restarts if restarts is not None else (5 if version == "plus" else 1)
+        scaled = {"steps": steps, "n_target_classes": n_target_classes, "n_queries": n_queries, "p_init": p_init}
         common = dict(seed=seed, eps_unit=eps_unit, norm=norm)
-        self.stages: List[Attack] = [
-            APGDCE(model, eps, steps=steps, restarts=r, **common),
-            APGDT(model, eps, steps=steps, restarts=r, n_target_classes=n_target_classes, **common),
-            Square(model, eps, n_queries=n_queries, p_init=p_init, **common),
-        ]
+        self.stages: List[Attack] = []
+        self.missing: List[str] = []
+        for name, options in VERSIONS[version]:
+            if name not in ATTACKS:
+                self.missing.append(name)
+                continue
+            opts = {**options, **{k: v for k, v in scaled.items() if name in _SCALED[k]}, **common}
+            self.stages.append(ATTACKS.get(name)(model, eps, **opts))
+        if self.missing:
+            logger.warning("autoattack %s: %s not implemented here, so not run; the result is the ensemble "
+                           "without %s (report['missing'])", version, ", ".join(self.missing),
+                           " and ".join(self.missing))
         self.reset_report()
 
     def reset_report(self) -> None:
@@ -82,13 +115,16 @@ class AutoAttack(Attack):
     def report(self) -> Dict[str, Any]:
         n = max(self._n, 1)
         flags = check_flags(self._checks)
+        names = [s.name for s in self.stages]
         if self._square_wins:
-            flags.append(f"black box beats white box: square fooled {self._square_wins} samples that apgd-ce and "
-                         "apgd-t did not (gradient masking likely)")
-        sq = self.stages[-1].query_stats
-        return {"robust_acc": self._robust[self.stages[-1].name] / n, "clean_acc": self._clean / n,
+            before = names[:names.index("square")]
+            flags.append(f"black box beats white box: square fooled {self._square_wins} samples that "
+                         f"{' and '.join(before)} did not (gradient masking likely)")
+        sq = next((s.query_stats for s in self.stages if s.name == "square"), [0.0, 0])
+        return {"robust_acc": self._robust[names[-1]] / n, "clean_acc": self._clean / n,
                 "per_attack": {"clean": self._clean / n, **{k: v / n for k, v in self._robust.items()}},
-                "n": self._n, "square_queries": sq[0] / sq[1] if sq[1] else None, "flags": flags}
+                "n": self._n, "square_queries": sq[0] / sq[1] if sq[1] else None,
+                "missing": list(self.missing), "flags": flags}
 
     def _run_restarts(self, clean, fixed, labels, threats) -> Dict[str, torch.Tensor]:
         inputs = {**fixed, **clean}
@@ -113,7 +149,7 @@ class AutoAttack(Attack):
                     else:
                         best[m][idx] = adv[m][fooled]
                 robust[idx] = False
-                if stage is self.stages[-1]:
+                if stage.name == "square" and stage is not self.stages[0]:
                     self._square_wins += int(fooled.sum())
                 logger.info("autoattack %s: %d/%d fooled", stage.name, int(fooled.sum()), todo.numel())
             self._robust[stage.name] += int(robust.sum())

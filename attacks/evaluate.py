@@ -297,7 +297,7 @@ def _finish(row: _Row, s: Dict[str, float], mx: Dict[str, float], eps_unit: str,
         "norm_visual": row.norm["visual"],
         "queries": s["queries_sum"] / s["queries_count"] if s["queries_count"] else None,
         "flags": "; ".join(flags) or "none",
-        **({"per_attack": ", ".join(f"{k} {v * 100:.2f}%" for k, v in report["per_attack"].items())}
-           if report else {}),
+        **({"per_attack": ", ".join(f"{k} {v * 100:.2f}%" for k, v in report["per_attack"].items()),
+            "missing": ", ".join(report["missing"]) or "none"} if report else {}),
     }
 

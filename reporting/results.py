@@ -63,6 +63,7 @@ COLUMNS: Dict[str, Tuple[str, Formatter]] = {
     "norm_visual": ("norm visual", fmt_generic),
     "queries": ("queries", fmt_generic),
     "per_attack": ("robust after each stage", fmt_generic),
+    "missing": ("ensemble parts not run", fmt_generic),
     "flags": ("flags", fmt_generic),
 }
 

@@ -102,7 +102,7 @@ PEERS = [("apgd-ce", lambda m, norm, eps: torchattacks.APGD(m, norm=norm, eps=ep
          ("apgd-t", lambda m, norm, eps: torchattacks.APGDT(m, norm=norm, eps=eps, steps=10, seed=0, n_classes=10),
           dict(steps=10)),
          ("square", lambda m, norm, eps: torchattacks.Square(m, norm=norm, eps=eps, n_queries=150, seed=0),
-          dict(n_queries=150))]
+          dict(n_queries=150, rescale_schedule=True))]  # torchattacks' (and fra31's SquareAttack's) default
 
 
 @pytest.mark.parametrize("norm, eps", [("Linf", 4 / 255), ("L2", 0.3)])
