@@ -160,8 +160,8 @@ def evaluate(model: nn.Module, loader, device: torch.device, amp: bool = False, 
     res = {"loss": sums[0].item() / n, "acc": sums[1].item() / n, "n": int(n),
            "cos": sums[3].item() / n if not math.isnan(sums[3].item()) else float("nan")}
     if preds is not None:
-        index = torch.cat([i for i, _ in preds])
-        res["preds"] = torch.full((int(index.max()) + 1,), -1, dtype=torch.long)
+        index = torch.cat([i for i, _ in preds]).cpu()  # predictions are kept on the host, by dataset index
+        res["preds"] = torch.full((int(index.max()) + 1,), -1, dtype=torch.long, device=index.device)
         res["preds"][index] = torch.cat([p for _, p in preds]).cpu()
     return res
 

@@ -3,9 +3,8 @@ device from its inputs (a static check), and the device-generic pieces run on te
 
 Static check: calls ``torch.rand/randint/randperm/randn/empty/zeros/ones/full/arange/tensor`` without a
 ``device=`` keyword are flagged (the ``*_like`` forms take the device of their argument and are fine),
-unless listed in ``ALLOWED`` with the reason they are genuinely CPU-only. ``PENDING`` holds the calls of
-files another helper fixes in parallel (issue 17: Square's draws); the lead removes them when merging.
-Stale entries of either list fail the test, so the lists stay true.
+unless listed in ``ALLOWED`` with the reason they are genuinely CPU-only. Stale entries fail the test, so the
+list stays true.
 
 Smoke test under ``torch._subclasses.fake_tensor.FakeTensorMode`` with tensors on ``cuda``: fake CUDA
 tensors work on this CPU-only torch for forward computations (a CPU tensor mixed in raises
@@ -56,10 +55,6 @@ ALLOWED: Dict[Tuple[str, str], str] = {
     ("pipeline/adaptive.py", "torch.tensor([worst.sum().item(), float(len(keys))], dtype=torch.float64)"):
         "two Python counts; utils.distributed moves them to CUDA for an nccl reduction",
 }
-PENDING: Dict[Tuple[str, str], str] = {
-    ("attacks/square.py", "torch.randint(0, n, (1,), generator=gen)"): "Square's draws: fixed by the other helper",
-    ("attacks/square.py", "torch.randint(0, 2, (1,), generator=gen)"): "Square's draws: fixed by the other helper",
-}
 
 
 def _unplaced_calls() -> Counter:
@@ -78,7 +73,7 @@ def _unplaced_calls() -> Counter:
 
 def test_new_tensors_and_draws_take_their_device_from_the_inputs():
     found = _unplaced_calls()
-    listed = {**ALLOWED, **PENDING}
+    listed = dict(ALLOWED)
     unlisted = [f"{f}: {call}" for f, call in found if (f, call) not in listed]
     assert not unlisted, ("tensor factories without device= (pass device=x.device, use *_like, or list the "
                           "call in ALLOWED with its reason):\n" + "\n".join(unlisted))
