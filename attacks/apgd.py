@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from attacks.base import ATTACKS, Attack
+from attacks.base import ATTACKS, Attack, check_int
 
 logger = logging.getLogger(__name__)
 
@@ -96,14 +96,14 @@ class APGD(Attack):
         >>> adv = attack({"audio": a, "visual": v}, labels)
     """
 
-    supports_random_start = True
-    grid_options = False
+    flag_args = {"steps": "apgd_steps"}
     n_targets = 0
 
     def __init__(self, model: nn.Module, eps: Mapping[str, float], steps: int = 100, restarts: int = 1,
                  random_start: bool = True, n_target_classes: int = 9, seed: int = 0, eps_unit: str = "input",
                  norm: Union[str, Mapping[str, str], None] = "Linf", eot_iter: int = 1) -> None:
-        super().__init__(model, eps, steps=steps, random_start=random_start, restarts=restarts, seed=seed,
+        self.steps = check_int("steps", steps)
+        super().__init__(model, eps, random_start=random_start, restarts=restarts, seed=seed,
                          eps_unit=eps_unit, norm=norm)
         if isinstance(eot_iter, bool) or not isinstance(eot_iter, int) or eot_iter < 1:
             raise ValueError(f"eot_iter must be an int >= 1, got {eot_iter!r}")
@@ -248,5 +248,6 @@ class APGDT(APGD):
     __doc__ = APGD.__doc__
     name = "apgd-t"
     gradient_loss = "dlr"
+    flag_args = {"steps": "apgd_steps", "n_target_classes": "apgd_targets"}
     n_targets = 1
     min_classes = 4  # the targeted DLR loss reads the 3 largest other logits

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Mapping, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
 
 from attacks.apgd import APGDT
-from attacks.base import ATTACKS, Attack, forward
+from attacks.base import ATTACKS, Attack, check_int, forward
 from attacks.sanity import check_flags, merge_checks, model_checks
 from utils.modes import model_mode
 
@@ -78,12 +78,13 @@ class AutoAttack(Attack):
     name = "autoattack"
     in_all = False
     min_classes = APGDT.min_classes  # apgd-t's targeted DLR loss (standard, plus); rand's apgd-dlr needs fewer
-    grid_options = False
+    flag_args = {"steps": "apgd_steps", "n_target_classes": "apgd_targets", "n_queries": "square_queries"}
 
     def __init__(self, model: nn.Module, eps: Mapping[str, float], version: str = "standard", steps: int = 100,
                  n_queries: int = 5000, p_init: float = 0.8, n_target_classes: int = 9, seed: int = 0,
                  eps_unit: str = "input", norm: Union[str, Mapping[str, str], None] = "Linf") -> None:
-        super().__init__(model, eps, steps=steps, seed=seed, eps_unit=eps_unit, norm=norm)
+        self.steps = check_int("steps", steps)
+        super().__init__(model, eps, seed=seed, eps_unit=eps_unit, norm=norm)
         if version not in VERSIONS:
             raise ValueError(f"unknown version {version!r}; valid: {', '.join(VERSIONS)}")
         self.version = version
@@ -125,6 +126,10 @@ class AutoAttack(Attack):
                 "per_attack": {"clean": self._clean / n, **{k: v / n for k, v in self._robust.items()}},
                 "n": self._n, "square_queries": sq[0] / sq[1] if sq[1] else None,
                 "missing": list(self.missing), "flags": flags}
+
+    def take_queries(self) -> Optional[torch.Tensor]:
+        """The queries of the square stage, counted as the grid counted them: those of the last stage."""
+        return self.stages[-1].take_queries() if self.stages else None
 
     def _run_restarts(self, clean, fixed, labels, threats) -> Dict[str, torch.Tensor]:
         inputs = {**fixed, **clean}

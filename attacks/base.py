@@ -2,9 +2,10 @@
 
 What an attack may do lives in ``attacks/threats.py``, once per norm (``Linf``, ``L2``, audio ``snr``): the
 per-modality budget, the valid input ranges, the normalised step, the projection onto the ball around the
-CLEAN input and the random start (after MadryLab/robustness' attack-step objects). The attacks in
-``fgsm.py``, ``pgd.py`` and ``mim.py`` only say how the step direction is formed; under L2, FGSM is FGM
-and PGD/MIM take normalised steps.
+CLEAN input and the random start (after MadryLab/robustness' attack-step objects). Each attack's own file
+holds its loop (``_perturb``) written with those pieces; under L2, FGSM is FGM and PGD/MIM take normalised
+steps. An attack's options are its constructor's arguments; ``flag_args`` names the command-line flag
+(a ``RunConfig`` field) that feeds each of them.
 
 Any ``nn.Module`` called as ``model(audio=..., visual=...)`` (or with one of the two) returning logits can be
 attacked: the modalities attacked come from eps, those passed from the inputs, and ``model.modalities``,
@@ -27,9 +28,10 @@ Design decisions (each fixes a bug of the reference code, see docs/paper.md, "Be
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import math
-from typing import Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -144,6 +146,13 @@ def _check_scalar(flag: str, value: object, *, allow_zero: bool = True) -> float
     return value
 
 
+def check_int(flag: str, value: object, minimum: int = 1) -> int:
+    """An int (not a bool) >= ``minimum``; errors name the argument."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{flag} must be an int >= {minimum}, got {value!r}")
+    return value
+
+
 def _check_eps(eps: object) -> Dict[str, float]:
     if not isinstance(eps, Mapping):
         raise TypeError(
@@ -158,36 +167,53 @@ def _check_eps(eps: object) -> Dict[str, float]:
 
 
 class Attack:
-    """Base of every attack: untargeted (or targeted) cross-entropy, L-infinity, per-modality budgets.
+    """Base of every attack: the input contract, model mode, restarts (with random starts), the threat
+    object of each attacked modality and the loss gradient with respect to the inputs.
 
-    Subclasses set ``name`` and implement ``_num_steps``, ``_init_state`` and ``_direction``; the base runs
-    the loop ``x <- project(x + alpha * sign(direction))`` and handles restarts, random starts, model mode
-    and the input contract. See ``attacks.create_attack`` for the arguments.
+    A subclass registers itself, declares its options as constructor arguments (passing the shared ones
+    on) and writes its loop in ``_perturb``. See ``attacks.create_attack`` for the arguments.
     """
 
     name: str = "attack"
-    supports_random_start: bool = False
-    uses_alpha: bool = True
     # ``--attack_type all`` runs every registered attack whose class has in_all = True (autoattack, an
     # ensemble of attacks already in 'all', sets False).
     in_all: bool = True
-    # The grid's steps/random_start/restarts options apply (fgsm, pgd, mim); False: the attack keeps its
-    # paper defaults unless given attack-specific options (apgd, square, autoattack).
-    grid_options: bool = True
+    # Constructor argument -> the command-line flag (``RunConfig`` field) that feeds it in an evaluation;
+    # an argument left out keeps its default unless ``--attack_args name:arg=value`` sets it.
+    flag_args: Mapping[str, str] = {}
     # Fewest classes the attack works on (apgd-t's targeted DLR loss needs 4); the pre-flight check of
     # pipeline/config.py reads it, so a run on fewer classes stops before any work.
     min_classes: int = 1
     # The loss whose input gradient the attack follows: "ce", "dlr", or None (gradient-free). The
     # vanishing-gradient flag of attacks/sanity.py applies to "ce" only (a saturated softmax).
     gradient_loss: Optional[str] = "ce"
+    # Set by attacks whose result for a sample depends on the rest of its batch beyond the random-start
+    # noise (none here); the contract test then skips its batch-independence check and prints the reason.
+    batch_dependent: Optional[str] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        unknown = [a for a in cls.flag_args if a not in cls.options()]
+        if unknown:
+            raise TypeError(f"{cls.__name__}.flag_args names {', '.join(unknown)}, not arguments of its "
+                            f"constructor ({', '.join(cls.options())})")
+
+    @classmethod
+    def options(cls) -> List[str]:
+        """The constructor's keyword arguments besides ``model`` and ``eps`` (the attack's options)."""
+        return [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "model", "eps")]
+
+    @classmethod
+    def takes(cls, option: str) -> bool:
+        """Whether the constructor has the argument ``option`` (e.g. ``random_start``)."""
+        return option in cls.options()
 
     def __init__(
         self,
         model: nn.Module,
         eps: Mapping[str, float],
-        steps: int = 10,
+        *,
         alpha: Union[None, float, Mapping[str, float]] = None,
-        decay: float = 1.0,
         random_start: bool = False,
         restarts: int = 1,
         targeted: bool = False,
@@ -195,6 +221,7 @@ class Attack:
         seed: int = 0,
         norm: Union[str, Mapping[str, str], None] = "Linf",
     ) -> None:
+        """The parts every attack shares; a subclass's own constructor says which of them it takes."""
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
@@ -206,23 +233,11 @@ class Attack:
         if eps_unit == "normalized" and self.norm["visual"] != "Linf" and self.eps.get("visual", 0) > 0:
             raise ValueError(f"eps_unit='normalized' is a per-channel L-inf budget; it cannot be used with the "
                              f"{self.norm['visual']} norm on visual (use eps_unit='input')")
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-        self.steps = steps
-        if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
-            raise ValueError(f"restarts must be an int >= 1, got {restarts!r}")
-        if (random_start or restarts > 1) and not self.supports_random_start:
-            takers = [n for n in ATTACKS.names() if getattr(ATTACKS.get(n), "supports_random_start", False)]
-            raise ValueError(
-                f"{self.name} does not take random_start/restarts (got random_start={random_start}, "
-                f"restarts={restarts}); attacks that do: {', '.join(takers)}"
-            )
+        self.restarts = check_int("restarts", restarts)
         if restarts > 1 and not random_start:
             raise ValueError(f"restarts={restarts} needs random_start=True: without a random start every "
                              "restart repeats the same deterministic attack")
         self.random_start = bool(random_start)
-        self.restarts = restarts
-        self.decay = _check_scalar("decay", decay)
         self.targeted = bool(targeted)
         self.seed = int(seed)
         self._generators: Dict[torch.device, torch.Generator] = {}
@@ -241,10 +256,6 @@ class Attack:
     # -- configuration ---------------------------------------------------------------------------------
     def _resolve_alpha(self, alpha: Union[None, float, Mapping[str, float]]) -> Dict[str, float]:
         """Step size per attacked modality, in the same unit as eps (default eps / 8)."""
-        if not self.uses_alpha:
-            if alpha is not None:
-                raise ValueError(f"{self.name} takes one step of size eps; alpha must be None, got {alpha!r}")
-            return {m: self.eps[m] for m in self.attacked}
         if alpha is None:  # a radius / 8; for snr (dB) that is eps + 20 log10(8)
             return {m: (self.eps[m] + 20.0 * math.log10(ALPHA_DIVISOR) if self.norm[m] == "snr"
                         else self.eps[m] / ALPHA_DIVISOR) for m in self.attacked}
@@ -284,16 +295,6 @@ class Attack:
             self._generators[device] = gen
         return self._generators[device]
 
-    # -- subclass hooks --------------------------------------------------------------------------------
-    def _num_steps(self) -> int:
-        return self.steps
-
-    def _init_state(self, clean: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        return {}
-
-    def _direction(self, modality: str, grad: torch.Tensor, state: Dict[str, torch.Tensor]) -> torch.Tensor:
-        return grad
-
     # -- the attack ------------------------------------------------------------------------------------
     def _forward(self, inputs: Dict[str, Optional[torch.Tensor]]) -> torch.Tensor:
         return forward(self.model, inputs)
@@ -312,16 +313,15 @@ class Attack:
 
     def _perturb(self, clean: Dict[str, torch.Tensor], start: Dict[str, torch.Tensor],
                  fixed: Dict[str, Optional[torch.Tensor]], labels: torch.Tensor,
-                 threats: Dict[str, "LinfThreat"]) -> Dict[str, torch.Tensor]:
-        adv = dict(start)
-        boxes = {m: threats[m].box(clean[m]) for m in adv}
-        state = self._init_state(clean)
-        for _ in range(self._num_steps()):
-            grads = self._input_grads(adv, fixed, labels)
-            for m in adv:
-                direction = self._direction(m, grads[m], state)
-                adv[m] = threats[m].clip(threats[m].step(adv[m], direction), boxes[m])
-        return adv
+                 threats: Dict[str, LinfThreat]) -> Dict[str, torch.Tensor]:
+        """One run of the attack from ``start`` (the clean input or a random start): the attack's loop,
+        written in its own file with ``self._input_grads`` and the threat objects' ``step``/``box``/``clip``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _perturb (its attack loop)")
+
+    def take_queries(self) -> Optional[torch.Tensor]:
+        """Model queries per sample of the last call, then forgotten; None for attacks that do not count
+        them (the grid's ``queries`` column)."""
+        return None
 
     @torch.no_grad()
     def _score(self, inputs: Dict[str, Optional[torch.Tensor]],
@@ -413,6 +413,7 @@ class Attack:
         return best
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(eps={self.eps}, norm={self.norm}, unit={self.eps_unit}, steps={self._num_steps()}, "
+        return (f"{type(self).__name__}(eps={self.eps}, norm={self.norm}, unit={self.eps_unit}, "
+                f"steps={getattr(self, 'steps', None)}, "
                 f"alpha={self.alpha}, random_start={self.random_start}, restarts={self.restarts}, "
                 f"targeted={self.targeted})")

@@ -54,22 +54,17 @@ def _apply(reducer: Optional[Reducer], t: torch.Tensor) -> torch.Tensor:
 class _Row:
     """One (attack, eps) cell: its attack object and running sums."""
 
-    def __init__(self, name: str, eps: Dict[str, float], model: nn.Module, readable: Sequence[str], steps: int,
-                 eps_unit: str, random_start: bool, restarts: int, seed: int, norm: Dict[str, str],
-                 options: Mapping[str, Any]) -> None:
+    def __init__(self, name: str, eps: Dict[str, float], model: nn.Module, readable: Sequence[str],
+                 flag_values: Mapping[str, Any], shared: Mapping[str, Any], options: Mapping[str, Any]) -> None:
         self.name = name
         self.eps = eps
-        self.norm = norm
+        self.norm = shared["norm"]
         cls = ATTACKS.get(name)
-        if cls.grid_options:
-            # fgsm is one deterministic step of size eps: no random start, restarts or step count to set.
-            self.random_start = random_start and cls.supports_random_start
-            self.restarts = restarts if cls.supports_random_start else 1
-            self.steps = steps if cls.uses_alpha else 1
-            kwargs = dict(steps=steps, random_start=self.random_start, restarts=self.restarts)
-        else:  # apgd, square, autoattack: the paper's defaults unless options[name] says otherwise
-            kwargs = dict(options)
-        kwargs.update(eps_unit=eps_unit, seed=seed, norm=norm)
+        # the grid-wide values of the flags the attack declares (flag_args), then its own options, then
+        # eps_unit/seed/norm where its constructor takes them
+        kwargs = {arg: flag_values[flag] for arg, flag in cls.flag_args.items() if flag in flag_values}
+        kwargs.update(options)
+        kwargs.update({k: v for k, v in shared.items() if cls.takes(k)})
         effective = {m: (eps[m] if m in readable else 0.0) for m in MODALITIES}
         dropped = [m for m in MODALITIES if eps[m] > 0 and m not in readable]
         if dropped:
@@ -78,14 +73,11 @@ class _Row:
                            "+".join(readable), "+".join(dropped),
                            "+".join(m for m in MODALITIES if effective[m] > 0) or "none")
         self.attacked = tuple(m for m in MODALITIES if effective[m] > 0)
-        self.attack = None
-        if self.attacked:
-            self.attack = create_attack(name, model, eps=effective, **kwargs)
-        if not cls.grid_options:
-            probe = self.attack or create_attack(name, model, eps={}, **kwargs)
-            self.random_start = bool(getattr(probe, "random_start", False))
-            self.restarts = int(getattr(probe, "restarts", 1))
-            self.steps = getattr(probe, "steps", None) if name != "square" else None
+        self.attack = create_attack(name, model, eps=effective, **kwargs) if self.attacked else None
+        probe = self.attack or create_attack(name, model, eps={}, **kwargs)  # what the row records
+        self.random_start = bool(getattr(probe, "random_start", False))
+        self.restarts = int(getattr(probe, "restarts", 1))
+        self.steps = getattr(probe, "steps", None)
         self.flags: List[str] = []
         self.sums = torch.zeros(len(_SUMS), dtype=torch.float64)
         self.maxes = torch.zeros(len(_MAXES), dtype=torch.float64)
@@ -128,10 +120,11 @@ def evaluate_attack_grid(
         eps_grid: dicts or strings (``"visual=0.006,audio=0.006"``); None = the paper grid
             ``PAPER_EPS_GRID``. A row with budget 0 everywhere runs no attack (adv_acc == clean_acc).
         device: where the model and batches live.
-        steps, eps_unit, random_start, restarts, seed: passed to ``create_attack``; fgsm always takes one
-            step without random start (its rows record steps=1, random_start=False, restarts=1). steps,
-            random_start and restarts apply to fgsm/pgd/mim only; apgd-*, square and autoattack keep the
-            paper's defaults unless ``attack_options[name]`` (e.g. ``{"square": {"n_queries": 1000}}``) says.
+        steps, random_start, restarts: the values of the flags --attack_steps, --random_start, --restarts,
+            given to the attacks whose ``flag_args`` name those flags (pgd, mim); the others keep their
+            defaults unless ``attack_options[name]`` (e.g. ``{"square": {"n_queries": 1000}}``) says. A row
+            records the steps, random_start and restarts its attack object ran with (fgsm: 1, False, 1).
+        eps_unit, seed: passed to every attack whose constructor takes them.
         norm: "Linf" (default), "L2" or per modality ("visual=L2,audio=snr"); see ``attacks.threats``.
         reduce: for DDP, sums a 1-D float64 tensor across processes (returns it, or None after an in-place
             ``torch.distributed.all_reduce``); ``reduce_max`` does the same with a max. Counts are reduced
@@ -170,8 +163,11 @@ def evaluate_attack_grid(
     readable = declared if declared is not None else MODALITIES
     norms = parse_norm(norm)
     options = dict(attack_options or {})
-    rows = [_Row(name, eps, model, readable, steps, eps_unit, random_start, restarts, seed, norms,
-                 options.get(name, {})) for name in attack_names for eps in grid]
+    # the values of the generic attack flags; each attack takes those its flag_args name
+    flag_values = {"attack_steps": steps, "random_start": random_start, "restarts": restarts}
+    shared = {"eps_unit": eps_unit, "seed": seed, "norm": norms}
+    rows = [_Row(name, eps, model, readable, flag_values, shared, options.get(name, {}))
+            for name in attack_names for eps in grid]
 
     with model_mode(model, training=False):
         checks = _run(model, loader, rows, device, declared or (), progress, on_batch, clean_preds)
@@ -221,11 +217,10 @@ def _run(model: nn.Module, loader: Iterable[Mapping[str, Any]], rows: List[_Row]
                 adv = row.attack(inputs, labels)
                 with torch.no_grad():
                     adv_pred = forward(model, adv).argmax(dim=1)
-                square = getattr(row.attack, "stages", [row.attack])[-1]
-                if getattr(square, "last_queries", None) is not None:
-                    row.add("queries_sum", float(square.last_queries.sum()))
-                    row.add("queries_count", square.last_queries.numel())
-                    square.last_queries = None
+                queries = row.attack.take_queries()
+                if queries is not None:
+                    row.add("queries_sum", float(queries.sum()))
+                    row.add("queries_count", queries.numel())
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             row.seconds += time.perf_counter() - start

@@ -1,6 +1,11 @@
 """FGSM: one signed-gradient step of size eps (Goodfellow et al., ICLR 2015)."""
 from __future__ import annotations
 
+from typing import Dict, Mapping, Optional, Union
+
+import torch
+import torch.nn as nn
+
 from attacks.base import ATTACKS, Attack
 
 
@@ -17,8 +22,7 @@ class FGSM(Attack):
         eps (dict): per-modality budget, e.g. ``{"audio": 0.012, "visual": 0}``; 0 or absent = untouched.
         eps_unit (str): "input" (default) or "normalized" (visual eps in ImageNet-normalised units).
         targeted (bool): False (default); if True, ``labels`` are target classes.
-        steps, decay, seed: accepted and ignored (FGSM is one deterministic step).
-        alpha: must be None (the step is eps); random_start/restarts: not supported (use pgd).
+        One deterministic step: no steps, alpha, random_start or restarts (use pgd for those).
 
     Example::
 
@@ -27,7 +31,15 @@ class FGSM(Attack):
     """
 
     name = "fgsm"
-    uses_alpha = False  # the single step has size eps (docs/paper.md, Attacks: "FGSM: one signed-gradient step of size eps")
+    steps = 1  # recorded in the grid's rows
 
-    def _num_steps(self) -> int:
-        return 1
+    def __init__(self, model: nn.Module, eps: Mapping[str, float], targeted: bool = False,
+                 eps_unit: str = "input", norm: Union[str, Mapping[str, str], None] = "Linf") -> None:
+        # the single step has size eps (docs/paper.md, Attacks: "FGSM: one signed-gradient step of size eps")
+        step = dict(eps) if isinstance(eps, Mapping) else None
+        super().__init__(model, eps, alpha=step, targeted=targeted, eps_unit=eps_unit, norm=norm)
+
+    def _perturb(self, clean, start, fixed: Dict[str, Optional[torch.Tensor]], labels: torch.Tensor,
+                 threats) -> Dict[str, torch.Tensor]:
+        grads = self._input_grads(start, fixed, labels)
+        return {m: threats[m].clip(threats[m].step(start[m], grads[m]), threats[m].box(clean[m])) for m in start}

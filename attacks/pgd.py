@@ -1,7 +1,12 @@
 """PGD: projected gradient descent on the L-infinity ball (Madry et al., ICLR 2018)."""
 from __future__ import annotations
 
-from attacks.base import ATTACKS, Attack
+from typing import Dict, Mapping, Optional, Union
+
+import torch
+import torch.nn as nn
+
+from attacks.base import ATTACKS, Attack, check_int
 
 
 @ATTACKS.register("pgd")
@@ -30,4 +35,22 @@ class PGD(Attack):
     """
 
     name = "pgd"
-    supports_random_start = True
+    flag_args = {"steps": "attack_steps", "random_start": "random_start", "restarts": "restarts"}
+
+    def __init__(self, model: nn.Module, eps: Mapping[str, float], steps: int = 10,
+                 alpha: Union[None, float, Mapping[str, float]] = None, random_start: bool = False,
+                 restarts: int = 1, targeted: bool = False, eps_unit: str = "input", seed: int = 0,
+                 norm: Union[str, Mapping[str, str], None] = "Linf") -> None:
+        self.steps = check_int("steps", steps)
+        super().__init__(model, eps, alpha=alpha, random_start=random_start, restarts=restarts,
+                         targeted=targeted, eps_unit=eps_unit, seed=seed, norm=norm)
+
+    def _perturb(self, clean, start, fixed: Dict[str, Optional[torch.Tensor]], labels: torch.Tensor,
+                 threats) -> Dict[str, torch.Tensor]:
+        adv = dict(start)
+        boxes = {m: threats[m].box(clean[m]) for m in adv}  # eps-ball around the CLEAN input, in range
+        for _ in range(self.steps):
+            grads = self._input_grads(adv, fixed, labels)  # of the summed (targeted: negated) CE
+            for m in adv:
+                adv[m] = threats[m].clip(threats[m].step(adv[m], grads[m]), boxes[m])
+        return adv

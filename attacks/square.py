@@ -196,16 +196,15 @@ class Square(Attack):
     """
 
     name = "square"
-    grid_options = False
+    flag_args = {"n_queries": "square_queries"}
     gradient_loss = None  # reads logits only
-    supports_random_start = True
 
     def __init__(self, model: nn.Module, eps: Mapping[str, float], n_queries: int = 5000, p_init: float = 0.8,
                  restarts: int = 1, seed: int = 0, eps_unit: str = "input",
                  norm: Union[str, Mapping[str, str], None] = "Linf", rescale_schedule: bool = False,
                  audio_proposal: str = "band_sign", audio_band: Tuple[float, float] = DEFAULT_AUDIO_BAND,
                  audio_rate: int = DEFAULT_AUDIO_RATE) -> None:
-        super().__init__(model, eps, steps=1, random_start=restarts > 1, restarts=restarts, seed=seed,
+        super().__init__(model, eps, random_start=restarts > 1, restarts=restarts, seed=seed,
                          eps_unit=eps_unit, norm=norm)
         if not isinstance(rescale_schedule, bool):
             raise TypeError(f"rescale_schedule must be a bool, got {rescale_schedule!r}")
@@ -226,6 +225,10 @@ class Square(Attack):
         self.n_queries, self.p_init = n_queries, float(p_init)
         self.last_queries: Optional[torch.Tensor] = None
         self.query_stats = [0.0, 0]
+
+    def take_queries(self) -> Optional[torch.Tensor]:
+        queries, self.last_queries = self.last_queries, None
+        return queries
 
     @torch.no_grad()
     def _margin(self, adv, fixed, labels) -> torch.Tensor:

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from attacks import parse_norm
+from attacks import ATTACKS, list_attacks, parse_attack_args, parse_norm
 from attacks.evaluate import evaluate_attack_grid
 from models.av_model import av_cosine
 from pipeline.build import build_dataset, build_loader
@@ -44,11 +44,10 @@ def reducers():
 def common_attack_options(cfg: RunConfig) -> Dict[str, Any]:
     """Options of evaluate_attack_grid shared by the grid, the sweep and the adaptive attacks."""
     reduce, reduce_max = reducers()
-    apgd = {"steps": cfg.apgd_steps}
-    options = {"apgd-ce": apgd, "apgd-dlr": apgd, "apgd-t": {**apgd, "n_target_classes": cfg.apgd_targets},
-               "square": {"n_queries": cfg.square_queries},
-               "autoattack": {"steps": cfg.apgd_steps, "n_target_classes": cfg.apgd_targets,
-                              "n_queries": cfg.square_queries}}
+    # each attack's arguments from the flags its class declares (flag_args), then --attack_args
+    given = parse_attack_args(cfg.attack_args)
+    options = {name: {**{arg: getattr(cfg, f) for arg, f in ATTACKS.get(name).flag_args.items()},
+                      **given.get(name, {})} for name in list_attacks()}
     return dict(steps=cfg.attack_steps, eps_unit=cfg.eps_unit, random_start=cfg.random_start,
                 restarts=cfg.restarts, seed=cfg.seed, norm=cfg.norm, attack_options=options, reduce=reduce,
                 reduce_max=reduce_max, progress=not cfg.no_progress)

@@ -14,7 +14,7 @@ import argparse
 import math
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
-from attacks import ATTACKS, default_attacks, list_attacks, parse_norm
+from attacks import ATTACKS, default_attacks, list_attacks, parse_attack_args, parse_norm
 from attacks.metrics import PAPER_EPS_GRID, parse_eps
 from dataset.specs import DatasetSpec, get_spec
 from pipeline import reference_cli as ref
@@ -44,7 +44,7 @@ RESUME_SAFE = ("resume", "num_epoch", "no_progress", "disp_iter", *RESULT_NEUTRA
 # Flags that only matter to an evaluation with attacks (given in training, or without --attack_type, they
 # would be silently ignored: that is an error instead).
 _ATTACK_ONLY = ("eps", "sweep", "save_examples", "adaptive", "adaptive_eps", "norm", "apgd_steps", "apgd_targets",
-                "square_queries")
+                "square_queries", "attack_args")
 
 
 def adaptive_families(spec: str) -> Tuple[Tuple[str, Optional[str]], ...]:
@@ -272,6 +272,10 @@ def derive_values(ns: argparse.Namespace) -> Dict[str, Any]:
         if bad:
             raise UsageError(flag, f"{bad[0]} needs at least {ATTACKS.get(bad[0]).min_classes} classes, this run "
                                    f"has {ns.cls_num}; use apgd-ce")
+    try:
+        parse_attack_args(getattr(ns, "attack_args", ""))
+    except ValueError as e:
+        raise UsageError("--attack_args", str(e)) from None
     try:
         norms = parse_norm(ns.norm)
     except ValueError as e:

@@ -231,6 +231,8 @@ class RunConfig:
                              "fewer)")
     square_queries: int = flag(5000, "attack", help="query budget of square and autoattack's square stage "
                                "(paper: 5000)")
+    attack_args: str = flag("", "attack", help="an attack's own constructor arguments, e.g. "
+                            "'pgd:steps=20;square:p_init=0.3,n_queries=100' (over the flags above)")
     eps: Optional[Tuple[str, ...]] = flag(None, "attack", help='eps grid, e.g. "visual=0,audio=0" '
                                           '"visual=0,audio=0.012" (default: the paper grid); modality=none (or '
                                           "leaving it out) leaves it untouched; with --norm audio=snr the audio "
