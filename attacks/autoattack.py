@@ -79,6 +79,7 @@ class AutoAttack(Attack):
     in_all = False
     min_classes = APGDT.min_classes  # apgd-t's targeted DLR loss (standard, plus); rand's apgd-dlr needs fewer
     flag_args = {"steps": "apgd_steps", "n_target_classes": "apgd_targets", "n_queries": "square_queries"}
+    batch_dependent = "its apgd stages start at noise drawn for the whole batch, and square draws per batch"
 
     def __init__(self, model: nn.Module, eps: Mapping[str, float], version: str = "standard", steps: int = 100,
                  n_queries: int = 5000, p_init: float = 0.8, n_target_classes: int = 9, seed: int = 0,
@@ -128,7 +129,7 @@ class AutoAttack(Attack):
                 "missing": list(self.missing), "flags": flags}
 
     def take_queries(self) -> Optional[torch.Tensor]:
-        """The queries of the square stage, counted as the grid counted them: those of the last stage."""
+        """The last stage's queries (square's in the standard version), for the grid's queries column."""
         return self.stages[-1].take_queries() if self.stages else None
 
     def _run_restarts(self, clean, fixed, labels, threats) -> Dict[str, torch.Tensor]:

@@ -197,6 +197,7 @@ class Square(Attack):
 
     name = "square"
     flag_args = {"n_queries": "square_queries"}
+    batch_dependent = "its windows and signs are drawn for the whole batch from one generator"
     gradient_loss = None  # reads logits only
 
     def __init__(self, model: nn.Module, eps: Mapping[str, float], n_queries: int = 5000, p_init: float = 0.8,
