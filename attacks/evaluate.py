@@ -34,6 +34,9 @@ Reducer = Callable[[torch.Tensor], Optional[torch.Tensor]]
 _SUMS = ("n", "clean_correct", "adv_correct", "flipped", "snr_sum", "snr_count", "psnr_sum", "psnr_count",
          "queries_sum", "queries_count")
 _MAXES = ("max_delta_audio", "max_delta_visual", "seconds")
+# The command-line flags whose values evaluate_attack_grid takes as its own parameters (flag -> parameter);
+# an attack's flag_args naming one of them gets the grid's value.
+GRID_FLAGS = {"attack_steps": "steps", "random_start": "random_start", "restarts": "restarts"}
 
 
 def _as_eps(item: Union[str, Mapping[str, float]]) -> Dict[str, float]:
@@ -164,7 +167,8 @@ def evaluate_attack_grid(
     norms = parse_norm(norm)
     options = dict(attack_options or {})
     # the values of the generic attack flags; each attack takes those its flag_args name
-    flag_values = {"attack_steps": steps, "random_start": random_start, "restarts": restarts}
+    given = {"steps": steps, "random_start": random_start, "restarts": restarts}
+    flag_values = {flag: given[param] for flag, param in GRID_FLAGS.items()}
     shared = {"eps_unit": eps_unit, "seed": seed, "norm": norms}
     rows = [_Row(name, eps, model, readable, flag_values, shared, options.get(name, {}))
             for name in attack_names for eps in grid]

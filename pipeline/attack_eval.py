@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 
 from attacks import ATTACKS, list_attacks, parse_attack_args, parse_norm
-from attacks.evaluate import evaluate_attack_grid
+from attacks.evaluate import GRID_FLAGS, evaluate_attack_grid
 from models.av_model import av_cosine
 from pipeline.build import build_dataset, build_loader
 from pipeline.config import RunConfig
@@ -44,10 +44,11 @@ def reducers():
 def common_attack_options(cfg: RunConfig) -> Dict[str, Any]:
     """Options of evaluate_attack_grid shared by the grid, the sweep and the adaptive attacks."""
     reduce, reduce_max = reducers()
-    # each attack's arguments from the flags its class declares (flag_args), then --attack_args
+    # each attack's arguments from the flags its class declares (flag_args; those of GRID_FLAGS travel as
+    # the grid's own parameters, which the adaptive attacks override), then --attack_args
     given = parse_attack_args(cfg.attack_args)
-    options = {name: {**{arg: getattr(cfg, f) for arg, f in ATTACKS.get(name).flag_args.items()},
-                      **given.get(name, {})} for name in list_attacks()}
+    options = {name: {**{arg: getattr(cfg, f) for arg, f in ATTACKS.get(name).flag_args.items()
+                         if f not in GRID_FLAGS}, **given.get(name, {})} for name in list_attacks()}
     return dict(steps=cfg.attack_steps, eps_unit=cfg.eps_unit, random_start=cfg.random_start,
                 restarts=cfg.restarts, seed=cfg.seed, norm=cfg.norm, attack_options=options, reduce=reduce,
                 reduce_max=reduce_max, progress=not cfg.no_progress)

@@ -273,3 +273,21 @@ def test_snr_and_psnr_average_only_the_clips_the_attack_changed():
         assert math.isfinite(first[key]) and math.isfinite(every[key])
         # FGSM moves every sample by eps: the per-clip values are alike, so both means are close
         assert first[key] == pytest.approx(every[key], rel=0.2)
+
+
+def test_attack_options_come_from_flag_args_and_grid_overrides_still_apply():
+    """pipeline.attack_eval builds each attack's options from its flag_args and --attack_args; the grid's
+    own steps/random_start/restarts (which pipeline/adaptive.py overrides for pgd_restarts) still reach pgd."""
+    from types import SimpleNamespace
+
+    from pipeline.attack_eval import common_attack_options
+
+    cfg = SimpleNamespace(apgd_steps=3, apgd_targets=2, square_queries=7, attack_steps=2, random_start=False,
+                          restarts=1, attack_args="square:p_init=0.4", eps_unit="input", seed=0, norm="Linf",
+                          no_progress=True)
+    common = common_attack_options(cfg)
+    assert common["attack_options"]["square"] == {"n_queries": 7, "p_init": 0.4}
+    assert common["attack_options"]["apgd-t"] == {"steps": 3, "n_target_classes": 2}
+    common.update(random_start=True, restarts=2)  # pipeline/adaptive.py's pgd_restarts
+    rows = evaluate_attack_grid(ToyAV(), loader(n_batches=1), ["pgd", "apgd-ce"], [{"visual": 0.01}], "cpu", **common)
+    assert [(r["steps"], r["random_start"], r["restarts"]) for r in rows] == [(2, True, 2), (3, True, 1)]
