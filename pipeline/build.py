@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DistributedSampler
 
-from attacks import create_attack
+from attacks import ATTACKS, create_attack
 from dataset.av_dataset import AVDataset
 from dataset.av_dataset import build_loader as _dataset_loader
 from dataset.specs import get_spec
@@ -191,6 +191,14 @@ def train_options(cfg: RunConfig, model: nn.Module) -> TrainConfig:
     opts = TrainConfig(minsim_weight=cfg.minsim_weight, amp=cfg.amp, channels_last=cfg.channels_last,
                        disp_iter=cfg.disp_iter, progress=not cfg.no_progress)
     if cfg.adv_train:
-        opts.adv_attack = create_attack(cfg.adv_train, model, eps=cfg.train_budget, steps=cfg.train_attack_steps,
-                                        random_start=True, eps_unit=cfg.eps_unit, seed=cfg.seed)
+        opts.adv_attack = training_adversary(cfg, model)
     return opts
+
+
+def training_adversary(cfg: RunConfig, model: nn.Module):
+    """The attack of --adv_train with the --train_eps budget: Madry's PGD setting (--train_attack_steps steps from
+    a random start) for the options the attack's constructor takes; FGSM, which takes neither, is plain FGSM."""
+    wanted = {"steps": cfg.train_attack_steps, "random_start": True, "eps_unit": cfg.eps_unit, "seed": cfg.seed}
+    cls = ATTACKS.get(cfg.adv_train)
+    return create_attack(cfg.adv_train, model, eps=cfg.train_budget,
+                         **{k: v for k, v in wanted.items() if cls.takes(k)})

@@ -534,3 +534,23 @@ def test_a_rise_within_sampling_noise_is_not_flagged():
     rows = [row(0.01, 0.500), row(0.02, 0.650)]
     grid_flags(rows)
     assert "rises with eps" in rows[1]["flags"]
+
+
+@pytest.mark.parametrize("name", ["fgsm", "pgd", "mim"])
+def test_adv_train_builds_every_gradient_attack_with_the_options_it_takes(name):
+    """--adv_train fgsm failed (build.py passed steps/random_start, which FGSM does not take); each training
+    adversary gets Madry's setting where its constructor takes it and stays inside --train_eps."""
+    from types import SimpleNamespace
+
+    from pipeline.build import training_adversary
+
+    model = ToyAV().eval()
+    cfg = SimpleNamespace(adv_train=name, train_budget={"audio": 0.01, "visual": 0.02}, train_attack_steps=3,
+                          eps_unit="input", seed=0)
+    attack = training_adversary(cfg, model)
+    gen = torch.Generator().manual_seed(0)
+    x = {"audio": torch.rand(4, 1, 64, generator=gen) * 2 - 1, "visual": torch.rand(4, 3, 8, 8, generator=gen)}
+    adv = attack(x, torch.tensor([0, 1, 2, 3]))
+    assert (adv["audio"] - x["audio"]).abs().max() <= 0.01 + 1e-6
+    assert (adv["visual"] - x["visual"]).abs().max() <= 0.02 + 1e-6
+    assert attack.steps == (1 if name == "fgsm" else 3)
