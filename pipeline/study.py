@@ -155,6 +155,13 @@ class Study:
         aa = AA_QUICK if q else AA_DEMO
         self.n_val, self.n_test = self.split_counts()
         self.settings = describe_embedded(aa, self.clips, (self.n_val, self.n_test), self.seeds, args.data_seed)
+        if self.embedded:
+            self.settings.update(dataset_title="the embedded dataset",
+                                 dataset_text=f"Embedded synthetic dataset ({self.clips} clips per class")
+        else:
+            lists = ", ".join(f"{s} {self.inp.lists[s]}" for s in ("train", "val", "test"))
+            self.settings.update(dataset_title=f"{args.dataset} (preset {args.preset})",
+                                 dataset_text=f"Dataset {args.dataset}, preset {args.preset} (lists: {lists};")
         if args.dry_run:
             return
         problem = creatable_problem(self.out)  # before any step: a read-only --out is one line, not a traceback

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from attacks.metrics import PAPER_EPS_GRID, format_eps
-from dataset.specs import DatasetSpec
+from dataset.specs import DatasetSpec, get_spec
 from utils.registry import Registry
 from utils.rundir import RunDir
 
@@ -242,6 +242,9 @@ def _embedded(inp: PlanInput, aa: Dict[str, int], every_seed: bool, tune_epochs:
     seed only (the demo's time budget; the report says how many seeds each row has)."""
     b = PlanBuilder(inp)
     arch = ["--arch_sound", "anet_lite", "--arch_frame", "resnet10"]
+    if inp.dataset != "synthetic":  # another dataset at the demo's CPU sizes (its spec has the paper's)
+        cpu = get_spec("synthetic")
+        arch += ["--audLen", str(cpu.audio_len), "--imgSize", str(cpu.img_size)]
     aaf = aa_flags(aa)
     for seed in inp.seeds:
         c = b.common(seed, arch)

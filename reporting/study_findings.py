@@ -43,7 +43,9 @@ class StudyView(Protocol):
     timings: Dict[str, float]  # this call's steps, and "total": its wall time
     recorded: Dict[str, float]  # each step's time in the call that did its work (timings.json)
     reused: Set[str]  # steps this call found done (their time in ``recorded`` is an earlier call's)
-    settings: Dict[str, str]  # what the study chose and why (surface attack, AutoAttack budget, ...)
+    # what the study chose and why (surface attack, AutoAttack budget, ...), and the dataset in words:
+    # "dataset_title" (the heading's "the embedded dataset") and "dataset_text" (its first sentence's subject)
+    settings: Dict[str, str]
     surface_eps: Sequence[float]
 
     # ``seed``: which seed's run (None: the model's first); reporting/study_results.StudyRecord implements them
@@ -294,13 +296,12 @@ def _with_ci(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
 
 def build_report(s: StudyView) -> List[Block]:
     """Blocks of the report: tables from the runs' results.json, plots, readings, commands."""
-    B: List[Block] = [Block("h1", "Audio-visual robustness on the embedded dataset")]
+    B: List[Block] = [Block("h1", f"Audio-visual robustness on {s.settings['dataset_title']}")]
     concat = by_seed(s, "concat")
     first = concat[min(concat)][0]
     n_test, cav = int(first["n_samples"]), float(first["clean_acc"])
     several = len(s.seeds) > 1
-    B.append(Block("p", f"Embedded synthetic dataset ({s.clips} clips per class; {n_test} test clips), "
-                        + setup_text(s)))
+    B.append(Block("p", f"{s.settings['dataset_text']}; {n_test} test clips), " + setup_text(s)))
     seeds_text = (f" The study trained and evaluated each model once per seed ({len(s.seeds)} seeds: "
                   f"{', '.join(map(str, s.seeds))}; a table's 'seeds' column says how many a row has). With several "
                   "seeds an accuracy is the mean over seeds, then in brackets the min-max range and, up to "

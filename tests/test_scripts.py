@@ -2,8 +2,10 @@
 fake media of that dataset's categories; plus the demo's --quick study end to end."""
 from __future__ import annotations
 
+import csv
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -271,10 +273,49 @@ def test_slurm_launcher_under_a_fake_scheduler_gives_the_local_report(quick_stud
     assert set(waits) == {s["id"] for s in subs if s is not report}
     assert sorted(p.name for p in (out / "slurm").glob("*.sh")) == sorted(f"{n}.sh" for n in by_name)
     # the same report as the local study: everything up to the commands and timings
-    local = (root / "study" / "report.md").read_text().split("## Provenance")[0]
-    assert (out / "report.md").read_text().split("## Provenance")[0] == local
+    # (masked: evaluation folder ids, which name each evaluation's time, and the rows' 'time (s)' cells)
+    def body(path: Path) -> str:
+        text = re.sub(r"\d{8}T\d{6}\.\d{6}Z-[0-9a-f]+-[0-9A-Za-z_]+", "<eval id>",
+                      path.read_text().split("## Provenance")[0])
+        lines, timed = [], False
+        for line in text.splitlines():
+            timed = line.endswith("| time (s) |") or (timed and line.startswith("|"))
+            lines.append(re.sub(r"\| [0-9.]+ \|$", "| <s> |", line) if timed else line)
+        return "\n".join(lines)
+
+    assert body(out / "report.md") == body(root / "study" / "report.md")
     # a second call submits only the report (every other output is there)
     again = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     subs2 = [json.loads(line) for line in (fake / "submissions.jsonl").read_text().splitlines()][len(subs):]
     assert [s["script"].split("--job-name=study-")[1].split("\n")[0] for s in subs2] == ["report"]
+
+
+def test_a_study_on_a_dataset_of_your_own_with_two_seeds(tmp_path):
+    """run_study.py --dataset custom --categories ... --list_* --preset quick --seeds 0 1 on videos' media made
+    here: the full report, results_long.csv with both seeds of the headline models, one run folder per seed; a
+    list with a class outside --categories exits 2 before anything is written."""
+
+    cats = ["alpha", "beta", "gamma", "delta"]  # 4 classes: the quick preset's APGD-T needs them
+    m = make_fake_media(tmp_path / "own", cats, clips_per_class=4, num_frames=2, seconds=1.0, img_hw=(40, 40),
+                        seed=0)
+    out = tmp_path / "study"
+    base = [PY, str(REPO / "scripts" / "run_study.py"), "--dataset", "custom", "--categories", *cats,
+            "--data_root", str(m["root"]), "--preset", "quick", "--seeds", "0", "1", "--out", str(out)]
+    lists = ["--list_train", str(m["train"]), "--list_val", str(m["val"]), "--list_test", str(m["test"])]
+    bad = _run([*base[:5], *cats[:3], *base[9:], *lists])  # delta's clips are outside --categories
+    assert bad.returncode == 2 and "delta" in bad.stderr and not out.exists(), bad.stderr[-2000:]
+    proc = _run([*base, *lists], timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = (out / "report.md").read_text()
+    assert report.startswith("# Audio-visual robustness on custom (preset quick)")
+    assert "Dataset custom, preset quick" in report and "2 seeds: 0, 1" in report
+    assert json.loads((out / "study.json").read_text())["seeds"] == [0, 1]
+    with open(out / "results_long.csv") as f:
+        rows = list(csv.DictReader(f))
+    for model in ("audio", "visual", "concat"):
+        assert {r["seed"] for r in rows if r["model"] == model} == {"0", "1"}
+        assert (out / model / "seed0" / "done_train.json").is_file()
+        assert (out / model / "seed1" / "done_train.json").is_file()
+    args = json.loads((out / "concat" / "seed1" / "args.json").read_text())
+    assert args["dataset"] == "custom" and args["categories"] == cats and args["seed"] == 1

@@ -36,7 +36,9 @@ class FakeStudy:
     def __init__(self, out: Path) -> None:
         self.out, self.commands, self.timings = out, ["python main_attack.py --x"], {"a": 1.0, "total": 2.0}
         self.recorded, self.reused = {"a": 1.0}, set()
-        self.settings = {"surface": "FGSM surface", "autoattack": "AutoAttack at demo scale"}
+        self.settings = {"surface": "FGSM surface", "autoattack": "AutoAttack at demo scale",
+                         "dataset_title": "the embedded dataset",
+                         "dataset_text": "Embedded synthetic dataset (40 clips per class"}
         rng = np.random.default_rng(0)
         # run -> seed -> rows / per-clip outcomes / surface rows
         self.rows: Dict[str, Dict[int, List[Dict[str, Any]]]] = {}
