@@ -6,7 +6,6 @@ accepts ``None`` for) the visual input, and vice versa. See docs/ARCHITECTURE.md
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import torch

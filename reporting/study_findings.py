@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Protocol, Sequence, Set, Tuple
 from reporting.per_sample import PerSample
 from reporting.results import results_table
 from reporting.stats import ALPHA, MAX_SEEDS_LISTED, Z95, binomial_se, fmt_acc_ci, fmt_acc_seeds
-from reporting.study_readings import SeedRows, acc_seeds, by_seed, find_row, find_rows, first_row, readings
+from reporting.study_readings import SeedRows, acc_seeds, by_seed, find_rows, first_row, readings
 from reporting.study_report import Block, rel
 from reporting.study_results import RESULTS_LONG
 from reporting.surface import plot_surface, surface_matrix, surface_table
@@ -248,17 +248,12 @@ def provenance(s: StudyView) -> List[Block]:
 
 def _surface_seed_table(accs: Sequence[Any], eps: Sequence[float]) -> Table:
     """The surface over several seeds: each cell the mean over seeds with the range and each seed's value."""
-    cols = [Column("eps_audio", "eps audio (rows) / eps visual (columns)")]
-    cols += [Column(f"v{j}", f"visual {ev:g}", numeric=True) for j, ev in enumerate(eps)]
-    body: List[Dict[str, Any]] = []
-    for i, ea in enumerate(eps):
-        line: Dict[str, Any] = {"eps_audio": f"audio {ea:g}"}
-        for j in range(len(eps)):
-            vals = {k: (int(round(acc[i, j] * n[i, j])), int(n[i, j])) for k, (acc, n) in enumerate(accs)
-                    if not math.isnan(acc[i, j])}
-            line[f"v{j}"] = fmt_acc_seeds(vals) if vals else None
-        body.append(line)
-    return Table(cols, body)
+    def cell(i: int, j: int) -> Optional[str]:
+        vals = {k: (int(round(acc[i, j] * n[i, j])), int(n[i, j])) for k, (acc, n) in enumerate(accs)
+                if not math.isnan(acc[i, j])}
+        return fmt_acc_seeds(vals) if vals else None
+
+    return surface_table(*accs[0], eps, eps, cell=cell)
 
 
 def surface_blocks(s: StudyView) -> List[Block]:

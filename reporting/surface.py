@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -43,21 +43,24 @@ def surface_matrix(rows: Sequence[Row], eps_audio: Sequence[float], eps_visual: 
     return acc, n
 
 
-def surface_table(acc: np.ndarray, n: np.ndarray, eps_audio: Sequence[float], eps_visual: Sequence[float]) -> Table:
-    """The surface as a table: one row per eps_audio, one column per eps_visual, cells 'acc% [95% CI]'."""
+def _ci_cell(acc: np.ndarray, n: np.ndarray, i: int, j: int) -> Optional[str]:
+    """One run's cell: 'acc% [95% CI]' (None where the point was not evaluated)."""
+    if math.isnan(acc[i, j]):
+        return None
+    k, m = int(round(acc[i, j] * n[i, j])), int(n[i, j])
+    lo, hi = wilson_interval(k, m)
+    return f"{100 * acc[i, j]:.1f} [{100 * lo:.0f}, {100 * hi:.0f}]"
+
+
+def surface_table(acc: np.ndarray, n: np.ndarray, eps_audio: Sequence[float], eps_visual: Sequence[float],
+                  cell: Optional[Callable[[int, int], Optional[str]]] = None) -> Table:
+    """The surface as a table: one row per eps_audio, one column per eps_visual; ``cell(i, j)`` gives a cell's
+    text (default: one run's 'acc% [95% CI]' from ``acc`` and ``n``)."""
+    cell = cell or (lambda i, j: _ci_cell(acc, n, i, j))
     cols = [Column("eps_audio", "eps audio (rows) / eps visual (columns)")]
     cols += [Column(f"v{j}", f"visual {ev:g}", numeric=True) for j, ev in enumerate(eps_visual)]
-    body: List[Dict[str, Any]] = []
-    for i, ea in enumerate(eps_audio):
-        line: Dict[str, Any] = {"eps_audio": f"audio {ea:g}"}
-        for j in range(len(eps_visual)):
-            if math.isnan(acc[i, j]):
-                line[f"v{j}"] = None
-                continue
-            k, m = int(round(acc[i, j] * n[i, j])), int(n[i, j])
-            lo, hi = wilson_interval(k, m)
-            line[f"v{j}"] = f"{100 * acc[i, j]:.1f} [{100 * lo:.0f}, {100 * hi:.0f}]"
-        body.append(line)
+    body: List[Dict[str, Any]] = [{"eps_audio": f"audio {ea:g}", **{f"v{j}": cell(i, j) for j in range(len(eps_visual))}}
+                                  for i, ea in enumerate(eps_audio)]
     return Table(cols, body)
 
 
