@@ -11,8 +11,9 @@ A section does two things:
   is the study's first seed (a section that runs on the first seed only says so in its report).
 - ``report(s)``: the report's blocks for the section (reporting/study_report.Block), read through the study
   view ``s`` (reporting/study_findings.StudyView: ``s.model_seeds``, ``s.kind_results(model, kind, seed)``,
-  ``s.kind_per_sample(...)``, ``s.kind_dir(...)``). Accuracies over seeds: reporting/study_readings and
-  reporting/stats (mean, range, Wilson interval, per-seed McNemar).
+  ``s.kind_per_sample(...)``, ``s.kind_dir(...)``; reporting/study_readings.kind_by_seed gives {seed: rows}).
+  Accuracies over seeds: reporting/study_readings (acc_seeds, find_rows, first_row) and reporting/stats (mean,
+  range, Wilson interval, per-seed McNemar); reporting/study_findings.accuracy_table for a table of models.
 
 To add one: a file in pipeline/sections/ with a ``Section`` subclass registered in ``SECTIONS``, imported by
 pipeline/sections/__init__.py, listed in docs/ARCHITECTURE.md. Nothing else changes: the flag, the plan, the
