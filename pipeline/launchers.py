@@ -1,5 +1,7 @@
 """Launchers of a study's plan (pipeline/study_plan.py): ``local`` runs the jobs one after the other in this
-process; ``slurm`` writes one plain sbatch script per job to ``<out>/slurm/`` and submits it with
+process, or with ``--jobs N`` in N worker processes at once (each job when the jobs it needs have finished; each
+worker with ``max(1, cores // N)`` threads, so the numbers do not depend on which jobs share the machine);
+``slurm`` writes one plain sbatch script per job to ``<out>/slurm/`` and submits it with
 ``--dependency=afterok`` on the jobs it needs (trainings through ``torchrun --nproc_per_node $NPROC``, the
 evaluations that wait for the same trainings as one job array, the report last). No polling: the report job
 runs when every evaluation has finished, and a failed job fails its dependants (afterok). Rerunning the study
@@ -12,11 +14,15 @@ those records into ``study.json`` before it writes the report.
 from __future__ import annotations
 
 import json
+import logging
+import multiprocessing
+import os
 import shlex
 import subprocess
 import sys
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from pipeline.study_plan import Job
 from utils.errors import UsageError
@@ -30,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 SLURM_DIR = "slurm"  # <out>/slurm/: the job scripts and a submissions log
 STEPS_DIR = "steps"  # <out>/steps/<job>.json: the record of a job run by a scheduler
 # run_study.py flags that belong to the submitting call only (not passed into the job scripts)
-SUBMIT_ONLY = {"--launcher": 1, "--slurm_args": 1, "--dry_run": 0, "--job": 1}
+SUBMIT_ONLY = {"--launcher": 1, "--slurm_args": 1, "--dry_run": 0, "--job": 1, "--jobs": 1}
 
 LAUNCHERS: Registry[Callable[[Study], Dict[str, Path]]] = Registry("launcher")
 
@@ -40,9 +46,15 @@ def slug(name: str) -> str:
     return name.replace(" ", "_")
 
 
+log = logging.getLogger("study")
+
+
 @LAUNCHERS.register("local")
 def local(study: Study) -> Dict[str, Path]:
-    """Every job of the plan, one after the other, in this process; returns the report's paths."""
+    """Every job of the plan on this machine: one after the other in this process (``--jobs 1``), or in a pool
+    of ``--jobs`` worker processes (``pool``); returns the report's paths."""
+    if getattr(study.args, "jobs", 1) > 1:
+        return pool(study, study.args.jobs)
     paths: Dict[str, Path] = {}
     for job in study.jobs:
         if job.kind == "report":
@@ -50,6 +62,70 @@ def local(study: Study) -> Dict[str, Path]:
         else:
             study.run_job(job)
     return paths
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count() or 1
+
+
+def job_threads(n_jobs: int) -> int:
+    """Threads of each of ``n_jobs`` concurrent jobs: the cores shared out, at least one."""
+    return max(1, cores() // n_jobs)
+
+
+def ready_order(jobs: Sequence[Job], done: set) -> List[Job]:
+    """The jobs whose dependencies have all finished, trainings first (they unlock evaluations), then in plan
+    order."""
+    ready = [j for j in jobs if all(d in done for d in j.deps)]
+    return sorted(ready, key=lambda j: j.kind != "train")
+
+
+def pool(study: Study, n_jobs: int) -> Dict[str, Path]:
+    """Run the plan in ``n_jobs`` worker processes (spawned: each imports torch once and runs one job at a time
+    with ``job_threads`` threads, as a scheduled job: ``run_one``, its record in <out>/steps/), then gather the
+    records into study.json and write the report. A failed job stops new submissions; the running ones finish,
+    and the error names the job (a rerun reuses every finished step)."""
+    threads = job_threads(n_jobs)
+    init, run = study.worker_functions
+    pending = [j for j in study.jobs if j.kind != "report"]
+    done: set = set()
+    running: Dict[Future, str] = {}
+    failed: Optional[Tuple[str, BaseException]] = None
+    saved = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # the workers' (spawned below; this process's torch is set up)
+    log.info("[pool] %d worker(s), %d thread(s) each", n_jobs, threads)
+    try:
+        with ProcessPoolExecutor(n_jobs, mp_context=multiprocessing.get_context("spawn"), initializer=init,
+                                 initargs=(study.argv, threads)) as ex:
+            while (pending and failed is None) or running:
+                for job in ready_order(pending, done) if failed is None else []:
+                    if len(running) >= n_jobs:
+                        break
+                    running[ex.submit(run, job.name)] = job.name
+                    pending.remove(job)
+                if not running:
+                    raise RuntimeError(f"study jobs wait for jobs that never run: {[j.name for j in pending]}")
+                finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    name = running.pop(fut)
+                    err = fut.exception()
+                    if err is not None and failed is None:
+                        failed = (name, err)
+                    elif err is None:
+                        done.add(name)
+    finally:
+        if saved is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+        else:
+            os.environ["OMP_NUM_THREADS"] = saved
+    if failed is not None:
+        raise RuntimeError(f"study job {failed[0]!r} failed: {failed[1]}") from failed[1]
+    gather(study)
+    return study.report()
 
 
 # -- one job, run by a scheduler ------------------------------------------------------------------------

@@ -44,7 +44,7 @@ from pipeline.study_plan import (AA_DEMO, AA_QUICK, PRESETS, SURFACE_EPS, Job, P
 from reporting.per_sample import PerSample
 from reporting.study_findings import build_report
 from reporting.study_report import command_text, write_report
-from reporting.study_results import STUDY_FILE, StudyRecord
+from reporting.study_results import STUDY_FILE, RecordedView, StudyRecord
 from reporting.study_results import write_results_long
 from utils.errors import MalformedFileError, UsageError
 from utils.fileio import atomic_write_text, creatable_problem
@@ -99,6 +99,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--sections", nargs="+", default=None,
                    help="study sections beyond the paper's grid (pipeline/study_sections.py): names, 'all' or "
                         "'none' (default: the preset's; --dry_run lists the jobs)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="--launcher local: jobs run at once in worker processes, each with cores/jobs threads "
+                        "(default 1: one after the other in this process)")
     p.add_argument("--launcher", default="local", help=f"one of {', '.join(launchers.LAUNCHERS.names())}")
     p.add_argument("--slurm_args", default="", help='sbatch options passed through, e.g. "--partition gpu"')
     p.add_argument("--dry_run", action="store_true", help="print the plan (jobs and commands), write nothing")
@@ -117,7 +120,7 @@ def _check_choice(flag: str, value: str, names: Sequence[str]) -> None:
         raise UsageError(flag, f"unknown value {value!r}; valid: {', '.join(names)}")
 
 
-class Study:
+class Study(RecordedView):
     """Builds the plan from the checked flags, runs its jobs with done-markers (a second call resumes), records
     each step in study.json and serves the report (reporting/study_findings.py's ``StudyLike``)."""
 
@@ -135,6 +138,8 @@ class Study:
             self.sections = study_sections.resolve(args.sections, args.preset)
         except KeyError as err:
             raise UsageError("--sections", str(err.args[0])) from None
+        if args.jobs < 1:
+            raise UsageError("--jobs", f"must be at least 1, got {args.jobs}")
         if len(set(args.seeds)) != len(args.seeds):
             raise UsageError("--seeds", f"a seed is given twice: {_word(args.seeds)}")
         self.args = args
@@ -160,6 +165,7 @@ class Study:
         self.recorded: Dict[str, float] = {}
         self.job_mode = False  # one job run by a scheduler: its record goes to <out>/steps/ (launchers.run_one)
         self.argv: List[str] = []  # the study's command line (the slurm launcher passes it into its jobs)
+        self.worker_functions = (init_worker, run_in_worker)  # the --jobs pool's (pipeline/launchers.pool)
         aa = AA_QUICK if q else AA_DEMO
         self.n_val, self.n_test = self.split_counts()
         self.settings = describe_embedded(aa, self.clips, (self.n_val, self.n_test), self.seeds, args.data_seed)
@@ -402,41 +408,6 @@ class Study:
     # The report reads exactly the evaluations of the steps in study.json, per model and seed, through
     # reporting/study_results.StudyRecord (never the newest folder of a run), and the settings and commands of
     # the runs' own records (args.json, eval.json).
-    def _record(self) -> StudyRecord:
-        """study.json as written by the last step (read once per report)."""
-        if getattr(self, "_view", None) is None:
-            self._view = StudyRecord(self.out)
-        return self._view
-
-    def model_seeds(self, run_id: str) -> List[int]:
-        return self._record().model_seeds(run_id)
-
-    def results(self, run_id: str, name: str = "results", surface: bool = False,
-                seed: Optional[int] = None) -> List[Dict[str, Any]]:
-        return self._record().results(run_id, name, surface, seed)
-
-    def has_results(self, run_id: str, name: str, surface: bool = False, seed: Optional[int] = None) -> bool:
-        return self._record().has_results(run_id, name, surface, seed)
-
-    def per_sample(self, run_id: str, surface: bool = False, seed: Optional[int] = None) -> PerSample:
-        return self._record().per_sample(run_id, surface, seed)
-
-    def eval_path(self, run_id: str, key: str, seed: Optional[int] = None) -> Optional[Path]:
-        return self._record().eval_path(run_id, key, seed)
-
-    def kind_dir(self, run_id: str, kind: str, seed: Optional[int] = None) -> Optional[Path]:
-        return self._record().eval_dir(run_id, kind, seed)
-
-    def kind_results(self, run_id: str, kind: str, seed: Optional[int] = None,
-                     name: str = "results") -> List[Dict[str, Any]]:
-        return self._record().kind_results(run_id, kind, seed, name)
-
-    def kind_per_sample(self, run_id: str, kind: str, seed: Optional[int] = None) -> PerSample:
-        return self._record().kind_per_sample(run_id, kind, seed)
-
-    def run_args(self, run_id: str, seed: Optional[int] = None) -> Dict[str, Any]:
-        return self._record().run_args(run_id, seed)
-
     @property
     def commands(self) -> List[str]:
         """The command of every step of this call, in order, as the runs recorded them: a training's from its
@@ -467,6 +438,26 @@ class Study:
         title = "embedded dataset" if self.embedded else f"{self.args.dataset}, preset {self.args.preset}"
         return write_report(blocks, self.out, f"Audio-visual robustness study ({title})")
 
+
+
+# -- the worker processes of ``--jobs N`` (pipeline/launchers.pool): one Study per worker, built once -------
+_WORKER: Dict[str, Any] = {}
+
+
+def init_worker(argv: Sequence[str], threads: int) -> None:
+    """A pool worker's set-up: its thread count and the study, built from the study's own command line."""
+    import torch
+
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    study = Study(get_args_parser().parse_args(list(argv)))
+    study.argv = list(argv)
+    _WORKER["study"] = study
+
+
+def run_in_worker(name: str) -> int:
+    """Run one job of the plan in a pool worker (its record goes to <out>/steps/, as a scheduled job's)."""
+    return launchers.run_one(_WORKER["study"], name)
 
 
 def _cpu_seconds() -> float:

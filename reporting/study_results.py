@@ -164,6 +164,51 @@ class StudyRecord:
         return json.loads(self.run_folder(run_id, self._seed(run_id, seed)).args.read_text())
 
 
+
+class RecordedView:
+    """The report's view of a study (reporting/study_findings.StudyView) read from its record: a class with an
+    ``out`` folder mixes this in (pipeline/study.Study), each call reading study.json as the last step left it
+    (``self._view = None`` starts a fresh read)."""
+
+    out: Path
+    _view: Optional["StudyRecord"] = None
+
+    def _record(self) -> StudyRecord:
+        """study.json as written by the last step (read once per report)."""
+        if self._view is None:
+            self._view = StudyRecord(self.out)
+        return self._view
+
+    def model_seeds(self, run_id: str) -> List[int]:
+        return self._record().model_seeds(run_id)
+
+    def results(self, run_id: str, name: str = "results", surface: bool = False,
+                seed: Optional[int] = None) -> List[Dict[str, Any]]:
+        return self._record().results(run_id, name, surface, seed)
+
+    def has_results(self, run_id: str, name: str, surface: bool = False, seed: Optional[int] = None) -> bool:
+        return self._record().has_results(run_id, name, surface, seed)
+
+    def per_sample(self, run_id: str, surface: bool = False, seed: Optional[int] = None) -> PerSample:
+        return self._record().per_sample(run_id, surface, seed)
+
+    def eval_path(self, run_id: str, key: str, seed: Optional[int] = None) -> Optional[Path]:
+        return self._record().eval_path(run_id, key, seed)
+
+    def kind_dir(self, run_id: str, kind: str, seed: Optional[int] = None) -> Optional[Path]:
+        return self._record().eval_dir(run_id, kind, seed)
+
+    def kind_results(self, run_id: str, kind: str, seed: Optional[int] = None,
+                     name: str = "results") -> List[Dict[str, Any]]:
+        return self._record().kind_results(run_id, kind, seed, name)
+
+    def kind_per_sample(self, run_id: str, kind: str, seed: Optional[int] = None) -> PerSample:
+        return self._record().kind_per_sample(run_id, kind, seed)
+
+    def run_args(self, run_id: str, seed: Optional[int] = None) -> Dict[str, Any]:
+        return self._record().run_args(run_id, seed)
+
+
 def _norm(row: Dict[str, Any]) -> str:
     """The row's norm: one name when both modalities share it, else 'audio=snr,visual=L2'."""
     na, nv = row.get("norm_audio"), row.get("norm_visual")

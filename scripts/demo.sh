@@ -14,4 +14,5 @@ for a in "$@"; do
   [ "$a" = "--quick" ] && OUT="runs/demo-quick" && SEEDS=()  # the smoke version: one seed
   [ "$a" = "--seeds" ] && SEEDS=()
 done
-exec "$ROOT/.venv/bin/python" scripts/run_study.py --out "$OUT" "${SEEDS[@]}" "$@"
+# --jobs: one job per core at once, one thread each (pipeline/launchers.py; the numbers do not depend on it)
+exec "$ROOT/.venv/bin/python" scripts/run_study.py --out "$OUT" --jobs "$(nproc)" "${SEEDS[@]}" "$@"

@@ -100,16 +100,22 @@ def _run(cmd: list, timeout: int = 300) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def quick_study(tmp_path_factory):
-    """One finished --quick study (5 clips per class) shared by the tests of this module: (root, first call)."""
+    """One finished --quick study (5 clips per class) shared by the tests of this module: (root, first call).
+    Run by the local launcher's pool of 2 workers (--jobs 2), whose report the slurm test compares with."""
     root = tmp_path_factory.mktemp("quick_study")
-    proc = _run(_study_cmd(root), timeout=900)
+    proc = _run(_study_cmd(root, "--jobs", "2"), timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return root, proc
 
 
 def test_demo_quick_study_end_to_end(quick_study):
-    root, _ = quick_study
+    root, first = quick_study
     out = root / "study"
+    # --jobs 2: two worker processes of one thread each ran the jobs; each job's record was gathered into study.json
+    assert "[pool] 2 worker(s), 1 thread(s) each" in first.stdout + first.stderr
+    steps = json.loads((out / "study.json").read_text())["steps"]
+    assert {p.stem for p in (out / "steps").glob("*.json")} == {n.replace(" ", "_") for n in steps}
+    assert all("eval_id" in steps[n] for n in steps if n.startswith(("attack ", "surface ", "autoattack ")))
     cmd = _study_cmd(root)
     report = (out / "report.md").read_text()
     for heading in ("Unimodal vs audio-visual", "FGSM", "PGD", "AutoAttack", "Fusion heads under PGD", "Defenses",
