@@ -29,7 +29,9 @@ does not depend on its batch.
 Model contract: besides ``model(audio=, visual=) -> logits``, the misalignment term needs the per-modality
 features ``model.features(audio=, visual=) -> {"audio": (B, D), "visual": (B, D)}`` of equal size
 (``models.AVModel``, ``DefendedModel`` and the test toys offer it); a model without them is refused at
-construction (unless ``lam=0``), features of unequal size at the first batch, each with the reason. When the
+construction (unless ``lam=0``), features of unequal size at the first batch, each with the reason. On a
+unimodal model (features of one modality) the term does not exist: mma is then its CE term, PGD, and says
+so once in the log (as the grid drops a budget on an input the model does not read). When the
 model also offers ``classify(feats)`` the logits come from the same forward as the features.
 
 Arguments (``attacks.create_attack("mma", model, ...)``):
@@ -43,6 +45,7 @@ Example::
 """
 from __future__ import annotations
 
+import logging
 from typing import Dict, Mapping, Optional, Union
 
 import torch
@@ -50,6 +53,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from attacks.base import ATTACKS, Attack, Frozen, _check_scalar, check_int
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_LAM = 1.0  # lambda of Eq. (4): not reported by the paper; our choice (see the module docstring)
 
@@ -74,6 +79,7 @@ class MMA(Attack):
                  norm: Union[str, Mapping[str, str], None] = "Linf") -> None:
         self.steps = check_int("steps", steps)
         self.lam = _check_scalar("lam", lam)
+        self._warned = False
         super().__init__(model, eps, alpha=alpha, random_start=random_start, restarts=restarts,
                          targeted=targeted, eps_unit=eps_unit, seed=seed, norm=norm)
         if self.lam > 0 and not callable(getattr(_bare(model), "features", None)):
@@ -89,17 +95,19 @@ class MMA(Attack):
             bare = _bare(self.model)
             plain = {m: (x.x if isinstance(x, Frozen) else x) for m, x in inputs.items() if x is not None}
             feats = bare.features(**plain)
-            missing = [m for m in ("audio", "visual") if m not in feats]
-            if missing:
-                raise ValueError(f"mma needs both modalities' features; model.features gave only {sorted(feats)}")
-            if feats["audio"].shape[1] != feats["visual"].shape[1]:
+            if not ("audio" in feats and "visual" in feats):
+                if not self._warned:
+                    logger.warning("mma: the model gives features of %s only; the misalignment term needs both "
+                                   "modalities, so on this unimodal model mma is its CE term (PGD)", sorted(feats))
+                    self._warned = True
+            elif feats["audio"].shape[1] != feats["visual"].shape[1]:
                 raise ValueError(f"mma's misalignment term (cosine of f_a and f_v) needs features of equal size, "
                                  f"got audio {feats['audio'].shape[1]} and visual {feats['visual'].shape[1]}")
             classify = getattr(bare, "classify", None)
             logits = classify(feats) if callable(classify) else self.model(**plain)
         ce = F.cross_entropy(logits, labels, reduction="sum")
         loss = -ce if self.targeted else ce
-        if self.lam > 0:
+        if self.lam > 0 and "audio" in feats and "visual" in feats:
             cos = F.cosine_similarity(feats["audio"].flatten(1), feats["visual"].flatten(1), dim=1)
             loss = loss - self.lam * cos.sum()
         return loss
