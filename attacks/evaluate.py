@@ -76,7 +76,9 @@ class _Row:
                            "+".join(readable), "+".join(dropped),
                            "+".join(m for m in MODALITIES if effective[m] > 0) or "none")
         self.attacked = tuple(m for m in MODALITIES if effective[m] > 0)
-        self.attack = create_attack(name, model, eps=effective, **kwargs) if self.attacked else None
+        # an attack that acts without a budget (desync: the shift alone) runs on eps-0 rows too
+        acts = self.attacked or getattr(cls, "acts_without_budget", False)
+        self.attack = create_attack(name, model, eps=effective, **kwargs) if acts else None
         probe = self.attack or create_attack(name, model, eps={}, **kwargs)  # what the row records
         self.random_start = bool(getattr(probe, "random_start", False))
         self.restarts = int(getattr(probe, "restarts", 1))
@@ -218,7 +220,9 @@ def _run(model: nn.Module, loader: Iterable[Mapping[str, Any]], rows: List[_Row]
             if row.attack is None:
                 adv, adv_pred = inputs, clean_pred
             else:
-                adv = row.attack(inputs, labels)
+                extra = {k: batch[k].to(device) for k in getattr(row.attack, "batch_keys", ())
+                         if batch.get(k) is not None}  # e.g. desync's audio_context
+                adv = row.attack(inputs, labels, **extra)
                 with torch.no_grad():
                     adv_pred = forward(model, adv).argmax(dim=1)
                 queries = row.attack.take_queries()
@@ -248,6 +252,7 @@ def _run(model: nn.Module, loader: Iterable[Mapping[str, Any]], rows: List[_Row]
                 row.add("psnr_count", int(changed.sum()))
             if on_batch is not None:
                 on_batch({"attack": row.name, "eps": dict(row.eps), "attacked": row.attacked,
+                          "shifts_s": getattr(row.attack, "last_shifts_s", None),
                           "batch_index": batch_index, "batch": batch, "inputs": inputs, "adv": adv,
                           "labels": labels, "clean_pred": clean_pred, "adv_pred": adv_pred})
     return checks

@@ -179,6 +179,7 @@ class AVDataset(Dataset):
 
     raw: bool = False  # class defaults (see set_transport), so __init__ stays as it is
     crop_cache: Optional[Any] = None  # uint8 eval crops by index (dataset/crop_cache.py), or None
+    audio_context: int = 0  # samples of audio context each side of the window (see set_audio_context)
 
     def __init__(self, list_path: PathLike, audio_path: PathLike, frame_path: PathLike,
                  categories: Sequence[str], split_train: bool, num_frames: int = 1, stride_frames: int = 1,
@@ -237,6 +238,21 @@ class AVDataset(Dataset):
         self.raw, self.crop_cache = bool(raw), crop_cache
         return self
 
+    def set_audio_context(self, samples: int) -> "AVDataset":
+        """Eval samples also carry ``audio_context``: (1, aud_len + 2 * samples), the audio window widened by
+        ``samples`` on each side around the very same window, so ``audio_context[:, samples:samples + aud_len]``
+        is ``audio`` bit for bit (the desynchronisation attack, attacks/desync.py, crops shifted windows from
+        it). The context must exist in the file: a clip whose window lies closer than ``samples`` to either
+        end of its WAV (or whose WAV is shorter than ``aud_len`` and is tiled) raises ``MediaError`` naming
+        the clip and what it has; nothing is padded. ``pipeline.preflight`` checks every clip before any work
+        (``--max_shift_s``). Training mode refuses it. Returns self."""
+        if samples < 0:
+            raise ValueError(f"audio context must be >= 0 samples, got {samples}")
+        if samples and self.train:
+            raise ValueError("audio context is for evaluation datasets (split_train=False) only")
+        self.audio_context = int(samples)
+        return self
+
     def sample_rng(self, index: int, epoch: Optional[int] = None) -> np.random.Generator:
         """The generator of sample ``index`` at ``epoch`` (default: the current one)."""
         return np.random.default_rng([self.seed, self.epoch if epoch is None else epoch, index])
@@ -253,6 +269,9 @@ class AVDataset(Dataset):
                 "id": row.clip_id, "index": index}
         if gain is not None:  # raw transport in training: the volume is applied on the device
             item["audio_gain"] = torch.tensor(float(gain), dtype=torch.float32)
+        if self.audio_context:
+            c = T.centre_sample(centre, self.fps, self.aud_rate)
+            item["audio_context"] = torch.from_numpy(self._read_context(row, c)).unsqueeze(0)
         return item
 
     # ---------------------------------------------------------------------------------- frame selection
@@ -384,6 +403,34 @@ class AVDataset(Dataset):
                              f"(truncated file?) [{row.where()}]")
         return T.take_window(wave, centre, self.aud_len) if centre is not None and not window else wave
 
+    def _read_context(self, row: IndexRow, centre: int) -> np.ndarray:
+        """The window of ``_read_audio(row, centre)`` widened by ``audio_context`` samples each side, read from
+        the same file and offsets (so its centre crop is that window bit for bit); MediaError if the file
+        lacks the context (see ``set_audio_context``)."""
+        path, s = self.audio_file(row), self.audio_context
+        try:
+            with open(path, "rb") as fh:
+                info = read_wav_header(fh, os.fstat(fh.fileno()).st_size)
+                self._check_wav(path, row, info)
+                before, after = context_room(info.frames, centre, self.aud_len)
+                if min(before, after) < s:
+                    raise MediaError(path, f"clip {row.clip_id}: the audio shift needs {s} samples of context "
+                                     f"each side of its {self.aud_len}-sample window; the file has {before} "
+                                     f"before and {after} after it [{row.where()}]")
+                start = T.window_start(info.frames, centre, self.aud_len) - s
+                if info.pcm and info.bits == 16:
+                    wave = read_pcm16(fh, info, start, self.aud_len + 2 * s, raw=self.raw)
+                else:
+                    wave = self._read_soundfile(path, row, start, self.aud_len + 2 * s)
+        except FileNotFoundError:
+            raise MediaError(path, f"missing audio file [{row.where()}]") from None
+        except (OSError, ValueError, struct.error) as e:
+            raise MediaError(path, f"unreadable audio ({e}) [{row.where()}]") from None
+        if wave.shape[0] != self.aud_len + 2 * s:
+            raise MediaError(path, f"read {wave.shape[0]} samples of context, expected {self.aud_len + 2 * s} "
+                             f"[{row.where()}]")
+        return np.ascontiguousarray(wave if self.raw else wave.astype(np.float32, copy=False))
+
     def _check_wav(self, path: str, row: IndexRow, info: "WavInfo") -> None:
         problem = wav_problem(info, self.aud_rate)
         if problem:
@@ -417,6 +464,16 @@ class AVDataset(Dataset):
         self._frame_cache, self._audio_cache = frames, audio
         mb = (sum(a.nbytes for a in frames.values()) + sum(a.nbytes for a in audio.values())) / 2 ** 20
         log.info("%s: preloaded %d frames and %d waveforms (%.1f MiB)", self.list_path, len(frames), len(audio), mb)
+
+
+def context_room(total: int, centre: int, length: int) -> Tuple[int, int]:
+    """Samples of a ``total``-sample file before and after the ``length`` window the loader reads around
+    sample ``centre`` (``transforms.window_start``); (0, 0) for a file shorter than the window (it is
+    tiled: there is no real context)."""
+    if total < length:
+        return 0, 0
+    start = T.window_start(total, centre, length)
+    return start, total - start - length
 
 
 def worker_init(worker_id: int) -> None:

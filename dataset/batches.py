@@ -27,6 +27,7 @@ from torch.utils.data import default_collate
 
 PCM16_SCALE = 1.0 / 32768.0  # int16 -> [-1, 1): a power of two, so the product is exact
 GAIN_KEY = "audio_gain"  # per-sample training volume factor of the raw transport
+CONTEXT_KEY = "audio_context"  # the audio window with context each side (AVDataset.set_audio_context)
 _TABLES: Dict[torch.device, torch.Tensor] = {}
 
 
@@ -86,6 +87,10 @@ def to_model_floats(batch: Mapping[str, Any], device: torch.device) -> Dict[str,
         a = a.to(device, non_blocking=True)
         gain = batch.get(GAIN_KEY)
         out["audio"] = audio_to_floats(a, gain) if (a.dtype == torch.int16 or gain is not None) else a
+    ctx = batch.get(CONTEXT_KEY)  # the desynchronisation attack's wider audio (eval only: no gain)
+    if isinstance(ctx, torch.Tensor):
+        ctx = ctx.to(device, non_blocking=True)
+        out[CONTEXT_KEY] = audio_to_floats(ctx) if ctx.dtype == torch.int16 else ctx
     return out
 
 

@@ -20,7 +20,7 @@ from models import create_model
 from models.fusion import head_args
 from pipeline.config import RunConfig
 from pipeline.engine import TrainConfig
-from pipeline.preflight import eval_weights, resumes_checkpoint, run_dir
+from pipeline.preflight import audio_context, eval_weights, resumes_checkpoint, run_dir
 from utils import distributed as du
 from utils.checkpoint import load_checkpoint, load_weights, read_state_file, recorded_arch
 from utils.errors import UsageError
@@ -39,6 +39,8 @@ def build_dataset(cfg: RunConfig, list_path: str, train_mode: bool) -> AVDataset
         aud_rate=cfg.audRate, img_size=cfg.imgSize, seed=cfg.seed,
         train_margin=round(get_spec(cfg.dataset).train_margin_s * cfg.frameRate))
     cache = open_crop_cache(ds, cfg.eval_cache, workers=cfg.workers) if cfg.eval_cache and not train_mode else None
+    if not train_mode:  # the desync attack's audio context (0 unless it runs; pipeline/preflight.py checked it)
+        ds.set_audio_context(audio_context(cfg))
     return ds.set_transport(raw=True, crop_cache=cache)
 
 

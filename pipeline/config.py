@@ -44,7 +44,7 @@ RESUME_SAFE = ("resume", "num_epoch", "no_progress", "disp_iter", *RESULT_NEUTRA
 # Flags that only matter to an evaluation with attacks (given in training, or without --attack_type, they
 # would be silently ignored: that is an error instead).
 _ATTACK_ONLY = ("eps", "sweep", "save_examples", "adaptive", "adaptive_eps", "norm", "apgd_steps", "apgd_targets",
-                "square_queries", "attack_args")
+                "square_queries", "attack_args", "max_shift_s", "shift_step_s")
 
 
 def adaptive_families(spec: str) -> Tuple[Tuple[str, Optional[str]], ...]:
@@ -133,8 +133,9 @@ def _check_numbers(ns: argparse.Namespace) -> None:
             rng = f"{'>' if lo_open else '>='} {lo:g}" + (f" and <= {hi:g}" if hi != math.inf else "")
             raise UsageError(f"--{flag}", f"must be a finite number {rng}, got {v}")
 
-    for flag in ("lr_frame", "lr_sound", "lr_classifier", "weight_decay", "minsim_weight"):
+    for flag in ("lr_frame", "lr_sound", "lr_classifier", "weight_decay", "minsim_weight", "max_shift_s"):
         finite(flag)
+    finite("shift_step_s", lo_open=True)
     finite("beta1", hi=1.0)
     for flag in ("batch_size_per_gpu", "num_epoch", "num_frames", "stride_frames", "audLen", "imgSize",
                  "frameRate", "audRate", "eval_epoch", "attack_steps", "restarts", "train_attack_steps",
@@ -198,6 +199,10 @@ def _check_attack_flags(ns: argparse.Namespace, given: Sequence[str]) -> None:
                              "training would ignore it")
     elif not attack_given and stray:
         raise UsageError(f"--{stray[0]}", "needs --attack_type (e.g. --attack_type pgd); without it no attack runs")
+    names = [t.strip() for t in str(ns.attack_type).split(",")]
+    for flag in ("max_shift_s", "shift_step_s"):
+        if flag in given and "desync" not in names:
+            raise UsageError(f"--{flag}", "is an option of --attack_type desync; the attacks given would ignore it")
 
 
 def apply_dataset_defaults(ns: argparse.Namespace, given: Sequence[str]) -> None:

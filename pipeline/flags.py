@@ -244,6 +244,11 @@ class RunConfig:
     attack_steps: int = flag(10, "attack", help="paper: 10")
     random_start: bool = flag(False, "attack", help="PGD random start (the paper uses none)")
     restarts: int = flag(1, "attack")
+    max_shift_s: float = flag(0.0, "attack", help="desync attack: largest shift of the audio against the frames, "
+                              "seconds, both directions (the loader reads that much audio context each side of the "
+                              "window; a clip without it is refused before any work)")
+    shift_step_s: float = flag(0.05, "attack", help="desync attack: spacing of the shift grid, seconds (the ends "
+                               "+-max_shift_s are always searched)")
     sweep: bool = flag(False, "attack", help="also evaluate an eps sweep and plot acc vs eps")
     sweep_eps: Tuple[float, ...] = flag((0.001, 0.002, 0.004, 0.006, 0.008, 0.012), "attack",
                                         help="eps values of the sweep (paper Fig. 3 uses units of 1e-3)")

@@ -19,7 +19,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from dataset.av_dataset import jpeg_file_problem, wav_file_problem
+from dataset import transforms as T
+from dataset import windows as W
+from dataset.av_dataset import context_room, jpeg_file_problem, read_wav_header, wav_file_problem
 from dataset.fingerprint import media_files
 from dataset.index import check_clip_lengths, read_index
 from dataset.reconcile import check_media, rebuild_command
@@ -109,7 +111,41 @@ def check_lists(cfg: RunConfig) -> Dict[str, int]:
     for flag in counts:
         check_list_media(cfg, flag)
         check_media_files(cfg, flag)
+    if audio_context(cfg):
+        for flag in counts:
+            if flag != "list_train":
+                check_audio_context(cfg, flag)
     return counts
+
+
+def audio_context(cfg: RunConfig) -> int:
+    """Samples of audio context each side of the eval window the run needs: the desync attack's
+    ``round(--max_shift_s * --audRate)`` when it runs, else 0."""
+    if cfg.mode != "eval" or "desync" not in cfg.attacks:
+        return 0
+    return int(round(cfg.max_shift_s * cfg.audRate))
+
+
+def check_audio_context(cfg: RunConfig, flag: str) -> None:
+    """Every clip of an evaluated list has ``audio_context(cfg)`` samples of real audio before and after its
+    eval window (WAV headers only): otherwise --max_shift_s is longer than the clip allows, and the line
+    names the first such clip and the largest --max_shift_s the whole list allows (clips are never padded)."""
+    need, path = audio_context(cfg), getattr(cfg, flag)
+    worst: Optional[Tuple[int, str]] = None
+    for r in read_index(path, cfg.categories):
+        file = f"{str(cfg.audio_path).rstrip('/')}{r.audio}"
+        with open(file, "rb") as fh:
+            frames = read_wav_header(fh, os.fstat(fh.fileno()).st_size).frames
+        centre = T.centre_sample(W.middle_frame(r.num_frames, cfg.num_frames, cfg.stride_frames),
+                                 cfg.frameRate, cfg.audRate)
+        room = min(context_room(frames, centre, cfg.audLen))
+        if worst is None or room < worst[0]:
+            worst = (room, f"row {r.line} ({r.clip_id})")
+    if worst is not None and worst[0] < need:
+        raise UsageError("--max_shift_s", f"{cfg.max_shift_s} s ({need} samples each side of the {cfg.audLen}-sample "
+                         f"window) is longer than the clips of {path} allow: {worst[1]} has {worst[0]} samples "
+                         f"of audio before or after its window; the largest --max_shift_s for this list is "
+                         f"{math.floor(worst[0] / cfg.audRate * 1000) / 1000:g} s (clips are not padded)")
 
 
 def check_media_files(cfg: RunConfig, flag: str) -> None:

@@ -73,6 +73,21 @@ class ToyAV(nn.Module):
         self.feat_bn.momentum = 0.1
         self.train()
 
+    def features(self, audio: Optional[torch.Tensor] = None, visual: Optional[torch.Tensor] = None
+                 ) -> Dict[str, torch.Tensor]:
+        """Per-modality features of equal size (``width``), what ``forward`` concatenates."""
+        out = {}
+        if "audio" in self.modalities:
+            out["audio"] = self.audio_net(audio)
+        if "visual" in self.modalities:
+            if visual.dim() == 5:  # (B, 3, T, H, W): frames through the 2-D net, averaged over time
+                b, c, t, h, w = visual.shape
+                f = self.visual_net(visual.permute(0, 2, 1, 3, 4).reshape(b * t, c, h, w))
+                out["visual"] = f.view(b, t, -1).mean(dim=1)
+            else:
+                out["visual"] = self.visual_net(visual)
+        return out
+
     def forward(self, audio: Optional[torch.Tensor] = None, visual: Optional[torch.Tensor] = None) -> torch.Tensor:
         feats = []
         if "audio" in self.modalities:

@@ -26,13 +26,18 @@ def small(name: str) -> Dict[str, Any]:
 
 
 class Bare(nn.Module):
-    """Any module called as ``model(audio=, visual=)``: no ``modalities``, no ``encode``, no BatchNorm."""
+    """Any module called as ``model(audio=, visual=)``: no ``modalities``, no ``encode``, no BatchNorm;
+    ``features`` only for the attacks on representations (mma)."""
 
     def __init__(self, num_classes: int) -> None:
         super().__init__()
         gen = torch.Generator().manual_seed(3)
         self.wa = nn.Parameter(torch.randn(16, num_classes, generator=gen, dtype=torch.float64))
         self.wv = nn.Parameter(torch.randn(3 * 36, num_classes, generator=gen, dtype=torch.float64))
+
+    def features(self, audio: torch.Tensor, visual: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Per-modality features of equal size (what an attack on representations, e.g. mma, reads)."""
+        return {"audio": audio.flatten(1) @ self.wa, "visual": (visual.flatten(1) - 0.5) @ self.wv}
 
     def forward(self, audio: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
         return 20 * (audio.flatten(1) @ self.wa + (visual.flatten(1) - 0.5) @ self.wv)

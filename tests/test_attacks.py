@@ -18,7 +18,7 @@ from attacks.mim import l1_normalised
 from tests.conftest import ToyAV
 
 NAMES = ("fgsm", "pgd", "mim")
-ALL_NAMES = ("apgd-ce", "apgd-dlr", "apgd-t", "autoattack", "fgsm", "mim", "pgd", "square")
+ALL_NAMES = ("apgd-ce", "apgd-dlr", "apgd-t", "autoattack", "desync", "fgsm", "mim", "mma", "pgd", "square")
 
 
 class VisualOnly(nn.Module):
@@ -49,8 +49,9 @@ def split(batch: Dict[str, torch.Tensor]):
 
 def test_registry_lists_the_attacks_and_rejects_unknown_names():
     assert list_attacks() == list(ALL_NAMES)
-    assert attacks.default_attacks() == [n for n in ALL_NAMES if n != "autoattack"]
-    with pytest.raises(KeyError, match="fgsm, mim, pgd"):
+    # autoattack re-runs attacks already in "all"; desync needs --max_shift_s and the loader's audio context
+    assert attacks.default_attacks() == [n for n in ALL_NAMES if n not in ("autoattack", "desync")]
+    with pytest.raises(KeyError, match="fgsm, mim, mma, pgd"):
         create_attack("cw", ToyAV(), eps={"audio": 0.01})
 
 
@@ -78,7 +79,7 @@ def test_fgsm_rejects_alpha_and_random_start():
         create_attack("fgsm", ToyAV(), eps={"audio": 0.1}, random_start=True)
     # the list comes from the registry: every attack whose constructor takes a random start, and only those
     takers = set(str(err.value).split("attacks that take random_start: ")[1].rstrip(")").split(", "))
-    assert takers == {"apgd-ce", "apgd-dlr", "apgd-t", "mim", "pgd"}
+    assert takers == {"apgd-ce", "apgd-dlr", "apgd-t", "mim", "mma", "pgd"}
 
 
 def test_eps_on_a_modality_the_model_cannot_take_raises():
