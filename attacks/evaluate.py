@@ -114,6 +114,7 @@ def evaluate_attack_grid(
     progress: bool = True,
     on_batch: Optional[Callable[[Dict[str, Any]], None]] = None,
     clean_preds: Optional[torch.Tensor] = None,
+    source: Optional[nn.Module] = None,
 ) -> List[Dict[str, Any]]:
     """Accuracy of ``model`` under every (attack, eps) pair; one dict per pair, attack-major order.
 
@@ -140,6 +141,10 @@ def evaluate_attack_grid(
             inputs, adv, labels, clean_pred, adv_pred (e.g. to save examples).
         clean_preds: the model's clean predictions by dataset index (``batch["index"]``), e.g. the ``preds``
             of ``pipeline.engine.evaluate`` on the same loader: the grid then runs no clean forward.
+        source: a transfer attack: every attack is crafted on ``source`` (another model, called the same way)
+            and ``model`` is evaluated on those inputs. The budgets that apply are those of the modalities
+            ``source`` reads; the gradient sanity checks are the source's. ``source=model`` (the same object,
+            or a copy with the same weights) gives the white-box rows exactly.
 
     Returns:
         Rows with keys attack, eps_audio, eps_visual (as requested), eps_unit, steps, random_start, restarts,
@@ -164,7 +169,8 @@ def evaluate_attack_grid(
     if eps_unit not in EPS_UNITS:
         raise ValueError(f"unknown eps_unit {eps_unit!r}; valid eps_unit values: {', '.join(EPS_UNITS)}")
     device = torch.device(device)
-    declared = model_modalities(model)
+    crafter = model if source is None else source
+    declared = model_modalities(crafter)
     readable = declared if declared is not None else MODALITIES
     norms = parse_norm(norm)
     options = dict(attack_options or {})
@@ -172,11 +178,11 @@ def evaluate_attack_grid(
     given = {"steps": steps, "random_start": random_start, "restarts": restarts}
     flag_values = {flag: given[param] for flag, param in GRID_FLAGS.items()}
     shared = {"eps_unit": eps_unit, "seed": seed, "norm": norms}
-    rows = [_Row(name, eps, model, readable, flag_values, shared, options.get(name, {}))
+    rows = [_Row(name, eps, crafter, readable, flag_values, shared, options.get(name, {}))
             for name in attack_names for eps in grid]
 
-    with model_mode(model, training=False):
-        checks = _run(model, loader, rows, device, declared or (), progress, on_batch, clean_preds)
+    with model_mode(model, training=False), model_mode(crafter, training=False):
+        checks = _run(model, loader, rows, device, declared or (), progress, on_batch, clean_preds, crafter)
 
     for row in rows:
         row.bump("seconds", row.seconds)
@@ -195,8 +201,11 @@ def evaluate_attack_grid(
 
 def _run(model: nn.Module, loader: Iterable[Mapping[str, Any]], rows: List[_Row], device: torch.device,
          readable: Sequence[str], progress: bool, on_batch: Optional[Callable[[Dict[str, Any]], None]],
-         clean_preds: Optional[torch.Tensor] = None) -> Optional[Dict[str, Any]]:
-    """Runs the rows over the loader; returns the ``attacks.sanity.model_checks`` counts of all batches."""
+         clean_preds: Optional[torch.Tensor] = None, crafter: Optional[nn.Module] = None
+         ) -> Optional[Dict[str, Any]]:
+    """Runs the rows over the loader; returns the ``attacks.sanity.model_checks`` counts of all batches (of
+    ``crafter``, the model the attacks follow: ``model`` itself unless a transfer source is given)."""
+    crafter = model if crafter is None else crafter
     from tqdm import tqdm
 
     checks = None
@@ -205,7 +214,7 @@ def _run(model: nn.Module, loader: Iterable[Mapping[str, Any]], rows: List[_Row]
     for batch_index, batch in enumerate(tqdm(loader, desc="attack grid", disable=not progress)):
         if "label" not in batch:
             raise KeyError(f"batches must be dicts with a 'label' entry, got keys {sorted(batch)}")
-        missing = [m for m in readable if batch.get(m) is None]
+        missing = [m for m in sorted({*readable, *getattr(model, "modalities", ())}) if batch.get(m) is None]
         if missing:
             raise KeyError(f"the model reads {', '.join(missing)} but the batch has no such entry")
         inputs = {m: batch[m].to(device) for m in MODALITIES if batch.get(m) is not None}
@@ -214,7 +223,7 @@ def _run(model: nn.Module, loader: Iterable[Mapping[str, Any]], rows: List[_Row]
         clean_ok = clean_pred == labels
         if attacked and labels.numel():  # zero gradients, randomness, probabilities: every batch, added up
             checks = checks if checks is not None else {}
-            merge_checks(checks, model_checks(model, inputs, labels, [m for m in attacked if m in inputs]))
+            merge_checks(checks, model_checks(crafter, inputs, labels, [m for m in attacked if m in inputs]))
         for row in rows:
             start = time.perf_counter()
             if row.attack is None:

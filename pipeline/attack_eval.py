@@ -20,6 +20,9 @@ from models.av_model import av_cosine
 from pipeline.build import build_dataset, build_loader
 from pipeline.config import RunConfig
 from pipeline.context import RunContext
+from pipeline.preflight import eval_weights
+from pipeline.transfer import load_source_model
+from pipeline.universal import universal_options
 from reporting.examples_page import write_examples_page
 from reporting.plots import plot_accuracy_vs_eps, plot_cosine_hist
 from reporting.per_sample import write_per_sample
@@ -29,7 +32,7 @@ from utils.rundir import EVAL_FILES
 
 log = logging.getLogger(__name__)
 
-TABLE_COLUMNS = ["model", "attack", "eps_audio", "eps_visual", "norm_audio", "norm_visual", "clean_acc", "adv_acc",
+TABLE_COLUMNS = ["model", "transfer_from", "attack", "eps_audio", "eps_visual", "norm_audio", "norm_visual", "clean_acc", "adv_acc",
                  "success_rate", "max_delta_audio", "max_delta_visual", "snr_db_audio", "psnr_db_visual", "queries",
                  "n_samples", "seconds", "flags"]
 
@@ -210,6 +213,7 @@ def run_attack_eval(model: nn.Module, cfg: RunConfig, ctx: RunContext, label: st
     collector = ExampleCollector(model, cfg.categories, cfg.save_examples, ex_attack, ex_mods or (), cfg.audRate,
                                  parse_norm(cfg.norm), seed=cfg.seed)
     common = common_attack_options(cfg)
+    source_info = add_transfer_and_fit_options(common, names, cfg, ctx)
     per_sample = PerSampleCorrect()
 
     def on_batch(info: Dict[str, Any]) -> None:
@@ -219,6 +223,11 @@ def run_attack_eval(model: nn.Module, cfg: RunConfig, ctx: RunContext, label: st
     rows = attack_grid(model, loader, names, grid, ctx.device, on_batch=on_batch, clean_preds=clean_preds, **common)
     for r in rows:
         r["model"] = label
+        if source_info is not None:  # each row names the run its inputs were crafted on
+            r["transfer_from"] = source_info["run"]
+    store = common["attack_options"].get("universal", {}).get("store")
+    if getattr(store, "used", None):
+        ctx.record["universal"] = store.used
     if ctx.is_main:
         write_results(rows, ctx.out_dir, name=EVAL_FILES["results"])
         if du.world_size() == 1:  # per-clip outcomes are only complete in one process
@@ -232,6 +241,26 @@ def run_attack_eval(model: nn.Module, cfg: RunConfig, ctx: RunContext, label: st
         # the sweep uses the strongest listed attack (pgd if given) and writes its own files
         run_sweep(model, loader, cfg, ctx, label, "pgd" if "pgd" in names else names[-1], common)
     return {"rows": rows, "per_sample": per_sample, "loader": loader, "common": common}
+
+
+def add_transfer_and_fit_options(common: Dict[str, Any], names: Sequence[str], cfg: RunConfig,
+                                  ctx: RunContext) -> Optional[Dict[str, Any]]:
+    """In place on ``common`` (the grid's options): ``source``, the --transfer_from model the attacks are
+    crafted on (returns its record, also put in eval.json; None without the flag), and for every attack that
+    takes ``fit_data`` (universal) the training list and the delta store of ``pipeline/universal.py``."""
+    source_info = None
+    if cfg.transfer_from:
+        common["source"], source_info = load_source_model(cfg, ctx.device)
+        ctx.record["transfer_from"] = source_info
+    fitters = [n for n in names if ATTACKS.get(n).takes("fit_data") and ATTACKS.get(n).takes("store")]
+    if fitters:
+        weights = eval_weights(cfg)
+        checkpoint = (source_info["checkpoint"] if source_info else str(weights) if weights.is_file()
+                      else cfg.base_weights)
+        fit = universal_options(cfg, ctx.run_dir, ctx.out_dir, ctx.device, checkpoint, write=ctx.is_main)
+        for n in fitters:
+            common["attack_options"][n] = {**fit, **common["attack_options"].get(n, {})}
+    return source_info
 
 
 def take(loader, n: int):

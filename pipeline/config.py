@@ -44,7 +44,7 @@ RESUME_SAFE = ("resume", "num_epoch", "no_progress", "disp_iter", *RESULT_NEUTRA
 # Flags that only matter to an evaluation with attacks (given in training, or without --attack_type, they
 # would be silently ignored: that is an error instead).
 _ATTACK_ONLY = ("eps", "sweep", "save_examples", "adaptive", "adaptive_eps", "norm", "apgd_steps", "apgd_targets",
-                "square_queries", "attack_args", "max_shift_s", "shift_step_s")
+                "square_queries", "attack_args", "max_shift_s", "shift_step_s", "transfer_from")
 
 
 def adaptive_families(spec: str) -> Tuple[Tuple[str, Optional[str]], ...]:
@@ -246,6 +246,9 @@ def check_modes(ns: argparse.Namespace, given: Sequence[str]) -> None:
     for flag in ("adaptive_eps", "adaptive_attacks"):
         if flag in given and not getattr(ns, "adaptive", False):
             raise UsageError(f"--{flag}", "needs --adaptive (without it no adaptive attack runs)")
+    if getattr(ns, "transfer_from", "") and getattr(ns, "adaptive", False):
+        raise UsageError("--transfer_from", "the adaptive attacks of --adaptive are white-box attacks on the defended "
+                         "model itself; evaluate a transfer attack without --adaptive")
     if ns.mode == "train" and "weights" in given:
         # --weights names the checkpoint an evaluation loads; training never read it. Refused rather than
         # guessed: continuing this run (--resume) and starting from other weights (--init_from) differ.
@@ -277,6 +280,10 @@ def derive_values(ns: argparse.Namespace) -> Dict[str, Any]:
         if bad:
             raise UsageError(flag, f"{bad[0]} needs at least {ATTACKS.get(bad[0]).min_classes} classes, this run "
                                    f"has {ns.cls_num}; use apgd-ce")
+    fitted = [a for a in attacks if ATTACKS.get(a).takes("fit_data")]
+    if fitted and not ns.list_train:
+        raise UsageError("--list_train", f"{fitted[0]} is fitted on the training list: give --list_train (the "
+                         "evaluation itself reads --list_test)")
     try:
         parse_attack_args(getattr(ns, "attack_args", ""))
     except ValueError as e:

@@ -100,6 +100,9 @@ def eval_record(cfg: RunConfig, extra: Optional[Dict[str, Any]] = None) -> Dict[
         # the list names clips, not bytes: media replaced in place must not match an earlier evaluation
         "media": media_fingerprint(read_index(cfg.eval_list, cfg.categories), cfg.audio_path, cfg.frame_path),
     }
+    if cfg.transfer_from:  # the source's checkpoint hash: a retrained source is another evaluation
+        from pipeline.transfer import source_record
+        rec["transfer_from"] = source_record(cfg)
     blob = json.dumps(rec, sort_keys=True, default=str).encode()
     rec["config_sha256"] = hashlib.sha256(blob).hexdigest()
     return rec

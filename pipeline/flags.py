@@ -254,6 +254,10 @@ class RunConfig:
                                         help="eps values of the sweep (paper Fig. 3 uses units of 1e-3)")
     save_examples: int = flag(0, "attack", help="write an HTML page with N adversarial examples")
     max_eval_batches: int = flag(0, "attack", help="stop evaluation after N batches (0: all)")
+    transfer_from: str = flag("", "attack", help="a transfer attack: craft every attack on the model of this run "
+                              "folder (its " f"{FILES['checkpoint_best']}; a path, or a run id under --ckpt) and evaluate this "
+                              "run's model on those inputs; the source must have the same classes (and order) and "
+                              "input sizes (--audLen, --audRate, --imgSize, --num_frames)")
     reuse_eval: bool = flag(False, "attack", help="if an evaluation with exactly this configuration (checkpoint "
                             "and lists included) already finished in the run folder, print it and exit instead "
                             "of recomputing it")

@@ -99,7 +99,15 @@ def lists_read(cfg: RunConfig) -> Tuple[str, ...]:
     """The list flags this run reads."""
     if cfg.mode == "train":
         return tuple(f for f in ("list_train", "list_val", "list_test") if getattr(cfg, f))
-    return ("list_test",) if cfg.list_test else ("list_val",)
+    fitted = ("list_train",) if cfg.list_train and fits_on_train_list(cfg) else ()
+    return (("list_test",) if cfg.list_test else ("list_val",)) + fitted
+
+
+def fits_on_train_list(cfg: RunConfig) -> bool:
+    """An evaluation with an attack fitted on --list_train first (``fit_data``: the universal perturbation)."""
+    from attacks import ATTACKS
+
+    return any(ATTACKS.get(a).takes("fit_data") for a in cfg.attacks)
 
 
 def check_lists(cfg: RunConfig) -> Dict[str, int]:
@@ -214,6 +222,48 @@ def check_checkpoints(cfg: RunConfig) -> None:
             if not path.is_file():
                 raise UsageError(flag, f"checkpoint {path} does not exist (train first, or pass --weights)")
             check_checkpoint(read_checkpoint_meta(path, flag), cfg, path, flag)
+        if cfg.transfer_from:
+            check_transfer_source(cfg)
+
+
+# The source's settings that must equal this run's for its adversarial inputs to be this model's inputs
+# (issue 19: "a run of other classes or another input size" is refused).
+TRANSFER_SIZES = ("audLen", "audRate", "imgSize", "num_frames")
+
+
+def transfer_run(cfg: RunConfig) -> RunDir:
+    """The run folder of --transfer_from: the path as given when it is a folder, else ``<ckpt>/<RUN>``."""
+    given = Path(cfg.transfer_from)
+    return RunDir(given if given.is_dir() else Path(cfg.ckpt) / cfg.transfer_from)
+
+
+def check_transfer_source(cfg: RunConfig) -> Dict[str, Any]:
+    """--transfer_from: the run folder exists and holds a project checkpoint trained on exactly this run's
+    classes (same order) with the same input sizes (``TRANSFER_SIZES``, from the args it records). Returns the
+    checkpoint's meta (memory-mapped). Any problem is a UsageError of --transfer_from."""
+    flag = "--transfer_from"
+    rd = transfer_run(cfg)
+    if not rd.root.is_dir():
+        raise UsageError(flag, f"no run folder {cfg.transfer_from} (nor {Path(cfg.ckpt) / cfg.transfer_from})")
+    path = rd.checkpoint_best
+    if not path.is_file():
+        raise UsageError(flag, f"{rd.root} holds no checkpoint ({path.name} is missing: train it first)")
+    ck = read_checkpoint_meta(path, flag)
+    cats = checkpoint_categories(ck)
+    if cats != list(cfg.categories):
+        same = cats is not None and sorted(cats) == sorted(cfg.categories)
+        raise UsageError(flag, f"{path} was trained on {'the same classes in another order' if same else 'other classes'}"
+                         f" ({','.join(cats or ['<not recorded>'])}; this run: {','.join(cfg.categories)}): its "
+                         "attacks would target the wrong labels")
+    args = ck.get("args") or {}
+    diffs = [f"--{k} {args.get(k, '<not recorded>')} (this run {getattr(cfg, k)})" for k in TRANSFER_SIZES
+             if args.get(k) != getattr(cfg, k)]
+    if diffs:
+        raise UsageError(flag, f"{path} takes other inputs than this run's model: {'; '.join(diffs)}")
+    arch = ck.get("arch") or {}
+    if arch.get("num_classes") not in (None, cfg.cls_num):
+        raise UsageError(flag, f"{path} has {arch.get('num_classes')} outputs, this run {cfg.cls_num} classes")
+    return ck
 
 
 def check_run_folder(cfg: RunConfig, rd: RunDir) -> None:

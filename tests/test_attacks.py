@@ -18,7 +18,8 @@ from attacks.mim import l1_normalised
 from tests.conftest import ToyAV
 
 NAMES = ("fgsm", "pgd", "mim")
-ALL_NAMES = ("apgd-ce", "apgd-dlr", "apgd-t", "autoattack", "desync", "fgsm", "mim", "mma", "pgd", "square")
+ALL_NAMES = ("apgd-ce", "apgd-dlr", "apgd-t", "autoattack", "desync", "fgsm", "mim", "mma", "pgd", "square",
+             "universal")
 
 
 class VisualOnly(nn.Module):
@@ -49,8 +50,9 @@ def split(batch: Dict[str, torch.Tensor]):
 
 def test_registry_lists_the_attacks_and_rejects_unknown_names():
     assert list_attacks() == list(ALL_NAMES)
-    # autoattack re-runs attacks already in "all"; desync needs --max_shift_s and the loader's audio context
-    assert attacks.default_attacks() == [n for n in ALL_NAMES if n not in ("autoattack", "desync")]
+    # autoattack re-runs attacks already in "all"; desync needs --max_shift_s and the loader's audio context;
+    # universal is fitted on the training list first: each by name only
+    assert attacks.default_attacks() == [n for n in ALL_NAMES if n not in ("autoattack", "desync", "universal")]
     with pytest.raises(KeyError, match="fgsm, mim, mma, pgd"):
         create_attack("cw", ToyAV(), eps={"audio": 0.01})
 

@@ -71,6 +71,8 @@ EVAL_FILES: Dict[str, str] = {
     "cosine_hist": "cosine_hist.png",
     "examples": "examples",
     "per_sample": "per_sample.json",
+    # a fitted universal perturbation: its deltas, fit settings, model checkpoint and fitted list (pipeline/universal.py)
+    "universal": "universal_{key}.pt",
 }
 _PARTIAL = ".partial"
 
@@ -159,6 +161,11 @@ class RunDir:
     def abort_eval(self, eval_id: str) -> None:
         """Remove the staging folder of a failed evaluation."""
         shutil.rmtree(self.staging_dir(eval_id), ignore_errors=True)
+
+    def universal_deltas(self, key: str) -> List[Path]:
+        """Saved universal perturbations with settings hash ``key`` in the finished evaluations, newest first."""
+        name = EVAL_FILES["universal"].format(key=key)
+        return [self.eval_dir(e) / name for e in reversed(self.eval_ids()) if (self.eval_dir(e) / name).is_file()]
 
     def eval_ids(self) -> List[str]:
         """Finished evaluations, oldest first."""
