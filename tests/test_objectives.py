@@ -204,3 +204,48 @@ def test_a_trades_run_records_its_objective_and_epoch_time(media, tmp_path):
     train = [r for r in rows if r["tag"] == "train"]
     assert len(train) == 1 and train[0]["seconds"] > 0 and train[0]["robust"] >= 0
     assert train[0]["loss"] == pytest.approx(train[0]["ce"] + train[0]["robust"], rel=1e-5)
+
+
+def test_the_training_defences_section_mirrors_pgd_at(tmp_path, capsys):
+    """run_study.py --sections training_defences: TRADES and fast AT trained with advtrain's command but for the
+    objective, after the same unimodal nets, and evaluated with advtrain's PGD flags."""
+    from tests.test_study_plan import _dry_run, _list_flags, _media
+
+    m = _media(tmp_path / "own", ["a", "b", "c", "d", "e"])
+    base = ["--dataset", "custom", "--categories", "a", "b", "c", "d", "e", "--data_root", str(m["root"]),
+            *_list_flags(m), "--preset", "quick", "--seeds", "0", "1", "--out", str(tmp_path / "s"), "--dry_run"]
+    jobs, _ = _dry_run(capsys, [*base, "--sections", "training_defences"])
+    cmds = {name: cmd for _, name, cmd in jobs}
+    for seed in (0, 1):
+        at = cmds[f"train advtrain seed{seed}"]
+        for model, objective in (("trades", "trades"), ("fastat", "fast")):
+            mine = cmds[f"train {model} seed{seed}"]
+            assert mine == at.replace("--adv_train pgd", f"--adv_train {objective}").replace(
+                f"/advtrain --id seed{seed}", f"/{model} --id seed{seed}"), (mine, at)
+            ev, base_ev = cmds[f"attack {model} seed{seed}"], cmds[f"attack advtrain seed{seed}"]
+            assert ev == base_ev.replace(f"/advtrain --id seed{seed}", f"/{model} --id seed{seed}")
+
+
+def test_the_training_defences_report_gives_accuracy_and_cost_relative_to_plain(tmp_path):
+    from pipeline.sections.training_defences import TrainingDefences
+    from utils.rundir import RunDir
+
+    def row(acc):
+        return {"attack": "pgd", "eps_audio": 0.006, "eps_visual": 0.006, "norm_audio": "Linf", "norm_visual": "Linf",
+                "clean_acc": 0.8, "adv_acc": acc, "n_samples": 100}
+
+    secs = {"concat": [2.0, 2.0], "advtrain": [6.0, 8.0], "trades": [10.0, 10.0], "fastat": [3.0, 3.0]}
+    for run, values in secs.items():
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "metrics.jsonl").write_text("".join(
+            json.dumps({"tag": "train", "epoch": e + 1, "seconds": v}) + "\n" for e, v in enumerate(values)))
+    view = SimpleNamespace(model_seeds=lambda run: [0], results=lambda run, seed=None: [row(0.1)],
+                           kind_results=lambda run, kind, seed=None: [row(0.3 if run == "trades" else 0.2)],
+                           run_folder=lambda run, seed: RunDir(tmp_path / run))
+    blocks = TrainingDefences().report(view)
+    acc, cost = [b.table for b in blocks if b.kind == "table"]
+    assert [r["model"] for r in acc.rows] == ["plain (concat)", "PGD adversarial training", "TRADES (beta 6)",
+                                              "fast AT (FGSM-RS)"]
+    rel = {r["model"]: r["relative"] for r in cost.rows}
+    assert rel == {"plain (concat)": 1.0, "PGD adversarial training": 3.5, "TRADES (beta 6)": 5.0,
+                   "fast AT (FGSM-RS)": 1.5}
