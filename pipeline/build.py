@@ -10,7 +10,6 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DistributedSampler
 
-from attacks import ATTACKS, create_attack
 from dataset.av_dataset import AVDataset
 from dataset.av_dataset import build_loader as _dataset_loader
 from dataset.specs import get_spec
@@ -20,6 +19,7 @@ from models import create_model
 from models.fusion import head_args
 from pipeline.config import RunConfig
 from pipeline.engine import TrainConfig
+from pipeline.objectives import attack_adversary, objective_for
 from pipeline.preflight import audio_context, eval_weights, resumes_checkpoint, run_dir
 from utils import distributed as du
 from utils.checkpoint import load_checkpoint, load_weights, read_state_file, recorded_arch
@@ -189,18 +189,13 @@ def set_epoch_lr(optimizer: torch.optim.Optimizer, lr_steps: Sequence[int], epoc
 
 
 def train_options(cfg: RunConfig, model: nn.Module) -> TrainConfig:
-    """The engine's training options, with the adversary of --adv_train (Madry-style, per-modality eps)."""
-    opts = TrainConfig(minsim_weight=cfg.minsim_weight, amp=cfg.amp, channels_last=cfg.channels_last,
-                       disp_iter=cfg.disp_iter, progress=not cfg.no_progress)
-    if cfg.adv_train:
-        opts.adv_attack = training_adversary(cfg, model)
-    return opts
+    """The engine's training options, with the objective of --adv_train / --noise_train (pipeline/objectives.py)."""
+    return TrainConfig(minsim_weight=cfg.minsim_weight, amp=cfg.amp, channels_last=cfg.channels_last,
+                       disp_iter=cfg.disp_iter, progress=not cfg.no_progress, objective=objective_for(cfg, model))
 
 
 def training_adversary(cfg: RunConfig, model: nn.Module):
-    """The attack of --adv_train with the --train_eps budget: Madry's PGD setting (--train_attack_steps steps from
-    a random start) for the options the attack's constructor takes; FGSM, which takes neither, is plain FGSM."""
-    wanted = {"steps": cfg.train_attack_steps, "random_start": True, "eps_unit": cfg.eps_unit, "seed": cfg.seed}
-    cls = ATTACKS.get(cfg.adv_train)
-    return create_attack(cfg.adv_train, model, eps=cfg.train_budget,
-                         **{k: v for k, v in wanted.items() if cls.takes(k)})
+    """The attack of --adv_train ATTACK with the whole --train_eps budget: Madry's PGD setting (--train_attack_steps
+    steps from a random start) for the options the attack's constructor takes; FGSM, which takes neither, is plain
+    FGSM (``pipeline.objectives.attack_adversary``)."""
+    return attack_adversary(cfg.adv_train, model, cfg.train_budget, cfg.train_attack_steps, cfg.eps_unit, cfg.seed)

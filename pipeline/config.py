@@ -20,7 +20,7 @@ from dataset.specs import DatasetSpec, get_spec
 from pipeline import reference_cli as ref
 from pipeline.flags import ADAPTIVE_ATTACKS, ADAPTIVE_GRAD_MODES, DERIVED_FIELDS, LIST_VALUED, RESULT_NEUTRAL
 from pipeline.flags import SPEC_DEFAULTS, RunConfig, add_defense_args, get_args_parser, preload_plugins
-from models.fusion import head_args, parse_fusion_text
+from models.fusion import FUSIONS, head_args, parse_fusion_text
 from utils.errors import UsageError
 from utils.plugins import load_plugins, split_paths
 from utils.safepath import check_name
@@ -133,7 +133,8 @@ def _check_numbers(ns: argparse.Namespace) -> None:
             rng = f"{'>' if lo_open else '>='} {lo:g}" + (f" and <= {hi:g}" if hi != math.inf else "")
             raise UsageError(f"--{flag}", f"must be a finite number {rng}, got {v}")
 
-    for flag in ("lr_frame", "lr_sound", "lr_classifier", "weight_decay", "minsim_weight", "max_shift_s"):
+    for flag in ("lr_frame", "lr_sound", "lr_classifier", "weight_decay", "minsim_weight", "max_shift_s",
+                 "trades_beta"):
         finite(flag)
     finite("shift_step_s", lo_open=True)
     finite("beta1", hi=1.0)
@@ -265,11 +266,74 @@ def check_modes(ns: argparse.Namespace, given: Sequence[str]) -> None:
         raise UsageError("--list_test", "give --list_test (or --list_val, which eval uses when no test list is given)")
     if ns.save_features and ns.mode != "train":
         raise UsageError("--save_features", "is written at the end of training (--mode train)")
+    _check_training_objective(ns, given)
+
+
+# Flags of the training objective (pipeline/objectives.py) that only a training run reads.
+_TRAINING_ONLY = ("trades_beta", "adv_train_modality", "noise_train")
+
+
+def _check_training_objective(ns: argparse.Namespace, given: Sequence[str]) -> None:
+    """--adv_train, --trades_beta, --adv_train_modality, --train_eps and --noise_train together: a flag the
+    objective would ignore, a budget or noise on a modality the head does not read, a modality schedule that
+    cannot alternate (a unimodal head, or a budget on one modality only) and noise with an adversary are refused."""
+    if ns.mode != "train":
+        for flag in _TRAINING_ONLY:
+            if flag in given:
+                raise UsageError(f"--{flag}", "is a training option (--mode train); an evaluation would ignore it")
+        return
+    reads = tuple(FUSIONS.get(ns.arch_classifier).modalities)
+    head = f"--arch_classifier {ns.arch_classifier} reads {' and '.join(reads)} only"
+    if "trades_beta" in given and ns.adv_train != "trades":
+        raise UsageError("--trades_beta", "weights the KL term of --adv_train trades; without it nothing reads it")
+    if "adv_train_modality" in given and not ns.adv_train:
+        raise UsageError("--adv_train_modality", "says which modalities the --adv_train adversary attacks; give "
+                         "--adv_train (e.g. pgd, trades, fast)")
+    if ns.adv_train:
+        (budget,) = _parse_grid("--train_eps", [ns.train_eps])
+        attacked = [m for m, e in budget.items() if e > 0]
+        if not attacked:
+            raise UsageError("--train_eps", f"every budget is 0, so --adv_train {ns.adv_train} would attack nothing")
+        unread = [m for m in attacked if m not in reads]
+        if unread:
+            raise UsageError("--train_eps", f"puts a budget on {', '.join(unread)} but {head}; set "
+                             f"{unread[0]}=0 (e.g. --train_eps {reads[0]}={budget[reads[0]] or 0.006})")
+        if ns.adv_train_modality != "both":
+            if len(reads) < 2:
+                raise UsageError("--adv_train_modality", f"{ns.adv_train_modality} picks one modality per batch, but "
+                                 f"{head}: every batch would attack it, which is 'both'")
+            if len(attacked) < 2:
+                raise UsageError("--adv_train_modality", f"{ns.adv_train_modality} takes turns between modalities, "
+                                 f"but --train_eps gives a budget to {attacked[0]} only: half the batches would be "
+                                 "clean; give both a budget or use 'both'")
+    if ns.noise_train:
+        sigma = _parse_noise(ns.noise_train)
+        unread = [m for m in sigma if m not in reads]
+        if unread:
+            raise UsageError("--noise_train", f"puts noise on {', '.join(unread)} but {head}")
+        if ns.adv_train:
+            raise UsageError("--noise_train", f"with --adv_train {ns.adv_train}: noise and an adversary together "
+                             "(SmoothAdv, Salman et al. 2019) are not implemented; give one of the two")
+
+
+def _parse_noise(text: str) -> Dict[str, float]:
+    """--noise_train 'audio=S,visual=S' -> {modality: sigma} for the modalities named; each sigma must be > 0 (a
+    modality left out stays clean: 0 is refused rather than read as 'no noise')."""
+    try:
+        parsed = parse_eps(text)
+    except ValueError as e:
+        raise UsageError("--noise_train", str(e).replace("eps", "sigma")) from None
+    named = [part.partition("=")[0].strip() for part in text.split(",")]
+    zero = [m for m in named if parsed[m] <= 0]
+    if zero:
+        raise UsageError("--noise_train", f"sigma must be > 0, got {zero[0]}={parsed[zero[0]]:g} (leave a modality "
+                         "out to keep it clean)")
+    return {m: parsed[m] for m in named}
 
 
 def derive_values(ns: argparse.Namespace) -> Dict[str, Any]:
-    """The derived fields parsed from the flags: ``attacks``, ``eps_grid``, ``adaptive_grid``, ``train_budget``
-    (each refused with the flag named when it cannot be run)."""
+    """The derived fields parsed from the flags: ``attacks``, ``eps_grid``, ``adaptive_grid``, ``train_budget``,
+    ``train_noise`` (each refused with the flag named when it cannot be run)."""
     attacks = parse_attack_names(ns.attack_type) if ns.mode == "eval" else ()
     # an attack asked for by name on fewer classes than it needs (apgd-t's targeted DLR loss: 4) stops now;
     # with --adaptive_attacks all, pipeline/adaptive.py leaves such attacks out and says so
@@ -311,7 +375,9 @@ def derive_values(ns: argparse.Namespace) -> Dict[str, Any]:
     train_budget = None
     if ns.adv_train:
         (train_budget,) = _parse_grid("--train_eps", [ns.train_eps])
-    return {"attacks": attacks, "eps_grid": eps_grid, "adaptive_grid": adaptive_grid, "train_budget": train_budget}
+    train_noise = _parse_noise(ns.noise_train) if ns.noise_train and ns.mode == "train" else None
+    return {"attacks": attacks, "eps_grid": eps_grid, "adaptive_grid": adaptive_grid, "train_budget": train_budget,
+            "train_noise": train_noise}
 
 
 def resolve_config(ns: argparse.Namespace, given: Sequence[str] = (), defense: bool = False) -> RunConfig:

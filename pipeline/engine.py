@@ -6,10 +6,11 @@ Batches are dicts from dataset.av_dataset.AVDataset: {"audio": (B,1,L), "visual"
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Dict, Optional
 
 import torch
 import torch.nn as nn
@@ -18,6 +19,7 @@ from tqdm import tqdm
 
 from dataset.batches import GAIN_KEY, to_model_floats
 from models.av_model import av_cosine
+from pipeline.objectives import Objective
 from utils import distributed as du
 from utils.modes import model_mode
 
@@ -33,7 +35,8 @@ class TrainConfig:
     channels_last: bool = False
     disp_iter: int = 20
     progress: bool = True
-    adv_attack: Optional[Callable[[Dict[str, torch.Tensor], torch.Tensor], Dict[str, torch.Tensor]]] = None
+    # what a step minimises (pipeline/objectives.py: plain CE, Madry/TRADES/fast adversarial training, noise)
+    objective: Objective = dataclasses.field(default_factory=Objective)
 
 
 class LogitsAndFeatures(nn.Module):
@@ -87,14 +90,16 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
                     epoch: int, opts: TrainConfig) -> Dict[str, float]:
     """One pass over ``loader``; ``model`` is a LogitsAndFeatures (optionally inside DDP).
 
-    Returns the epoch's mean loss, CE, cosine and accuracy, summed over processes. A NaN/inf loss stops
+    Each step follows ``opts.objective``: its examples (a training adversary or noise, fp32 outside autocast),
+    then its loss terms (``ce`` and ``robust``, e.g. TRADES' beta * KL) plus MinSim. Returns the epoch's mean loss,
+    CE, robust term, cosine and accuracy (on the CE term's inputs), summed over processes. A NaN/inf loss stops
     the run with an error naming the epoch and iteration.
     """
     model.train()
     bare = unwrap(model)
     # Metrics accumulate on the device (no per-step host sync); they are read every --disp_iter steps and at
     # the end of the epoch, where finiteness is checked for the steps since the last read.
-    sums = torch.zeros(5, dtype=torch.float64, device=device)  # loss, ce, cos, correct, n
+    sums = torch.zeros(6, dtype=torch.float64, device=device)  # loss, ce, cos, robust, correct, n
     bad = torch.zeros((), dtype=torch.bool, device=device)
     last_read = 0
     it = tqdm(loader, desc=f"train {epoch}", disable=not (opts.progress and du.is_main()), leave=False)
@@ -111,34 +116,34 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
     for i, batch in enumerate(it):
         inputs = to_inputs(batch, device, bare.modalities, opts.channels_last)
         labels = batch["label"].to(device, non_blocking=True)
-        if opts.adv_attack is not None:
-            with torch.autocast(device.type, enabled=False):  # attacks stay fp32 (README, "Precision")
-                inputs = opts.adv_attack(inputs, labels)  # the attack restores train mode afterwards
+        with torch.autocast(device.type, enabled=False):  # attacks stay fp32 (README, "Precision")
+            examples = opts.objective.examples(inputs, labels, epoch, i)  # attacks restore train mode afterwards
         with autocast_ctx(device, opts.amp):
-            logits, feats = model(**inputs)
-            ce = F.cross_entropy(logits.float(), labels)
-            cos = minsim_loss(feats) if opts.minsim_weight > 0 else torch.zeros((), device=device)
-            loss = ce + opts.minsim_weight * cos
+            out = opts.objective.loss(model, examples, labels)
+            logits, ce = out.logits, out.ce
+            cos = minsim_loss(out.feats) if opts.minsim_weight > 0 else torch.zeros((), device=device)
+            loss = ce + out.robust + opts.minsim_weight * cos
         bad |= ~torch.isfinite(loss.detach())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         n = labels.numel()
         # float64 before the product by n: the same numbers as float(loss) * n on the host
-        step = torch.cat([torch.stack([loss.detach(), ce.detach(), cos.detach().float()]).double() * n,
+        step = torch.cat([torch.stack([loss.detach(), ce.detach(), cos.detach().float(),
+                                       out.robust.detach().float()]).double() * n,
                           torch.stack([(logits.detach().argmax(1) == labels).sum().double(),
                                        torch.tensor(float(n), dtype=torch.float64, device=device)])])
         sums += step
         if opts.disp_iter and i % opts.disp_iter == 0:
             read(i)
-            vals = (step[:3] / n).tolist()
-            log.info("epoch %d iter %d/%d loss %.4f ce %.4f cos %.4f", epoch, i, len(loader), *vals[:3])
+            vals = (step[:4] / n).tolist()
+            log.info("epoch %d iter %d/%d loss %.4f ce %.4f cos %.4f robust %.4f", epoch, i, len(loader), *vals)
             it.set_postfix(loss=f"{vals[0]:.3f}")
     read(i)
     sums = du.all_reduce_sum(sums).cpu()
-    n = max(sums[4].item(), 1.0)
+    n = max(sums[5].item(), 1.0)
     return {"loss": sums[0].item() / n, "ce": sums[1].item() / n, "cos": sums[2].item() / n,
-            "acc": sums[3].item() / n, "n": int(sums[4].item())}
+            "robust": sums[3].item() / n, "acc": sums[4].item() / n, "n": int(sums[5].item())}
 
 
 @torch.no_grad()

@@ -25,6 +25,7 @@ from models import list_audio_nets, list_fusions, list_visual_nets
 from models.defense import BANK_SELECTORS, GRAD_MODES
 from models.visual_net import IMG_POOLS
 from pipeline import reference_cli as ref
+from pipeline.objectives import SCHEDULES, TRADES_BETA, adv_train_names
 from utils.checkpoint import recorded_plugins
 from utils.plugins import load_plugins, split_paths
 from utils.rundir import FILES, RunDir
@@ -120,7 +121,7 @@ class RunConfig:
 
     Field names are the flag names. Derived fields (no flag): ``attacks`` (registered names of --attack_type),
     ``eps_grid`` (parsed --eps, or the paper grid), ``adaptive_grid`` (parsed --adaptive_eps),
-    ``train_budget`` (parsed --train_eps), ``defense`` (True for main_defense.py), ``given`` (the flags
+    ``train_budget`` (parsed --train_eps), ``train_noise`` (parsed --noise_train), ``defense`` (True for main_defense.py), ``given`` (the flags
     set on the command line).
     """
 
@@ -213,11 +214,21 @@ class RunConfig:
     minsim_weight: float = flag(0.0, "optim", parse=_minsim_weight,
                                 help="weight w of mean cos(f_audio, f_visual) added to the loss (MinSim; paper "
                                 "w=1.0, KS 0.8); 'spec' takes the dataset spec's paper value")
-    adv_train: str = flag("", "optim", choices=lambda: LiveChoices(list_attacks, ""),
-                          help="adversarial training (Madry): train on examples of this attack with the "
-                          "--train_eps budget")
+    adv_train: str = flag("", "optim", choices=lambda: LiveChoices(adv_train_names, ""),
+                          help="adversarial training with the --train_eps budget: trades (CE + beta KL, Zhang et "
+                          "al. 2019; --trades_beta), fast (FGSM from a random start, step 1.25 eps; Wong et al. "
+                          "2020), or a registered attack (Madry: train on that attack's examples, e.g. pgd)")
     train_eps: str = flag("visual=0.006,audio=0.006", "optim", help="per-modality budget for --adv_train")
-    train_attack_steps: int = flag(5, "optim")
+    train_attack_steps: int = flag(5, "optim", help="steps of the training adversary (pgd, mim, trades)")
+    trades_beta: float = flag(TRADES_BETA, "optim", help="TRADES beta = 1/lambda, weight of the KL term of "
+                              "--adv_train trades (the authors' CIFAR-10 setting: 6.0)")
+    adv_train_modality: str = flag("both", "optim", choices=list(SCHEDULES),
+                                   help="which modalities the training adversary attacks per batch: both, random "
+                                   "(one at random, seeded), alternate (audio, visual, audio, ...); needs a model "
+                                   "reading both and a budget on both")
+    noise_train: str = flag("", "optim", help="Gaussian noise augmentation (randomized smoothing's training, Cohen "
+                            "et al. 2019): per-modality sigma in input units, e.g. 'audio=0.05,visual=0.25' (a "
+                            "modality left out stays clean); noise is not clipped to the valid range")
     save_features: bool = flag(False, "optim", help="after training, write clean eval-mode training features "
                                "for memory banks")
     # attack evaluation
@@ -310,6 +321,7 @@ class RunConfig:
     eps_grid: Tuple[Dict[str, float], ...] = ()
     adaptive_grid: Tuple[Dict[str, float], ...] = ()
     train_budget: Optional[Dict[str, float]] = None
+    train_noise: Optional[Dict[str, float]] = None
     given: Tuple[str, ...] = ()
 
     def replace(self, **changes: Any) -> "RunConfig":
