@@ -21,6 +21,7 @@ from models.fusion import head_args
 from pipeline.config import RunConfig
 from pipeline.engine import TrainConfig
 from pipeline.preflight import eval_weights, resumes_checkpoint, run_dir
+from pipeline.procedures import build_procedure
 from utils import distributed as du
 from utils.checkpoint import load_checkpoint, load_weights, read_state_file, recorded_arch
 from utils.errors import UsageError
@@ -187,11 +188,13 @@ def set_epoch_lr(optimizer: torch.optim.Optimizer, lr_steps: Sequence[int], epoc
 
 
 def train_options(cfg: RunConfig, model: nn.Module) -> TrainConfig:
-    """The engine's training options, with the adversary of --adv_train (Madry-style, per-modality eps)."""
+    """The engine's training options, with the adversary of --adv_train (Madry-style, per-modality eps) and the
+    training procedure the head declares (pipeline/procedures.py)."""
     opts = TrainConfig(minsim_weight=cfg.minsim_weight, amp=cfg.amp, channels_last=cfg.channels_last,
                        disp_iter=cfg.disp_iter, progress=not cfg.no_progress)
     if cfg.adv_train:
         opts.adv_attack = training_adversary(cfg, model)
+    opts.procedure = build_procedure(cfg, model)  # the head's own (CRMT, robust fusion), or None
     return opts
 
 

@@ -20,7 +20,7 @@ from dataset.specs import DatasetSpec, get_spec
 from pipeline import reference_cli as ref
 from pipeline.flags import ADAPTIVE_ATTACKS, ADAPTIVE_GRAD_MODES, DERIVED_FIELDS, LIST_VALUED, RESULT_NEUTRAL
 from pipeline.flags import SPEC_DEFAULTS, RunConfig, add_defense_args, get_args_parser, preload_plugins
-from models.fusion import head_args, parse_fusion_text
+from models.fusion import FUSIONS, head_args, parse_fusion_text
 from utils.errors import UsageError
 from utils.plugins import load_plugins, split_paths
 from utils.safepath import check_name
@@ -133,7 +133,8 @@ def _check_numbers(ns: argparse.Namespace) -> None:
             rng = f"{'>' if lo_open else '>='} {lo:g}" + (f" and <= {hi:g}" if hi != math.inf else "")
             raise UsageError(f"--{flag}", f"must be a finite number {rng}, got {v}")
 
-    for flag in ("lr_frame", "lr_sound", "lr_classifier", "weight_decay", "minsim_weight"):
+    for flag in ("lr_frame", "lr_sound", "lr_classifier", "weight_decay", "minsim_weight", "crmt_rho",
+                 "crmt_step2_lr", "robust_odd_weight"):
         finite(flag)
     finite("beta1", hi=1.0)
     for flag in ("batch_size_per_gpu", "num_epoch", "num_frames", "stride_frames", "audLen", "imgSize",
@@ -141,7 +142,7 @@ def _check_numbers(ns: argparse.Namespace) -> None:
                  "apgd_steps", "apgd_targets", "square_queries"):
         if getattr(ns, flag) < 1:
             raise UsageError(f"--{flag}", f"must be >= 1, got {getattr(ns, flag)}")
-    for flag in ("workers", "disp_iter", "save_examples", "max_eval_batches", "eval_batch_size"):
+    for flag in ("workers", "disp_iter", "save_examples", "max_eval_batches", "eval_batch_size", "crmt_step2_epochs"):
         if getattr(ns, flag) < 0:
             raise UsageError(f"--{flag}", f"must be >= 0, got {getattr(ns, flag)}")
     if not 0 <= ns.seed <= SEED_MAX:
@@ -257,6 +258,32 @@ def check_modes(ns: argparse.Namespace, given: Sequence[str]) -> None:
         raise UsageError("--list_test", "give --list_test (or --list_val, which eval uses when no test list is given)")
     if ns.save_features and ns.mode != "train":
         raise UsageError("--save_features", "is written at the end of training (--mode train)")
+    _check_procedure_flags(ns, given)
+
+
+# flags of the training procedure a head declares (head.procedure, pipeline/procedures.py)
+PROCEDURE_FLAGS = {"crmt": ("crmt_rho", "crmt_step2_epochs", "crmt_step2_lr"),
+                   "single_source": ("robust_attack", "robust_odd_weight")}
+
+
+def _check_procedure_flags(ns: argparse.Namespace, given: Sequence[str]) -> None:
+    """A procedure's flag only with a head that declares that procedure, and only in training."""
+    procedure = getattr(FUSIONS.get(ns.arch_classifier), "procedure", "")
+    for kind, flags in PROCEDURE_FLAGS.items():
+        for flag in (f for f in flags if f in given):
+            if kind != procedure:
+                heads = [n for n in FUSIONS.names() if getattr(FUSIONS.get(n), "procedure", "") == kind]
+                raise UsageError(f"--{flag}", f"belongs to the {kind} training procedure of the heads "
+                                 f"{', '.join(heads)}; --arch_classifier {ns.arch_classifier} would ignore it")
+            if ns.mode != "train":
+                raise UsageError(f"--{flag}", "is a training option (--mode train)")
+    if procedure == "single_source" and ns.mode == "train":
+        if ns.adv_train:
+            raise UsageError("--adv_train", f"head {ns.arch_classifier} trains against its own single-source "
+                             "adversary (--robust_attack, --train_eps); training on both would mix two adversaries")
+        if ATTACKS.get(ns.robust_attack).min_classes > ns.cls_num:
+            raise UsageError("--robust_attack", f"{ns.robust_attack} needs at least "
+                             f"{ATTACKS.get(ns.robust_attack).min_classes} classes, this run has {ns.cls_num}")
 
 
 def derive_values(ns: argparse.Namespace) -> Dict[str, Any]:
@@ -297,8 +324,12 @@ def derive_values(ns: argparse.Namespace) -> Dict[str, Any]:
             raise UsageError(flag, "every eps is 0 for every modality, so --adaptive would attack nothing; give a "
                              "nonzero eps (e.g. --adaptive_eps visual=0.006,audio=0.006)")
     train_budget = None
-    if ns.adv_train:
+    if ns.adv_train or (ns.mode == "train" and getattr(FUSIONS.get(ns.arch_classifier), "procedure", "")
+                        == "single_source"):
         (train_budget,) = _parse_grid("--train_eps", [ns.train_eps])
+        if not ns.adv_train and not all(train_budget.get(m, 0) > 0 for m in ("audio", "visual")):
+            raise UsageError("--train_eps", f"head {ns.arch_classifier}'s single-source adversary perturbs each "
+                             f"modality in turn: give both a budget > 0, got {ns.train_eps!r}")
     return {"attacks": attacks, "eps_grid": eps_grid, "adaptive_grid": adaptive_grid, "train_budget": train_budget}
 
 

@@ -34,6 +34,9 @@ class TrainConfig:
     disp_iter: int = 20
     progress: bool = True
     adv_attack: Optional[Callable[[Dict[str, torch.Tensor], torch.Tensor], Dict[str, torch.Tensor]]] = None
+    # the head's training procedure (pipeline/procedures.py): ``prepare(inputs, labels) -> (inputs, targets)``
+    # before the forward, ``loss(head, labels, targets)`` added to the loss after it
+    procedure: Optional[Any] = None
 
 
 class LogitsAndFeatures(nn.Module):
@@ -114,11 +117,17 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         if opts.adv_attack is not None:
             with torch.autocast(device.type, enabled=False):  # attacks stay fp32 (README, "Precision")
                 inputs = opts.adv_attack(inputs, labels)  # the attack restores train mode afterwards
+        targets: Dict[str, torch.Tensor] = {}
+        if opts.procedure is not None:
+            with torch.autocast(device.type, enabled=False):
+                inputs, targets = opts.procedure.prepare(inputs, labels)
         with autocast_ctx(device, opts.amp):
             logits, feats = model(**inputs)
             ce = F.cross_entropy(logits.float(), labels)
             cos = minsim_loss(feats) if opts.minsim_weight > 0 else torch.zeros((), device=device)
             loss = ce + opts.minsim_weight * cos
+            if opts.procedure is not None:  # reads the head's auxiliary outputs of this forward
+                loss = loss + opts.procedure.loss(bare.head, labels, targets)
         bad |= ~torch.isfinite(loss.detach())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
