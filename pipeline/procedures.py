@@ -142,7 +142,7 @@ def crmt_step2_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer,
             inputs = to_inputs(batch, device, head.modalities)
             labels = batch["label"].to(device)
             with torch.no_grad():
-                feats = {m: f.float() for m, f in model.features(**inputs).items()}
+                feats = {m: f.to(head.bias.dtype) for m, f in model.features(**inputs).items()}
             r = certified_radius(head, feats, labels, space="input")
             loss = -r.mean()
             optimizer.zero_grad(set_to_none=True)
