@@ -83,7 +83,8 @@ def fit(model: nn.Module, cfg: RunConfig, ctx: RunContext, opts: TrainConfig,
             val = evaluate(model, val_loader, ctx.device, amp=cfg.amp, progress=opts.progress, desc=f"val {epoch}",
                            channels_last=cfg.channels_last)
             ctx.metrics.log("val", epoch, **val)
-            is_best = val["acc"] > best_acc
+            # CRMT step two aims at the bound at equal accuracy: a tie with the best then counts as better
+            is_best = val["acc"] > best_acc or (epoch > cfg.num_epoch and val["acc"] >= best_acc)
             best_acc = max(best_acc, val["acc"])
         log.info("epoch %d: train loss %.4f acc %.4f | val acc %s (best %.4f)", epoch, tr["loss"], tr["acc"],
                  f"{val['acc']:.4f}" if val else "-", best_acc)
