@@ -7,6 +7,7 @@ from typing import List
 from models.audio_net import AUDIO_NETS, create_audio_net
 from models.av_model import AVModel, create_model
 from models.fusion import FUSIONS, FusionHead, create_fusion
+from models import crmt, robust_fusion  # noqa: F401  (register the 'crmt' and 'robust_fusion' heads)
 from models.visual_net import VISUAL_NETS, create_visual_net
 
 

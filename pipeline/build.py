@@ -21,6 +21,7 @@ from pipeline.config import RunConfig
 from pipeline.engine import TrainConfig
 from pipeline.objectives import attack_adversary, objective_for
 from pipeline.preflight import audio_context, eval_weights, resumes_checkpoint, run_dir
+from pipeline.procedures import build_procedure
 from utils import distributed as du
 from utils.checkpoint import load_checkpoint, load_weights, read_state_file, recorded_arch
 from utils.errors import UsageError
@@ -189,9 +190,11 @@ def set_epoch_lr(optimizer: torch.optim.Optimizer, lr_steps: Sequence[int], epoc
 
 
 def train_options(cfg: RunConfig, model: nn.Module) -> TrainConfig:
-    """The engine's training options, with the objective of --adv_train / --noise_train (pipeline/objectives.py)."""
+    """The engine's training options: the objective of --adv_train / --noise_train (pipeline/objectives.py) and
+    the training procedure the head declares (pipeline/procedures.py: CRMT, robust fusion), or None."""
     return TrainConfig(minsim_weight=cfg.minsim_weight, amp=cfg.amp, channels_last=cfg.channels_last,
-                       disp_iter=cfg.disp_iter, progress=not cfg.no_progress, objective=objective_for(cfg, model))
+                       disp_iter=cfg.disp_iter, progress=not cfg.no_progress, objective=objective_for(cfg, model),
+                       procedure=build_procedure(cfg, model))
 
 
 def training_adversary(cfg: RunConfig, model: nn.Module):

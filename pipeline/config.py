@@ -134,7 +134,7 @@ def _check_numbers(ns: argparse.Namespace) -> None:
             raise UsageError(f"--{flag}", f"must be a finite number {rng}, got {v}")
 
     for flag in ("lr_frame", "lr_sound", "lr_classifier", "weight_decay", "minsim_weight", "max_shift_s",
-                 "trades_beta"):
+                 "trades_beta", "crmt_rho", "crmt_step2_lr", "robust_odd_weight"):
         finite(flag)
     finite("shift_step_s", lo_open=True)
     finite("beta1", hi=1.0)
@@ -143,7 +143,7 @@ def _check_numbers(ns: argparse.Namespace) -> None:
                  "apgd_steps", "apgd_targets", "square_queries"):
         if getattr(ns, flag) < 1:
             raise UsageError(f"--{flag}", f"must be >= 1, got {getattr(ns, flag)}")
-    for flag in ("workers", "disp_iter", "save_examples", "max_eval_batches", "eval_batch_size"):
+    for flag in ("workers", "disp_iter", "save_examples", "max_eval_batches", "eval_batch_size", "crmt_step2_epochs"):
         if getattr(ns, flag) < 0:
             raise UsageError(f"--{flag}", f"must be >= 0, got {getattr(ns, flag)}")
     if not 0 <= ns.seed <= SEED_MAX:
@@ -267,6 +267,7 @@ def check_modes(ns: argparse.Namespace, given: Sequence[str]) -> None:
     if ns.save_features and ns.mode != "train":
         raise UsageError("--save_features", "is written at the end of training (--mode train)")
     _check_training_objective(ns, given)
+    _check_procedure_flags(ns, given)
 
 
 # Flags of the training objective (pipeline/objectives.py) that only a training run reads.
@@ -331,6 +332,35 @@ def _parse_noise(text: str) -> Dict[str, float]:
     return {m: parsed[m] for m in named}
 
 
+# flags of the training procedure a head declares (head.procedure, pipeline/procedures.py)
+PROCEDURE_FLAGS = {"crmt": ("crmt_rho", "crmt_step2_epochs", "crmt_step2_lr"),
+                   "single_source": ("robust_attack", "robust_odd_weight")}
+
+
+def _check_procedure_flags(ns: argparse.Namespace, given: Sequence[str]) -> None:
+    """A procedure's flag only with a head that declares that procedure, and only in training."""
+    procedure = getattr(FUSIONS.get(ns.arch_classifier), "procedure", "")
+    for kind, flags in PROCEDURE_FLAGS.items():
+        for flag in (f for f in flags if f in given):
+            if kind != procedure:
+                heads = [n for n in FUSIONS.names() if getattr(FUSIONS.get(n), "procedure", "") == kind]
+                raise UsageError(f"--{flag}", f"belongs to the {kind} training procedure of the heads "
+                                 f"{', '.join(heads)}; --arch_classifier {ns.arch_classifier} would ignore it")
+            if ns.mode != "train":
+                raise UsageError(f"--{flag}", "is a training option (--mode train)")
+    if procedure == "single_source" and ns.mode == "train":
+        if ns.adv_train:
+            raise UsageError("--adv_train", f"head {ns.arch_classifier} trains against its own single-source "
+                             "adversary (--robust_attack, --train_eps); training on both would mix two adversaries")
+    if procedure and ns.mode == "train" and ns.adv_train == "trades":
+        raise UsageError("--adv_train", f"head {ns.arch_classifier}'s {procedure} procedure reads the head's outputs "
+                         "of one forward pass; TRADES makes two (clean and adversarial): use pgd or fast")
+    if procedure == "single_source" and ns.mode == "train":
+        if ATTACKS.get(ns.robust_attack).min_classes > ns.cls_num:
+            raise UsageError("--robust_attack", f"{ns.robust_attack} needs at least "
+                             f"{ATTACKS.get(ns.robust_attack).min_classes} classes, this run has {ns.cls_num}")
+
+
 def derive_values(ns: argparse.Namespace) -> Dict[str, Any]:
     """The derived fields parsed from the flags: ``attacks``, ``eps_grid``, ``adaptive_grid``, ``train_budget``,
     ``train_noise`` (each refused with the flag named when it cannot be run)."""
@@ -373,8 +403,12 @@ def derive_values(ns: argparse.Namespace) -> Dict[str, Any]:
             raise UsageError(flag, "every eps is 0 for every modality, so --adaptive would attack nothing; give a "
                              "nonzero eps (e.g. --adaptive_eps visual=0.006,audio=0.006)")
     train_budget = None
-    if ns.adv_train:
+    if ns.adv_train or (ns.mode == "train" and getattr(FUSIONS.get(ns.arch_classifier), "procedure", "")
+                        == "single_source"):
         (train_budget,) = _parse_grid("--train_eps", [ns.train_eps])
+        if not ns.adv_train and not all(train_budget.get(m, 0) > 0 for m in ("audio", "visual")):
+            raise UsageError("--train_eps", f"head {ns.arch_classifier}'s single-source adversary perturbs each "
+                             f"modality in turn: give both a budget > 0, got {ns.train_eps!r}")
     train_noise = _parse_noise(ns.noise_train) if ns.noise_train and ns.mode == "train" else None
     return {"attacks": attacks, "eps_grid": eps_grid, "adaptive_grid": adaptive_grid, "train_budget": train_budget,
             "train_noise": train_noise}

@@ -37,6 +37,9 @@ class TrainConfig:
     progress: bool = True
     # what a step minimises (pipeline/objectives.py: plain CE, Madry/TRADES/fast adversarial training, noise)
     objective: Objective = dataclasses.field(default_factory=Objective)
+    # the head's training procedure (pipeline/procedures.py): ``prepare(inputs, labels) -> (inputs, targets)``
+    # before the forward, ``loss(head, labels, targets)`` added to the loss after it
+    procedure: Optional[Any] = None
 
 
 class LogitsAndFeatures(nn.Module):
@@ -118,11 +121,17 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         labels = batch["label"].to(device, non_blocking=True)
         with torch.autocast(device.type, enabled=False):  # attacks stay fp32 (README, "Precision")
             examples = opts.objective.examples(inputs, labels, epoch, i)  # attacks restore train mode afterwards
+        targets: Dict[str, torch.Tensor] = {}
+        if opts.procedure is not None:
+            with torch.autocast(device.type, enabled=False):
+                examples["train"], targets = opts.procedure.prepare(examples["train"], labels)
         with autocast_ctx(device, opts.amp):
             out = opts.objective.loss(model, examples, labels)
             logits, ce = out.logits, out.ce
             cos = minsim_loss(out.feats) if opts.minsim_weight > 0 else torch.zeros((), device=device)
             loss = ce + out.robust + opts.minsim_weight * cos
+            if opts.procedure is not None:  # reads the head's auxiliary outputs of this forward
+                loss = loss + opts.procedure.loss(bare.head, labels, targets)
         bad |= ~torch.isfinite(loss.detach())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

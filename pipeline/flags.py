@@ -231,6 +231,19 @@ class RunConfig:
                             "modality left out stays clean); noise is not clipped to the valid range")
     save_features: bool = flag(False, "optim", help="after training, write clean eval-mode training features "
                                "for memory banks")
+    # the training procedures a head declares (pipeline/procedures.py); refused with a head that declares none
+    crmt_rho: float = flag(2.0, "optim", help="CRMT step one: weight rho of the unimodal margin regulariser "
+                           "(--arch_classifier crmt; the CRMT code's 2.0, Yang et al. ICLR 2024 Sec. 4)")
+    crmt_step2_epochs: int = flag(0, "optim", help="CRMT step two: epochs after --num_epoch that train only the "
+                                  "integration weights to raise the certified bound (the code runs num_epoch // 3 "
+                                  "- 1; 0: no step two)")
+    crmt_step2_lr: float = flag(3e-5, "optim", help="CRMT step two's SGD learning rate (the code: 0.03 x 1e-3; "
+                                "momentum 0.9, weight decay 1e-2)")
+    robust_attack: str = flag("pgd", "optim", choices=lambda: LiveChoices(list_attacks),
+                              help="robust_fusion head: the single-source adversary of its training (one modality "
+                              "per example, --train_eps budget, --train_attack_steps steps; Yang et al. CVPR 2021)")
+    robust_odd_weight: float = flag(1.0, "optim", help="robust_fusion head: weight of the odd-one-out "
+                                    "cross-entropy added to the loss (our choice 1.0)")
     # attack evaluation
     attack_type: str = flag("none", "attack", help=lambda: f"{', '.join(list_attacks())}, all (every registered "
                             "attack but autoattack, an ensemble of the others), a comma list, or none")

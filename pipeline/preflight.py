@@ -301,7 +301,7 @@ def check_run_folder(cfg: RunConfig, rd: RunDir) -> None:
         raise UsageError("--lr_steps", f"{' '.join(map(str, cfg.lr_steps))} differs from the schedule of "
                          f"{rd.checkpoint_last} ({' '.join(map(str, saved))}); resume with the same "
                          "--lr_steps, or start a new --id")
-    if int(ck["epoch"]) > cfg.num_epoch:
+    if int(ck["epoch"]) > cfg.num_epoch + cfg.crmt_step2_epochs:  # CRMT's step two counts on after --num_epoch
         raise UsageError("--num_epoch", f"{cfg.num_epoch} is below the {int(ck['epoch'])} epochs "
                          f"{rd.checkpoint_last} already holds")
 

@@ -14,6 +14,7 @@ from pipeline.build import build_dataset, build_loader, make_optimizer, set_epoc
 from pipeline.config import RunConfig
 from pipeline.context import RunContext
 from pipeline.engine import LogitsAndFeatures, TrainConfig, evaluate, extract_features, train_one_epoch
+from pipeline.procedures import crmt_step2_epoch, estimate_lipschitz, record_lipschitz, step2_optimizer
 from utils import distributed as du
 from utils.checkpoint import check_arch, load_checkpoint, load_weights, model_arch, rng_state, set_rng_state
 from utils.fileio import atomic_torch_save, sha256_file
@@ -62,20 +63,28 @@ def fit(model: nn.Module, cfg: RunConfig, ctx: RunContext, opts: TrainConfig,
         net = du.wrap_ddp(net, ctx.device)
     val: Dict[str, Any] = {}
     tr: Dict[str, Any] = {}
-    for epoch in range(start_epoch, cfg.num_epoch + 1):
+    step2 = Step2(model, cfg, ctx) if cfg.crmt_step2_epochs else None
+    last_epoch = cfg.num_epoch + cfg.crmt_step2_epochs
+    for epoch in range(start_epoch, last_epoch + 1):
         factor = set_epoch_lr(optimizer, cfg.lr_steps, epoch)
         train_loader.sampler.set_epoch(epoch)
         if hasattr(ds_train, "set_epoch"):
             ds_train.set_epoch(epoch)
         t0 = time.time()
-        tr = train_one_epoch(net, train_loader, optimizer, ctx.device, epoch, opts)
-        ctx.metrics.log("train", epoch, lr_factor=factor, seconds=time.time() - t0, **tr)
+        if epoch <= cfg.num_epoch:
+            tr = train_one_epoch(net, train_loader, optimizer, ctx.device, epoch, opts)
+            ctx.metrics.log("train", epoch, lr_factor=factor, seconds=time.time() - t0, **tr)
+        else:  # CRMT step two (pipeline/procedures.py): only the integration weights, the certified bound
+            tr = step2.epoch(train_loader, epoch, opts.progress)
+            ctx.metrics.log("crmt_step2", epoch, seconds=time.time() - t0, **tr)
+            tr = {"loss": -tr["bound"], **tr}
         is_best = False
-        if epoch % cfg.eval_epoch == 0 or epoch == cfg.num_epoch:
+        if epoch % cfg.eval_epoch == 0 or epoch == last_epoch:
             val = evaluate(model, val_loader, ctx.device, amp=cfg.amp, progress=opts.progress, desc=f"val {epoch}",
                            channels_last=cfg.channels_last)
             ctx.metrics.log("val", epoch, **val)
-            is_best = val["acc"] > best_acc
+            # CRMT step two aims at the bound at equal accuracy: a tie with the best then counts as better
+            is_best = val["acc"] > best_acc or (epoch > cfg.num_epoch and val["acc"] >= best_acc)
             best_acc = max(best_acc, val["acc"])
         log.info("epoch %d: train loss %.4f acc %.4f | val acc %s (best %.4f)", epoch, tr["loss"], tr["acc"],
                  f"{val['acc']:.4f}" if val else "-", best_acc)
@@ -86,6 +95,24 @@ def fit(model: nn.Module, cfg: RunConfig, ctx: RunContext, opts: TrainConfig,
             atomic_torch_save(ck, rd.checkpoint_last)
         du.barrier()
     return {"train": tr, "val": val, "best_val_acc": best_acc}
+
+
+class Step2:
+    """CRMT step two over epochs ``--num_epoch + 1 ..`` (pipeline/procedures.py): the Lipschitz constants are
+    estimated once on the training list in eval mode (recorded in the head's buffer, so in the checkpoint; a
+    resume inside step two keeps the recorded ones), then SGD over the integration weights."""
+
+    def __init__(self, model: nn.Module, cfg: RunConfig, ctx: RunContext) -> None:
+        self.model, self.cfg, self.ctx = model, cfg, ctx
+        self.optimizer = step2_optimizer(model, cfg.crmt_step2_lr)
+
+    def epoch(self, loader, epoch: int, progress: bool) -> Dict[str, Any]:
+        """One step-two epoch (the constants estimated first when none are recorded)."""
+        if not torch.isfinite(self.model.head.lipschitz).all():
+            eval_loader = build_loader(build_dataset(self.cfg, self.cfg.list_train, train_mode=False), self.cfg,
+                                       train=False, device=self.ctx.device)
+            record_lipschitz(self.model, estimate_lipschitz(self.model, eval_loader, self.ctx.device, progress))
+        return crmt_step2_epoch(self.model, loader, self.optimizer, self.ctx.device, epoch, progress)
 
 
 def load_for_eval(model: nn.Module, cfg: RunConfig, ctx: RunContext, path: Path) -> Path:
