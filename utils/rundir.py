@@ -71,6 +71,9 @@ EVAL_FILES: Dict[str, str] = {
     "cosine_hist": "cosine_hist.png",
     "examples": "examples",
     "per_sample": "per_sample.json",
+    "certify": "certify.json",            # main_certify.py: every clip's certificate per setting
+    "certify_table": "certified",         # .md/.csv: certified accuracy at the report's radii
+    "certify_plot": "certified_accuracy.png",
 }
 _PARTIAL = ".partial"
 
