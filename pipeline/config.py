@@ -11,6 +11,8 @@ any work starts (numbers, names, eps strings; the files are pipeline/preflight.p
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import math
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
@@ -19,14 +21,16 @@ from attacks.metrics import PAPER_EPS_GRID, parse_eps
 from dataset.specs import DatasetSpec, get_spec
 from pipeline import reference_cli as ref
 from pipeline.flags import ADAPTIVE_ATTACKS, ADAPTIVE_GRAD_MODES, DERIVED_FIELDS, LIST_VALUED, RESULT_NEUTRAL
-from pipeline.flags import SPEC_DEFAULTS, RunConfig, add_defense_args, get_args_parser, preload_plugins
+from pipeline.flags import CERTIFY_GROUPS, SPEC_DEFAULTS, RunConfig, add_certify_args, add_defense_args
+from pipeline.flags import flag_fields, get_args_parser, preload_plugins
+from models.certify import min_certify_samples
 from models.fusion import FUSIONS, head_args, parse_fusion_text
 from utils.errors import UsageError
 from utils.plugins import load_plugins, split_paths
 from utils.safepath import check_name
 from utils.rundir import FILES
 
-__all__ = ["RunConfig", "add_defense_args", "get_args_parser", "parse_config", "resolve_config",
+__all__ = ["RunConfig", "add_certify_args", "add_defense_args", "get_args_parser", "parse_config", "resolve_config",
            "apply_dataset_defaults", "check_modes", "derive_values",
            "parse_attack_names", "eval_identity", "given_flags", "resume_changes", "RESUME_SAFE"]
 
@@ -361,6 +365,62 @@ def _check_procedure_flags(ns: argparse.Namespace, given: Sequence[str]) -> None
                              f"{ATTACKS.get(ns.robust_attack).min_classes} classes, this run has {ns.cls_num}")
 
 
+CERTIFY_FIELDS = tuple(f.name for f in flag_fields() if f.metadata["flag"]["group"] in CERTIFY_GROUPS)
+
+
+def _json_default(f: dataclasses.Field) -> Any:
+    """A flag's default in the form args.json holds it."""
+    value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    return json.loads(json.dumps(list(value) if isinstance(value, tuple) else value, default=str))
+
+
+_DEFAULTS = {f.name: _json_default(f) for f in flag_fields()}
+
+
+def check_certify(ns: argparse.Namespace, given: Sequence[str]) -> None:
+    """main_certify.py's flags: eval mode, no attacks, sigmas > 0, enough draws to certify at --cert_alpha, the
+    sub-sampling sizes possible, and each --cert_modalities setting read by the model."""
+    if ns.mode != "eval":
+        raise UsageError("--mode", "main_certify.py certifies a trained model: --mode eval (its default)")
+    if "attack_type" in given and ns.attack_type != "none":
+        raise UsageError("--attack_type", "main_certify.py runs no attacks (main_attack.py --mode eval does)")
+    if not (math.isfinite(ns.cert_alpha) and 0 < ns.cert_alpha < 1):
+        raise UsageError("--cert_alpha", f"must be in (0, 1), got {ns.cert_alpha}")
+    for flag in ("cert_n0", "cert_batch", "audio_segments", "keep_frames", "keep_segments"):
+        if getattr(ns, flag) < 1:
+            raise UsageError(f"--{flag}", f"must be >= 1, got {getattr(ns, flag)}")
+    need = min_certify_samples(ns.cert_alpha)
+    if ns.cert_n < need:
+        raise UsageError("--cert_n", f"{ns.cert_n} draws cannot certify anything at --cert_alpha {ns.cert_alpha:g}: "
+                         f"even {ns.cert_n} of {ns.cert_n} draws of one class give a lower bound alpha^(1/n) = "
+                         f"{ns.cert_alpha ** (1 / ns.cert_n):.3f} <= 1/2; give --cert_n >= {need}")
+    if any(not math.isfinite(r) or r < 0 for r in ns.cert_radii):
+        raise UsageError("--cert_radii", f"must be finite numbers >= 0, got {' '.join(map(str, ns.cert_radii))}")
+    used = FUSIONS.get(ns.arch_classifier).modalities
+    settings = tuple(dict.fromkeys(ns.cert_modalities))
+    for setting in settings:
+        needs = ("audio", "visual") if setting == "both" else (setting,)
+        if any(m not in used for m in needs):
+            raise UsageError("--cert_modalities", f"{setting}: the model ({ns.arch_classifier}) reads only "
+                             f"{', '.join(used)}; randomising an input it does not read certifies nothing")
+    randomised = {m for s in settings for m in (("audio", "visual") if s == "both" else (s,))}
+    if ns.cert_method == "smoothing":
+        for m in sorted(randomised):
+            sigma = getattr(ns, f"sigma_{m}")
+            if not (math.isfinite(sigma) and sigma > 0):
+                raise UsageError(f"--sigma_{m}", f"must be a finite number > 0, got {sigma}")
+    else:
+        if "visual" in randomised and not ns.keep_frames < ns.num_frames:
+            raise UsageError("--keep_frames", f"keeps {ns.keep_frames} of --num_frames {ns.num_frames}: sub-sampling "
+                             "frames needs more frames than are kept (raise --num_frames), else every draw sees "
+                             "every frame and no frame is certified")
+        if "audio" in randomised and not ns.keep_segments < ns.audio_segments:
+            raise UsageError("--keep_segments", f"keeps {ns.keep_segments} of --audio_segments {ns.audio_segments}: "
+                             "every draw would hear every segment; keep fewer than there are")
+        if "audio" in randomised and ns.audio_segments > ns.audLen:
+            raise UsageError("--audio_segments", f"{ns.audio_segments} segments of {ns.audLen} samples (--audLen)")
+
+
 def derive_values(ns: argparse.Namespace) -> Dict[str, Any]:
     """The derived fields parsed from the flags: ``attacks``, ``eps_grid``, ``adaptive_grid``, ``train_budget``,
     ``train_noise`` (each refused with the flag named when it cannot be run)."""
@@ -414,7 +474,8 @@ def derive_values(ns: argparse.Namespace) -> Dict[str, Any]:
             "train_noise": train_noise}
 
 
-def resolve_config(ns: argparse.Namespace, given: Sequence[str] = (), defense: bool = False) -> RunConfig:
+def resolve_config(ns: argparse.Namespace, given: Sequence[str] = (), defense: bool = False,
+                   certify: bool = False) -> RunConfig:
     """The parsed flags as a ``RunConfig``: dataset defaults, mode checks, derived values; raises ``UsageError``
     naming the flag.
 
@@ -424,6 +485,8 @@ def resolve_config(ns: argparse.Namespace, given: Sequence[str] = (), defense: b
     ns = argparse.Namespace(**vars(ns))
     apply_dataset_defaults(ns, given)
     check_modes(ns, given)
+    if certify:
+        check_certify(ns, given)
     derived = derive_values(ns)
     values = dict(vars(ns))
     for k in LIST_VALUED:
@@ -433,7 +496,7 @@ def resolve_config(ns: argparse.Namespace, given: Sequence[str] = (), defense: b
     unknown = set(values) - fields
     if unknown:  # a parser flag without a config field is a programming error, caught by the tests
         raise TypeError(f"flags without a RunConfig field: {sorted(unknown)}")
-    return RunConfig(**values, **derived, defense=defense, given=tuple(sorted(given)))
+    return RunConfig(**values, **derived, defense=defense, certify=certify, given=tuple(sorted(given)))
 
 
 def resume_changes(recorded: Mapping[str, Any], cfg: RunConfig) -> Tuple[Dict[str, Tuple[Any, Any]],
@@ -449,6 +512,8 @@ def resume_changes(recorded: Mapping[str, Any], cfg: RunConfig) -> Tuple[Dict[st
         old = recorded.get(key, "<not recorded>")
         if key == "given" or old == new or (key in ("fusion_args", "plugins") and key not in recorded and not new):
             continue  # a run recorded before these two flags (issue 18) had neither
+        if key not in recorded and key in _DEFAULTS and new == _DEFAULTS[key]:
+            continue  # a flag added after the run was recorded, left at its default (e.g. the certify group)
         safe = key in RESUME_SAFE and not (key == "num_epoch" and isinstance(old, int) and new < old)
         (allowed if safe else refused)[f"--{key}"] = (old, new)
     return allowed, refused
@@ -465,8 +530,8 @@ def given_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> Tuple[s
     return tuple(sorted(set(found)))
 
 
-def parse_config(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]], defense: bool = False
-                 ) -> RunConfig:
+def parse_config(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]], defense: bool = False,
+                 certify: bool = False) -> RunConfig:
     """Parse ``argv`` with ``parser`` (argparse errors exit 2 as usual) and resolve it."""
     import sys
 
@@ -474,7 +539,7 @@ def parse_config(parser: argparse.ArgumentParser, argv: Optional[Sequence[str]],
     plugins = preload_plugins(argv)  # before parsing: the heads/attacks they register are valid choices
     ns = parser.parse_args(argv)
     ns.plugins = plugins
-    return resolve_config(ns, given_flags(parser, argv), defense=defense)
+    return resolve_config(ns, given_flags(parser, argv), defense=defense, certify=certify)
 
 
 def eval_identity(cfg: RunConfig) -> Mapping[str, Any]:
@@ -482,4 +547,6 @@ def eval_identity(cfg: RunConfig) -> Mapping[str, Any]:
     skip = {"id", "ckpt", "device", "no_progress", "disp_iter", "reuse_eval", "given", "resume", *RESULT_NEUTRAL,
             "eval_epoch", "num_epoch", "lr_steps", "lr_frame", "lr_sound", "lr_classifier", "beta1",
             "weight_decay", "save_features", "init_from", "list_train", "features", *ref.NO_EFFECT}
+    if not cfg.certify:  # the other mains' evaluations hash as they did before certification existed
+        skip |= {"certify", *CERTIFY_FIELDS}
     return {k: v for k, v in cfg.as_dict().items() if k not in skip}

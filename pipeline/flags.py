@@ -23,6 +23,7 @@ from dataset.batches import default_workers
 from dataset.specs import list_datasets
 from models import list_audio_nets, list_fusions, list_visual_nets
 from models.defense import BANK_SELECTORS, GRAD_MODES
+from models.mmcert import CERTIFIERS  # imports models.certify: both certifiers registered
 from models.visual_net import IMG_POOLS
 from pipeline import reference_cli as ref
 from pipeline.objectives import SCHEDULES, TRADES_BETA, adv_train_names
@@ -44,8 +45,13 @@ GROUPS = {
     "attack": "attack evaluation",
     "reference": "reference-code options (accepted so its scripts run; see each help)",
     "defense": "defense (paper: lambda 0.1, m 0.5, at most 1024 atoms)",
+    "certify": "certification (main_certify.py: randomized smoothing, Cohen et al. ICML 2019; MMCert, Wang et al. "
+               "CVPR 2024)",
 }
 DEFENSE_GROUPS = ("defense",)
+CERTIFY_GROUPS = ("certify",)  # added by add_certify_args (main_certify.py)
+# What --cert_modalities may name: noise (or sub-sampling) on the audio, on the visual input, or on both at once.
+CERT_SETTINGS = ("audio", "visual", "both")
 
 
 def flag(default: Any = None, group: str = "", *, help: Any = None, choices: Any = None,
@@ -121,7 +127,8 @@ class RunConfig:
 
     Field names are the flag names. Derived fields (no flag): ``attacks`` (registered names of --attack_type),
     ``eps_grid`` (parsed --eps, or the paper grid), ``adaptive_grid`` (parsed --adaptive_eps),
-    ``train_budget`` (parsed --train_eps), ``train_noise`` (parsed --noise_train), ``defense`` (True for main_defense.py), ``given`` (the flags
+    ``train_budget`` (parsed --train_eps), ``train_noise`` (parsed --noise_train), ``defense`` (True for
+    main_defense.py), ``certify`` (True for main_certify.py), ``given`` (the flags
     set on the command line).
     """
 
@@ -328,8 +335,31 @@ class RunConfig:
                                  "other gradient mode; pgd_restarts: PGD with random starts in both modes; apgd-*: "
                                  "in both modes; square: black box); NAME:unrolled or NAME:bpda keeps only that "
                                  "gradient mode's runs of NAME")
+    # certification (main_certify.py; these defaults for the other mains)
+    cert_method: str = flag("smoothing", "certify", choices=lambda: CERTIFIERS.names(),
+                            help="smoothing: Gaussian noise per modality, certified L2 radii (Cohen et al.); mmcert: "
+                            "random sub-sampling of frames and audio segments, certified numbers of modified ones")
+    cert_modalities: Tuple[str, ...] = flag(CERT_SETTINGS, "certify", choices=CERT_SETTINGS,
+                                            help="randomise the audio, the visual input, or both (each a "
+                                            "certification of its own, with its own radii)")
+    sigma_audio: float = flag(0.25, "certify", help="noise std on the waveform in [-1, 1] (Cohen et al. Sec. 4 use "
+                              "0.12-1.0 on [0, 1] images)")
+    sigma_visual: float = flag(0.25, "certify", help="noise std on the frames in [0, 1] pixel units (Cohen et al. "
+                               "Sec. 4, ImageNet: 0.25, 0.5, 1.0)")
+    cert_n0: int = flag(100, "certify", help="draws that pick the class (Cohen et al. Sec. 4: n0 = 100)")
+    cert_n: int = flag(100000, "certify", help="draws that bound its probability (Cohen et al. Sec. 4: n = 100,000)")
+    cert_alpha: float = flag(0.001, "certify", help="failure probability of each certificate (Cohen et al. Sec. 4: "
+                             "alpha = 0.001)")
+    cert_batch: int = flag(1000, "certify", help="draws per forward pass")
+    cert_radii: Tuple[float, ...] = flag((0.0, 0.25, 0.5, 1.0), "certify",
+                                         help="smoothing: the L2 radii (input units, per modality) of the report's "
+                                         "certified-accuracy table; mmcert reports every count")
+    keep_frames: int = flag(1, "certify", help="mmcert: frames kept per draw (of --num_frames)")
+    audio_segments: int = flag(16, "certify", help="mmcert: equal segments the waveform is cut into")
+    keep_segments: int = flag(4, "certify", help="mmcert: audio segments kept per draw (of --audio_segments)")
     # derived
     defense: bool = False
+    certify: bool = False
     attacks: Tuple[str, ...] = ()
     eps_grid: Tuple[Dict[str, float], ...] = ()
     adaptive_grid: Tuple[Dict[str, float], ...] = ()
@@ -410,12 +440,18 @@ def get_args_parser(add_help: bool = True) -> argparse.ArgumentParser:
     # allow_abbrev=False: a prefix such as --eps for --eps_unit must never be taken silently
     p = argparse.ArgumentParser("Audio-visual robustness", add_help=add_help, allow_abbrev=False,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    return add_flags(p, [g for g in GROUPS if g not in DEFENSE_GROUPS])
+    return add_flags(p, [g for g in GROUPS if g not in DEFENSE_GROUPS + CERTIFY_GROUPS])
 
 
 def add_defense_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Flags of the memory-bank defense (main_defense.py)."""
     return add_flags(p, DEFENSE_GROUPS)
+
+
+def add_certify_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Flags of certification (main_certify.py), whose mode is eval."""
+    p.set_defaults(mode="eval")
+    return add_flags(p, CERTIFY_GROUPS)
 
 
 # Flags that leave an evaluation's numbers unchanged (neutral=True): out of the --reuse_eval hash, allowed on --resume.

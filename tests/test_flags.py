@@ -14,7 +14,7 @@ import pytest
 
 from dataset.specs import get_spec, list_datasets
 from pipeline import flags
-from pipeline.config import RunConfig, add_defense_args, get_args_parser, parse_config
+from pipeline.config import RunConfig, add_certify_args, add_defense_args, get_args_parser, parse_config
 from utils.registry import Registry
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,11 +25,12 @@ def _actions(parser: argparse.ArgumentParser):
 
 
 def test_every_field_is_one_flag_and_every_flag_one_field():
-    full = add_defense_args(get_args_parser())
+    full = add_certify_args(add_defense_args(get_args_parser()))
     dests = Counter(a.dest for a in _actions(full))
     fields = [f.name for f in dataclasses.fields(RunConfig)]
     derived = set(flags.DERIVED_FIELDS)
-    assert derived == {"defense", "attacks", "eps_grid", "adaptive_grid", "train_budget", "train_noise", "given"}
+    assert derived == {"defense", "certify", "attacks", "eps_grid", "adaptive_grid", "train_budget", "train_noise",
+                       "given"}
     assert {f: dests[f] for f in fields if f not in derived and dests[f] != 1} == {}  # each field: one argument
     assert set(dests) == set(fields) - derived  # each argument: a field; no derived field is a flag
     options = Counter(o for a in _actions(full) for o in a.option_strings)
@@ -37,7 +38,8 @@ def test_every_field_is_one_flag_and_every_flag_one_field():
     assert all(f"--{a.dest}" in a.option_strings for a in _actions(full))
     # main_attack.py's parser: every flag but the defense group's (whose fields keep their defaults)
     attack = {a.dest for a in _actions(get_args_parser())}
-    defense = {f.name for f in flags.flag_fields() if f.metadata["flag"]["group"] in flags.DEFENSE_GROUPS}
+    defense = {f.name for f in flags.flag_fields()
+               if f.metadata["flag"]["group"] in flags.DEFENSE_GROUPS + flags.CERTIFY_GROUPS}
     assert attack == set(dests) - defense and defense
 
 
@@ -51,10 +53,10 @@ def test_only_the_declaration_adds_run_flags(monkeypatch):
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(argparse._ActionsContainer, "add_argument", recording)
-    add_defense_args(get_args_parser())
+    add_certify_args(add_defense_args(get_args_parser()))
     assert set(callers) == {"pipeline.flags"}, callers
     # nor in the source: the mains and pipeline/ build no arguments (pipeline/study.py has its own command line)
-    sources = [REPO / "main_attack.py", REPO / "main_defense.py", *sorted((REPO / "pipeline").glob("*.py"))]
+    sources = [REPO / "main_attack.py", REPO / "main_defense.py", REPO / "main_certify.py", *sorted((REPO / "pipeline").glob("*.py"))]
     builders = [p.name for p in sources if p.name not in ("flags.py", "study.py")
                 and ("add_argument" in p.read_text() or "ArgumentParser(" in p.read_text())]
     assert builders == []

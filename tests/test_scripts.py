@@ -17,7 +17,7 @@ from dataset.specs import get_spec
 from pipeline import study
 from tests.fake_media import make_fake_media
 from utils.errors import run_cli
-from utils.rundir import RunDir
+from utils.rundir import RunDir, eval_file
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted((REPO / "scripts").glob("*.sh")) + [REPO / "scripts" / "lib" / "common.sh", REPO / ".ci" / "run"]
@@ -33,7 +33,7 @@ def test_bash_syntax(script):
 def test_there_are_twelve_per_dataset_scripts():
     names = {p.name for p in SCRIPTS}
     for up in DATASETS:
-        for kind in ("train_attack", "eval_attack", "train_defense", "eval_defense"):
+        for kind in ("train_attack", "eval_attack", "train_defense", "eval_defense", "certify"):
             assert f"{kind}_{up}.sh" in names
 
 
@@ -57,7 +57,8 @@ def test_per_dataset_scripts_run_with_tiny_overrides(up, tmp_path):
              ("train_defense", ["--", "--bank_size", "16", "--unrolled_iters", "5", "--ista_iters", "50"]),
              ("eval_defense", ["--attack_type", "fgsm", "--eps", "visual=0.006,audio=0.006", "--attack_steps", "1",
                                "--bank_size", "16", "--unrolled_iters", "5", "--ista_iters", "50", "--restarts", "1",
-                               "--apgd_steps", "2", "--square_queries", "5"])]
+                               "--apgd_steps", "2", "--square_queries", "5"]),
+             ("certify", ["--cert_n0", "2", "--cert_n", "8", "--cert_alpha", "0.05", "--cert_modalities", "both"])]
     for kind, extra in steps:
         proc = subprocess.run(["bash", str(REPO / "scripts" / f"{kind}_{up}.sh"), *tiny, *extra], cwd=REPO, env=env,
                               capture_output=True, text=True, timeout=600)
@@ -66,7 +67,10 @@ def test_per_dataset_scripts_run_with_tiny_overrides(up, tmp_path):
     runs = tmp_path / "runs"
     args = json.loads((runs / f"{ds}-concat" / "args.json").read_text())
     assert args["audLen"] == 4096 and args["eps_unit"] == "normalized" and args["categories"] == list(spec.categories)
-    evaluation = RunDir(runs / f"{ds}-concat").latest_eval()
+    certified = RunDir(runs / f"{ds}-concat").latest_eval()  # the certify step ran last
+    assert json.loads(eval_file(certified, "certify").read_text())["settings"]["both"]["clips"]
+    evaluation = sorted(p for p in RunDir(runs / f"{ds}-concat").evals.iterdir()
+                        if (p / "results.json").is_file())[-1]  # the attack evaluation
     eval_cfg = json.loads((evaluation / "eval.json").read_text())["config"]
     assert eval_cfg["eps_unit"] == args["eps_unit"] and eval_cfg["audLen"] == args["audLen"]
     rows = json.loads((evaluation / "results.json").read_text())

@@ -73,6 +73,9 @@ EVAL_FILES: Dict[str, str] = {
     "per_sample": "per_sample.json",
     # a fitted universal perturbation: its deltas, fit settings, model checkpoint and fitted list (pipeline/universal.py)
     "universal": "universal_{key}.pt",
+    "certify": "certify.json",            # main_certify.py: every clip's certificate per setting
+    "certify_table": "certified",         # .md/.csv: certified accuracy at the report's radii
+    "certify_plot": "certified_accuracy.png",
 }
 _PARTIAL = ".partial"
 
