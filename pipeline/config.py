@@ -21,9 +21,8 @@ from attacks.metrics import PAPER_EPS_GRID, parse_eps
 from dataset.specs import DatasetSpec, get_spec
 from pipeline import reference_cli as ref
 from pipeline.flags import ADAPTIVE_ATTACKS, ADAPTIVE_GRAD_MODES, DERIVED_FIELDS, LIST_VALUED, RESULT_NEUTRAL
-from pipeline.flags import CERTIFY_GROUPS, SPEC_DEFAULTS, RunConfig, add_certify_args, add_defense_args
-from pipeline.flags import flag_fields, get_args_parser, preload_plugins
-from models.certify import min_certify_samples
+from pipeline.certify_config import FLAG_DEFAULTS, CERTIFY_FIELDS, check_certify
+from pipeline.flags import SPEC_DEFAULTS, RunConfig, add_certify_args, add_defense_args, get_args_parser, preload_plugins
 from models.fusion import FUSIONS, head_args, parse_fusion_text
 from utils.errors import UsageError
 from utils.plugins import load_plugins, split_paths
@@ -365,62 +364,6 @@ def _check_procedure_flags(ns: argparse.Namespace, given: Sequence[str]) -> None
                              f"{ATTACKS.get(ns.robust_attack).min_classes} classes, this run has {ns.cls_num}")
 
 
-CERTIFY_FIELDS = tuple(f.name for f in flag_fields() if f.metadata["flag"]["group"] in CERTIFY_GROUPS)
-
-
-def _json_default(f: dataclasses.Field) -> Any:
-    """A flag's default in the form args.json holds it."""
-    value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-    return json.loads(json.dumps(list(value) if isinstance(value, tuple) else value, default=str))
-
-
-_DEFAULTS = {f.name: _json_default(f) for f in flag_fields()}
-
-
-def check_certify(ns: argparse.Namespace, given: Sequence[str]) -> None:
-    """main_certify.py's flags: eval mode, no attacks, sigmas > 0, enough draws to certify at --cert_alpha, the
-    sub-sampling sizes possible, and each --cert_modalities setting read by the model."""
-    if ns.mode != "eval":
-        raise UsageError("--mode", "main_certify.py certifies a trained model: --mode eval (its default)")
-    if "attack_type" in given and ns.attack_type != "none":
-        raise UsageError("--attack_type", "main_certify.py runs no attacks (main_attack.py --mode eval does)")
-    if not (math.isfinite(ns.cert_alpha) and 0 < ns.cert_alpha < 1):
-        raise UsageError("--cert_alpha", f"must be in (0, 1), got {ns.cert_alpha}")
-    for flag in ("cert_n0", "cert_batch", "audio_segments", "keep_frames", "keep_segments"):
-        if getattr(ns, flag) < 1:
-            raise UsageError(f"--{flag}", f"must be >= 1, got {getattr(ns, flag)}")
-    need = min_certify_samples(ns.cert_alpha)
-    if ns.cert_n < need:
-        raise UsageError("--cert_n", f"{ns.cert_n} draws cannot certify anything at --cert_alpha {ns.cert_alpha:g}: "
-                         f"even {ns.cert_n} of {ns.cert_n} draws of one class give a lower bound alpha^(1/n) = "
-                         f"{ns.cert_alpha ** (1 / ns.cert_n):.3f} <= 1/2; give --cert_n >= {need}")
-    if any(not math.isfinite(r) or r < 0 for r in ns.cert_radii):
-        raise UsageError("--cert_radii", f"must be finite numbers >= 0, got {' '.join(map(str, ns.cert_radii))}")
-    used = FUSIONS.get(ns.arch_classifier).modalities
-    settings = tuple(dict.fromkeys(ns.cert_modalities))
-    for setting in settings:
-        needs = ("audio", "visual") if setting == "both" else (setting,)
-        if any(m not in used for m in needs):
-            raise UsageError("--cert_modalities", f"{setting}: the model ({ns.arch_classifier}) reads only "
-                             f"{', '.join(used)}; randomising an input it does not read certifies nothing")
-    randomised = {m for s in settings for m in (("audio", "visual") if s == "both" else (s,))}
-    if ns.cert_method == "smoothing":
-        for m in sorted(randomised):
-            sigma = getattr(ns, f"sigma_{m}")
-            if not (math.isfinite(sigma) and sigma > 0):
-                raise UsageError(f"--sigma_{m}", f"must be a finite number > 0, got {sigma}")
-    else:
-        if "visual" in randomised and not ns.keep_frames < ns.num_frames:
-            raise UsageError("--keep_frames", f"keeps {ns.keep_frames} of --num_frames {ns.num_frames}: sub-sampling "
-                             "frames needs more frames than are kept (raise --num_frames), else every draw sees "
-                             "every frame and no frame is certified")
-        if "audio" in randomised and not ns.keep_segments < ns.audio_segments:
-            raise UsageError("--keep_segments", f"keeps {ns.keep_segments} of --audio_segments {ns.audio_segments}: "
-                             "every draw would hear every segment; keep fewer than there are")
-        if "audio" in randomised and ns.audio_segments > ns.audLen:
-            raise UsageError("--audio_segments", f"{ns.audio_segments} segments of {ns.audLen} samples (--audLen)")
-
-
 def derive_values(ns: argparse.Namespace) -> Dict[str, Any]:
     """The derived fields parsed from the flags: ``attacks``, ``eps_grid``, ``adaptive_grid``, ``train_budget``,
     ``train_noise`` (each refused with the flag named when it cannot be run)."""
@@ -512,7 +455,7 @@ def resume_changes(recorded: Mapping[str, Any], cfg: RunConfig) -> Tuple[Dict[st
         old = recorded.get(key, "<not recorded>")
         if key == "given" or old == new or (key in ("fusion_args", "plugins") and key not in recorded and not new):
             continue  # a run recorded before these two flags (issue 18) had neither
-        if key not in recorded and key in _DEFAULTS and new == _DEFAULTS[key]:
+        if key not in recorded and key in FLAG_DEFAULTS and new == FLAG_DEFAULTS[key]:
             continue  # a flag added after the run was recorded, left at its default (e.g. the certify group)
         safe = key in RESUME_SAFE and not (key == "num_epoch" and isinstance(old, int) and new < old)
         (allowed if safe else refused)[f"--{key}"] = (old, new)

@@ -94,14 +94,15 @@ class SingleSourceProcedure:
 
 def build_procedure(cfg, model: nn.Module):
     """The procedure the model's head declares (``head.procedure``), or None for a plain head."""
-    kind = getattr(model.head, "procedure", "")
+    head = getattr(model, "head", None)  # a defended model (main_defense.py) wraps its net and has no head of its own
+    kind = getattr(head, "procedure", "")
     if kind == "crmt":
         return CRMTProcedure(cfg.crmt_rho)
     if kind == "single_source":
         return SingleSourceProcedure(model, cfg.robust_attack, cfg.train_budget, cfg.robust_odd_weight,
                                      cfg.train_attack_steps, cfg.eps_unit, cfg.seed)
     if kind:
-        raise ValueError(f"head {type(model.head).__name__} declares an unknown procedure {kind!r}")
+        raise ValueError(f"head {type(head).__name__} declares an unknown procedure {kind!r}")
     return None
 
 
