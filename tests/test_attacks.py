@@ -18,7 +18,7 @@ from attacks.mim import l1_normalised
 from tests.conftest import ToyAV
 
 NAMES = ("fgsm", "pgd", "mim")
-ALL_NAMES = ("apgd-ce", "apgd-dlr", "apgd-t", "autoattack", "fgsm", "mim", "pgd", "square")
+ALL_NAMES = ("apgd-ce", "apgd-dlr", "apgd-t", "autoattack", "fab", "fab-t", "fgsm", "mim", "pgd", "square")
 
 
 class VisualOnly(nn.Module):
