@@ -135,7 +135,7 @@ def test_audio_attacks_match_peers_through_the_affine_map(name, peer, opts, norm
 
 @pytest.mark.parametrize("name, opts", [("fgsm", {}), ("pgd", dict(steps=3)), ("mim", dict(steps=3)),
                                         ("apgd-ce", dict(steps=5)), ("apgd-t", dict(steps=3, n_target_classes=2)),
-                                        ("square", dict(n_queries=30))])
+                                        ("fab-t", dict(steps=5, n_target_classes=2)), ("square", dict(n_queries=30))])
 @pytest.mark.parametrize("norm, eps", [("Linf", {"visual": 0.05, "audio": 0.05}),
                                        ({"visual": "L2", "audio": "snr"}, {"visual": 0.8, "audio": 20.0}),
                                        ("L2", {"visual": 0.8, "audio": 0.5})])
