@@ -83,8 +83,10 @@ class APGD(Attack):
         n_target_classes (int): apgd-t only, 9 (top min(9, K-1) classes of the clean logits, each its run).
         seed (int): 0 (random starts); eps_unit (str): "input" or "normalized" (visual, Linf only).
         eot_iter (int): 1; > 1 averages the gradient over that many forward/backward passes (expectation over
-            transformations, for randomised models; AutoAttack's "rand" version uses 20), the loss and
-            logits being the last pass's (as fra31's APGD).
+            transformation, for randomised models; AutoAttack's "rand" version uses 20): the base class's
+            ``_eot_grads``, shared by every gradient attack. The loss that drives the step-size schedule is
+            averaged over the passes too (fra31's APGD keeps the last pass's: an average is the less noisy
+            estimate of the same expectation); the logits are the last pass's.
 
     Batch independence: the loss is summed and every schedule decision is per sample, so with
     ``random_start=False`` a sample's result does not depend on its batch; with random starts (the
@@ -96,7 +98,7 @@ class APGD(Attack):
         >>> adv = attack({"audio": a, "visual": v}, labels)
     """
 
-    flag_args = {"steps": "apgd_steps"}
+    flag_args = {"steps": "apgd_steps", "eot_iter": "eot"}
     n_targets = 0
 
     def __init__(self, model: nn.Module, eps: Mapping[str, float], steps: int = 100, restarts: int = 1,
@@ -104,10 +106,7 @@ class APGD(Attack):
                  norm: Union[str, Mapping[str, str], None] = "Linf", eot_iter: int = 1) -> None:
         self.steps = check_int("steps", steps)
         super().__init__(model, eps, random_start=random_start, restarts=restarts, seed=seed,
-                         eps_unit=eps_unit, norm=norm)
-        if isinstance(eot_iter, bool) or not isinstance(eot_iter, int) or eot_iter < 1:
-            raise ValueError(f"eot_iter must be an int >= 1, got {eot_iter!r}")
-        self.eot_iter = eot_iter
+                         eps_unit=eps_unit, norm=norm, eot_iter=eot_iter)
         if isinstance(n_target_classes, bool) or not isinstance(n_target_classes, int) or n_target_classes < 1:
             raise ValueError(f"n_target_classes must be an int >= 1, got {n_target_classes!r}")
         self.n_target_classes = n_target_classes
@@ -121,16 +120,8 @@ class APGD(Attack):
 
     def _loss_grad(self, adv: Dict[str, torch.Tensor], fixed, labels: torch.Tensor,
                    target: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, torch.Tensor]]:
-        leaves = {m: x.detach().requires_grad_(True) for m, x in adv.items()}
-        total = None
-        for _ in range(self.eot_iter):  # EOT: the mean gradient over eot_iter passes of a randomised model
-            with torch.enable_grad():
-                logits = self._forward({**fixed, **leaves})
-                loss = self._loss(logits, labels, target)
-                grads = torch.autograd.grad(loss.sum(), list(leaves.values()))
-            total = grads if total is None else tuple(t + g for t, g in zip(total, grads))
-        grads = tuple(g / self.eot_iter for g in total) if self.eot_iter > 1 else total
-        return loss.detach(), logits.detach(), dict(zip(leaves, grads))
+        """Per-sample loss, logits and input gradients, EOT-averaged over ``eot_iter`` passes (base class)."""
+        return self._eot_grads(adv, fixed, lambda z: self._loss(z, labels, target))
 
     # -- one run (Algorithm 1) -------------------------------------------------------------------------
     @torch.no_grad()
@@ -248,6 +239,6 @@ class APGDT(APGD):
     __doc__ = APGD.__doc__
     name = "apgd-t"
     gradient_loss = "dlr"
-    flag_args = {"steps": "apgd_steps", "n_target_classes": "apgd_targets"}
+    flag_args = {"steps": "apgd_steps", "n_target_classes": "apgd_targets", "eot_iter": "eot"}
     n_targets = 1
     min_classes = 4  # the targeted DLR loss reads the 3 largest other logits

@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from attacks.apgd import APGDT
 from attacks.base import ATTACKS, Attack, check_int, forward
-from attacks.sanity import check_flags, merge_checks, model_checks
+from attacks.sanity import check_flags, merge_checks, model_checks, require_eot
 from utils.modes import model_mode
 
 logger = logging.getLogger(__name__)
@@ -49,8 +49,15 @@ class AutoAttack(Attack):
     * ``plus``: apgd-ce (5 restarts), apgd-dlr (5 restarts), fab (5 restarts), square, apgd-t, fab-t;
     * ``rand``: apgd-ce and apgd-dlr, 1 restart, each gradient averaged over 20 draws (EOT).
 
-    An attack of the version that is not implemented here (fab, fab-t) is not run: a warning is logged and
-    ``.report["missing"]`` names it, so every result says which part of the ensemble it lacks.
+    An attack of a version that is not registered is not run: a warning is logged and ``.report["missing"]``
+    names it, so every result says which part of the ensemble it lacks (every attack of the three versions is
+    implemented: fab and fab-t in ``attacks/fab.py``).
+
+    Randomised models (EOT, Athalye et al., ICML 2018): ``eot_iter`` N > 1 averages every gradient of the
+    gradient stages over N passes (``Attack._eot_grads``); the "rand" version uses 20 (fra31's
+    ``set_version('rand')``: ``apgd.eot_iter = 20``) unless a larger N is given. A model whose two forward
+    passes on the same input differ (``attacks.sanity.is_stochastic``) is refused without EOT: the call raises
+    ``UsageError`` naming ``--eot`` (the randomness check asks for EOT instead of only flagging it).
 
     Threat model: per modality ``Linf``, ``L2`` or (audio) ``snr``; the budget of every stage is the same
     product of per-modality balls intersected with the valid ranges.
@@ -67,6 +74,7 @@ class AutoAttack(Attack):
         steps (int): 100 iterations of every apgd/fab stage; n_queries (int): 5000; p_init (float): 0.8;
         n_target_classes (int): 9 (apgd-t, fab-t): the version's values, given smaller to scale it down;
         seed (int): 0; eps_unit (str): "input" or "normalized".
+        eot_iter (int): 1 (standard, plus), 20 (rand): gradients averaged over that many passes (EOT).
 
     Example::
 
@@ -78,14 +86,16 @@ class AutoAttack(Attack):
     name = "autoattack"
     in_all = False
     min_classes = APGDT.min_classes  # apgd-t's targeted DLR loss (standard, plus); rand's apgd-dlr needs fewer
-    flag_args = {"steps": "apgd_steps", "n_target_classes": "apgd_targets", "n_queries": "square_queries"}
+    flag_args = {"steps": "apgd_steps", "n_target_classes": "apgd_targets", "n_queries": "square_queries",
+                 "eot_iter": "eot"}
     batch_dependent = "its apgd stages start at noise drawn for the whole batch, and square draws per batch"
 
     def __init__(self, model: nn.Module, eps: Mapping[str, float], version: str = "standard", steps: int = 100,
                  n_queries: int = 5000, p_init: float = 0.8, n_target_classes: int = 9, seed: int = 0,
-                 eps_unit: str = "input", norm: Union[str, Mapping[str, str], None] = "Linf") -> None:
+                 eps_unit: str = "input", norm: Union[str, Mapping[str, str], None] = "Linf",
+                 eot_iter: int = 1) -> None:
         self.steps = check_int("steps", steps)
-        super().__init__(model, eps, seed=seed, eps_unit=eps_unit, norm=norm)
+        super().__init__(model, eps, seed=seed, eps_unit=eps_unit, norm=norm, eot_iter=eot_iter)
         if version not in VERSIONS:
             raise ValueError(f"unknown version {version!r}; valid: {', '.join(VERSIONS)}")
         self.version = version
@@ -98,6 +108,8 @@ class AutoAttack(Attack):
                 self.missing.append(name)
                 continue
             opts = {**options, **{k: v for k, v in scaled.items() if name in _SCALED[k]}, **common}
+            if ATTACKS.get(name).takes("eot_iter"):  # the version's EOT (rand: 20) or the caller's, the larger
+                opts["eot_iter"] = max(options.get("eot_iter", 1), eot_iter)
             self.stages.append(ATTACKS.get(name)(model, eps, **opts))
         if self.missing:
             logger.warning("autoattack %s: %s not implemented here, so not run; the result is the ensemble "
@@ -132,9 +144,17 @@ class AutoAttack(Attack):
         """The last stage's queries (square's in the standard version), for the grid's queries column."""
         return self.stages[-1].take_queries() if self.stages else None
 
+    @property
+    def stage_eot(self) -> int:
+        """The fewest EOT passes of a gradient stage (1 without EOT; every stage gradient-free: 0)."""
+        return min((s.eot_iter for s in self.stages if s.gradient_loss is not None), default=0)
+
     def _run_restarts(self, clean, fixed, labels, threats) -> Dict[str, torch.Tensor]:
         inputs = {**fixed, **clean}
-        merge_checks(self._checks, model_checks(self.model, inputs, labels, self.attacked))
+        checks = model_checks(self.model, inputs, labels, self.attacked)
+        if checks["random"] and self.stage_eot == 1:
+            require_eot(f"autoattack {self.version}")
+        merge_checks(self._checks, checks)
         with torch.no_grad():
             robust = forward(self.model, inputs).argmax(dim=1) == labels
         self._n += labels.numel()

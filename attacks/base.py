@@ -31,7 +31,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -220,8 +220,12 @@ class Attack:
         eps_unit: str = "input",
         seed: int = 0,
         norm: Union[str, Mapping[str, str], None] = "Linf",
+        eot_iter: int = 1,
     ) -> None:
-        """The parts every attack shares; a subclass's own constructor says which of them it takes."""
+        """The parts every attack shares; a subclass's own constructor says which of them it takes.
+
+        ``eot_iter``: forward/backward passes whose input gradients are averaged at every gradient the attack
+        takes (expectation over transformation, ``_eot_grads``); 1 for a deterministic model."""
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self.model = model
@@ -239,6 +243,7 @@ class Attack:
                              "restart repeats the same deterministic attack")
         self.random_start = bool(random_start)
         self.targeted = bool(targeted)
+        self.eot_iter = check_int("eot_iter", eot_iter)
         self.seed = int(seed)
         self._generators: Dict[torch.device, torch.Generator] = {}
 
@@ -299,17 +304,41 @@ class Attack:
     def _forward(self, inputs: Dict[str, Optional[torch.Tensor]]) -> torch.Tensor:
         return forward(self.model, inputs)
 
+    def _eot_grads(self, adv: Dict[str, torch.Tensor], fixed: Dict[str, Optional[torch.Tensor]],
+                   objective: Callable[[torch.Tensor], torch.Tensor]
+                   ) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, torch.Tensor]]:
+        """Expectation over transformation (EOT; Athalye, Carlini & Wagner, ICML 2018, Sec. 4: the gradient of
+        the expected loss over the model's randomness, estimated by a Monte-Carlo mean): the input gradients of
+        ``objective(logits).sum()`` averaged over ``self.eot_iter`` forward/backward passes.
+
+        The one place every gradient-based attack differentiates the model (``_input_grads``, APGD's loss,
+        FAB's linearisation), so ``eot_iter`` (``--eot N``) applies to all of them alike. ``objective`` maps
+        logits (B, K) to a per-sample value (B,); the sum makes a sample's gradient independent of its batch.
+        Returns (the per-sample objective averaged over the passes, the last pass's logits, the mean gradient
+        per attacked modality). With ``eot_iter == 1`` this is one plain forward/backward pass.
+        """
+        leaves = {m: x.detach().requires_grad_(True) for m, x in adv.items()}
+        total: Optional[Tuple[torch.Tensor, ...]] = None
+        value_sum: Optional[torch.Tensor] = None
+        for _ in range(self.eot_iter):
+            with torch.enable_grad():
+                logits = self._forward({**fixed, **leaves})
+                value = objective(logits)
+                grads = torch.autograd.grad(value.sum(), list(leaves.values()))
+            total = grads if total is None else tuple(t + g for t, g in zip(total, grads))
+            value_sum = value.detach() if value_sum is None else value_sum + value.detach()
+        assert total is not None and value_sum is not None
+        if self.eot_iter > 1:
+            total = tuple(t / self.eot_iter for t in total)
+            value_sum = value_sum / self.eot_iter
+        return value_sum, logits.detach(), dict(zip(leaves, total))
+
     def _input_grads(self, adv: Dict[str, torch.Tensor], fixed: Dict[str, Optional[torch.Tensor]],
                      labels: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """Gradient of the (summed) attack loss with respect to the attacked inputs only."""
-        leaves = {m: x.detach().requires_grad_(True) for m, x in adv.items()}
-        with torch.enable_grad():
-            logits = self._forward({**fixed, **leaves})
-            loss = F.cross_entropy(logits, labels, reduction="sum")
-            if self.targeted:
-                loss = -loss
-            grads = torch.autograd.grad(loss, list(leaves.values()))
-        return dict(zip(leaves, grads))
+        """Gradient of the (summed; targeted: negated) cross-entropy with respect to the attacked inputs only,
+        averaged over ``eot_iter`` passes (``_eot_grads``)."""
+        sign = -1.0 if self.targeted else 1.0
+        return self._eot_grads(adv, fixed, lambda z: sign * F.cross_entropy(z, labels, reduction="none"))[2]
 
     def _perturb(self, clean: Dict[str, torch.Tensor], start: Dict[str, torch.Tensor],
                  fixed: Dict[str, Optional[torch.Tensor]], labels: torch.Tensor,

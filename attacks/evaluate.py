@@ -22,7 +22,7 @@ import torch.nn as nn
 from attacks import ATTACKS, create_attack
 from attacks.base import EPS_UNITS, MODALITIES, forward, model_modalities
 from attacks.metrics import PAPER_EPS_GRID, format_eps, linf, parse_eps, psnr_db, snr_db
-from attacks.sanity import check_flags, grid_flags, merge_checks, model_checks
+from attacks.sanity import check_eot, check_flags, grid_flags, merge_checks, model_checks
 from attacks.threats import parse_norm
 from utils.modes import model_mode
 
@@ -222,8 +222,14 @@ def _run(model: nn.Module, loader: Iterable[Mapping[str, Any]], rows: List[_Row]
         clean_pred = _clean_pred(model, inputs, batch, clean_preds, device)
         clean_ok = clean_pred == labels
         if attacked and labels.numel():  # zero gradients, randomness, probabilities: every batch, added up
+            new = model_checks(crafter, inputs, labels, [m for m in attacked if m in inputs])
+            if checks is None:  # the first batch: EOT exactly when the model is stochastic (attacks.sanity)
+                for row in rows:
+                    if row.attack is not None:
+                        check_eot(crafter, inputs, getattr(row.attack, "stage_eot", row.attack.eot_iter),
+                                  ATTACKS.get(row.name).gradient_loss is not None, stochastic=new["random"])
             checks = checks if checks is not None else {}
-            merge_checks(checks, model_checks(crafter, inputs, labels, [m for m in attacked if m in inputs]))
+            merge_checks(checks, new)
         for row in rows:
             start = time.perf_counter()
             if row.attack is None:

@@ -22,6 +22,7 @@ class FGSM(Attack):
         eps (dict): per-modality budget, e.g. ``{"audio": 0.012, "visual": 0}``; 0 or absent = untouched.
         eps_unit (str): "input" (default) or "normalized" (visual eps in ImageNet-normalised units).
         targeted (bool): False (default); if True, ``labels`` are target classes.
+        eot_iter (int): 1; N > 1 averages the gradient over N passes of a randomised model (EOT, ``--eot``).
         One deterministic step: no steps, alpha, random_start or restarts (use pgd for those).
 
     Example::
@@ -32,12 +33,15 @@ class FGSM(Attack):
 
     name = "fgsm"
     steps = 1  # recorded in the grid's rows
+    flag_args = {"eot_iter": "eot"}
 
     def __init__(self, model: nn.Module, eps: Mapping[str, float], targeted: bool = False,
-                 eps_unit: str = "input", norm: Union[str, Mapping[str, str], None] = "Linf") -> None:
+                 eps_unit: str = "input", norm: Union[str, Mapping[str, str], None] = "Linf",
+                 eot_iter: int = 1) -> None:
         # the single step has size eps (docs/paper.md, Attacks: "FGSM: one signed-gradient step of size eps")
         step = dict(eps) if isinstance(eps, Mapping) else None
-        super().__init__(model, eps, alpha=step, targeted=targeted, eps_unit=eps_unit, norm=norm)
+        super().__init__(model, eps, alpha=step, targeted=targeted, eps_unit=eps_unit, norm=norm,
+                         eot_iter=eot_iter)
 
     def _perturb(self, clean, start, fixed: Dict[str, Optional[torch.Tensor]], labels: torch.Tensor,
                  threats) -> Dict[str, torch.Tensor]:

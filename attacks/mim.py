@@ -33,7 +33,7 @@ class MIM(Attack):
     Arguments (through ``attacks.create_attack("mim", model, ...)``):
         eps (dict): per-modality budget; 0/absent = untouched.
         steps (int): 10 (paper); alpha: None = eps/8 (paper); decay (float): mu = 1.0 (paper).
-        random_start/restarts: as for PGD (the paper uses none); targeted, eps_unit, seed: as for PGD.
+        random_start/restarts: as for PGD (the paper uses none); targeted, eps_unit, seed, eot_iter: as for PGD.
 
     Example::
 
@@ -42,16 +42,16 @@ class MIM(Attack):
     """
 
     name = "mim"
-    flag_args = {"steps": "attack_steps", "random_start": "random_start", "restarts": "restarts"}
+    flag_args = {"steps": "attack_steps", "random_start": "random_start", "restarts": "restarts", "eot_iter": "eot"}
 
     def __init__(self, model: nn.Module, eps: Mapping[str, float], steps: int = 10,
                  alpha: Union[None, float, Mapping[str, float]] = None, decay: float = 1.0,
                  random_start: bool = False, restarts: int = 1, targeted: bool = False, eps_unit: str = "input",
-                 seed: int = 0, norm: Union[str, Mapping[str, str], None] = "Linf") -> None:
+                 seed: int = 0, norm: Union[str, Mapping[str, str], None] = "Linf", eot_iter: int = 1) -> None:
         self.steps = check_int("steps", steps)
         self.decay = _check_scalar("decay", decay)  # mu = 1.0 in the paper (Dong et al., Sec. 3.1)
         super().__init__(model, eps, alpha=alpha, random_start=random_start, restarts=restarts,
-                         targeted=targeted, eps_unit=eps_unit, seed=seed, norm=norm)
+                         targeted=targeted, eps_unit=eps_unit, seed=seed, norm=norm, eot_iter=eot_iter)
 
     def _perturb(self, clean, start, fixed: Dict[str, Optional[torch.Tensor]], labels: torch.Tensor,
                  threats) -> Dict[str, torch.Tensor]:

@@ -27,6 +27,7 @@ class PGD(Attack):
         restarts (int): 1; with random_start, per sample the first successful (else highest-loss)
             restart is kept, and only still-robust samples are attacked again.
         targeted (bool): False; eps_unit (str): "input" or "normalized"; seed (int): 0 (random starts).
+        eot_iter (int): 1; N > 1 averages every gradient over N passes of a randomised model (EOT, ``--eot``).
 
     Example::
 
@@ -35,15 +36,15 @@ class PGD(Attack):
     """
 
     name = "pgd"
-    flag_args = {"steps": "attack_steps", "random_start": "random_start", "restarts": "restarts"}
+    flag_args = {"steps": "attack_steps", "random_start": "random_start", "restarts": "restarts", "eot_iter": "eot"}
 
     def __init__(self, model: nn.Module, eps: Mapping[str, float], steps: int = 10,
                  alpha: Union[None, float, Mapping[str, float]] = None, random_start: bool = False,
                  restarts: int = 1, targeted: bool = False, eps_unit: str = "input", seed: int = 0,
-                 norm: Union[str, Mapping[str, str], None] = "Linf") -> None:
+                 norm: Union[str, Mapping[str, str], None] = "Linf", eot_iter: int = 1) -> None:
         self.steps = check_int("steps", steps)
         super().__init__(model, eps, alpha=alpha, random_start=random_start, restarts=restarts,
-                         targeted=targeted, eps_unit=eps_unit, seed=seed, norm=norm)
+                         targeted=targeted, eps_unit=eps_unit, seed=seed, norm=norm, eot_iter=eot_iter)
 
     def _perturb(self, clean, start, fixed: Dict[str, Optional[torch.Tensor]], labels: torch.Tensor,
                  threats) -> Dict[str, torch.Tensor]:

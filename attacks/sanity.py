@@ -5,8 +5,13 @@ plus multimodal ones:
 
 * ``model_checks``: on a clean batch, the number of samples whose input gradient of the CE loss vanishes
   (``vanishing_gradient``) per modality (a quantising, saturating or otherwise masking model), randomness
-  (two forwards differ) and logits that look like probabilities (every row in [0, 1] and summing to 1: CE
-  on them is flat). The grid runs them on every batch and adds the counts (``merge_checks``).
+  (``is_stochastic``: two forwards of the same input in eval mode differ) and logits that look like
+  probabilities (every row in [0, 1] and summing to 1: CE on them is flat). The grid runs them on every
+  batch and adds the counts (``merge_checks``).
+* ``check_eot``: randomness asks for EOT (expectation over transformation, Athalye, Carlini & Wagner, ICML
+  2018, Sec. 4): gradient attacks on a stochastic model without ``--eot N`` (``eot_iter``) are refused, as is
+  ``--eot`` on a deterministic model (it would only multiply the cost), both with ``UsageError`` naming
+  ``--eot``. AutoAttack's "rand" version turns EOT on by itself (20 passes).
 * ``check_flags``: the flags of those counts for one attack: the vanishing-gradient flag only for attacks
   that follow the CE gradient (a saturated softmax makes CE gradients vanish, while DLR is invariant to the
   logits' scale and Square reads no gradient), the probabilities flag only for gradient attacks.
@@ -26,6 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from attacks.base import forward
+from utils.errors import UsageError
 from utils.modes import model_mode
 
 # Relative difference between two forwards that counts as randomness.
@@ -57,6 +63,48 @@ def rise_tolerance(acc: float, n: int) -> float:
     return max(RISE_MIN_CLIPS / n, RISE_SE * math.sqrt(acc * (1.0 - acc) / n))
 
 
+# EOT passes suggested when a stochastic model is found: AutoAttack's "rand" version (fra31/auto-attack,
+# autoattack.py set_version('rand'): apgd.eot_iter = 20).
+EOT_SUGGESTED = 20
+
+
+def is_stochastic(model: nn.Module, inputs: Mapping[str, Optional[torch.Tensor]]) -> bool:
+    """Whether two forward passes of ``model`` in eval mode on the same inputs differ (relative RANDOM_TOL)."""
+    present = {m: x for m, x in inputs.items() if x is not None}
+    with model_mode(model, training=False), torch.no_grad():
+        a, b = forward(model, present).float(), forward(model, present).float()
+    return _differ(a, b)
+
+
+def _differ(a: torch.Tensor, b: torch.Tensor) -> bool:
+    if not a.numel():
+        return False
+    return bool(((a - b).abs().max() / a.abs().max().clamp_min(1e-12)) > RANDOM_TOL)
+
+
+def require_eot(where: str) -> None:
+    """Raise the error of a gradient attack run on a stochastic model without EOT."""
+    raise UsageError("--eot", f"{where}: the model is stochastic (two forward passes of the same input in eval "
+                     "mode differ), so one gradient is one random draw and the attack would overstate robustness; "
+                     f"average gradients over N passes with --eot N (eot_iter=N; AutoAttack's rand version uses "
+                     f"{EOT_SUGGESTED})")
+
+
+def check_eot(model: nn.Module, inputs: Mapping[str, Optional[torch.Tensor]], eot_iter: int,
+              gradient_attacks: bool = True, stochastic: Optional[bool] = None) -> bool:
+    """EOT exactly when the model is stochastic: raises ``UsageError`` (``--eot``) for a gradient attack on a
+    stochastic model with ``eot_iter == 1`` and for ``eot_iter > 1`` on a deterministic one (decided by
+    ``is_stochastic`` on ``inputs`` unless ``stochastic`` is given). Returns whether the model is stochastic."""
+    random = is_stochastic(model, inputs) if stochastic is None else stochastic
+    if random and eot_iter == 1 and gradient_attacks:
+        require_eot("gradient attack")
+    if not random and eot_iter > 1:
+        raise UsageError("--eot", f"{eot_iter} passes asked for, but the model is deterministic (two forward passes "
+                         "of the same batch in eval mode agree): EOT averages over a model's randomness and here "
+                         "would only multiply the cost; leave --eot out")
+    return random
+
+
 def model_checks(model: nn.Module, inputs: Mapping[str, Optional[torch.Tensor]], labels: torch.Tensor,
                  modalities: Sequence[str]) -> Dict[str, Any]:
     """Counts on one clean batch: ``n``, ``zero_grad`` per modality, ``random`` (bool), ``probabilities``."""
@@ -72,10 +120,9 @@ def model_checks(model: nn.Module, inputs: Mapping[str, Optional[torch.Tensor]],
                 grads = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)
             for m, g in zip(leaves, grads):
                 zero[m] = labels.numel() if g is None else int(vanishing_gradient(g).sum())
-    scale = a.abs().max().clamp_min(1e-12)
     probs = bool(a.numel()) and bool(((a >= 0) & (a <= 1)).all()) and bool(
         torch.allclose(a.sum(1), torch.ones_like(a[:, 0]), atol=1e-3))
-    return {"n": labels.numel(), "zero_grad": zero, "random": bool(((a - b).abs().max() / scale) > RANDOM_TOL),
+    return {"n": labels.numel(), "zero_grad": zero, "random": _differ(a, b),
             "probabilities": probs}
 
 
@@ -99,7 +146,8 @@ def check_flags(checks: Mapping[str, Any], gradient_loss: Optional[str] = "ce") 
             flags.append(f"zero input gradient on {m} for {z}/{n} samples: gradient masking likely "
                          "(quantised, saturating or non-differentiable input processing?)")
     if checks.get("random"):
-        flags.append("randomness: two forwards of the same input differ (use EOT / check eval mode)")
+        flags.append("randomness: two forwards of the same input differ (gradient attacks need --eot N; "
+                     "check eval mode)")
     if checks.get("probabilities") and gradient_loss is not None:
         flags.append("the model's outputs look like probabilities, not logits (CE/DLR on them are flat)")
     return flags

@@ -47,7 +47,7 @@ RESUME_SAFE = ("resume", "num_epoch", "no_progress", "disp_iter", *RESULT_NEUTRA
 # Flags that only matter to an evaluation with attacks (given in training, or without --attack_type, they
 # would be silently ignored: that is an error instead).
 _ATTACK_ONLY = ("eps", "sweep", "save_examples", "adaptive", "adaptive_eps", "norm", "apgd_steps", "apgd_targets",
-                "square_queries", "attack_args", "max_shift_s", "shift_step_s", "transfer_from")
+                "square_queries", "attack_args", "max_shift_s", "shift_step_s", "transfer_from", "eot")
 
 
 def adaptive_families(spec: str) -> Tuple[Tuple[str, Optional[str]], ...]:
@@ -143,7 +143,7 @@ def _check_numbers(ns: argparse.Namespace) -> None:
     finite("beta1", hi=1.0)
     for flag in ("batch_size_per_gpu", "num_epoch", "num_frames", "stride_frames", "audLen", "imgSize",
                  "frameRate", "audRate", "eval_epoch", "attack_steps", "restarts", "train_attack_steps",
-                 "apgd_steps", "apgd_targets", "square_queries"):
+                 "apgd_steps", "apgd_targets", "square_queries", "eot"):
         if getattr(ns, flag) < 1:
             raise UsageError(f"--{flag}", f"must be >= 1, got {getattr(ns, flag)}")
     for flag in ("workers", "disp_iter", "save_examples", "max_eval_batches", "eval_batch_size", "crmt_step2_epochs"):

@@ -14,6 +14,8 @@ from typing import Any, Dict, Optional
 
 import torch.nn as nn
 
+from attacks import ATTACKS
+from attacks.sanity import check_eot
 from pipeline.adaptive import run_adaptive
 from pipeline.attack_eval import eval_loader, run_attack_eval
 from pipeline.config import RunConfig
@@ -43,6 +45,19 @@ def _train(model: nn.Module, cfg: RunConfig, ctx: RunContext, opts: TrainConfig)
                                "command": sys.argv})
 
 
+def check_model_eot(model: nn.Module, cfg: RunConfig, loader, device) -> None:
+    """--eot exactly when the model is stochastic, decided on the first evaluated batch before any attack:
+    two forward passes in eval mode (attacks.sanity.check_eot; UsageError naming --eot, exit 2)."""
+    batch = next(iter(loader), None)
+    if batch is None:
+        return
+    inputs = {m: batch[m].to(device) for m in ("audio", "visual") if batch.get(m) is not None}
+    gradient = any(ATTACKS.get(n).gradient_loss is not None for n in cfg.attacks)
+    random = check_eot(model, inputs, cfg.eot, gradient)
+    log.info("model %s: %s", "stochastic" if random else "deterministic",
+             f"EOT over {cfg.eot} passes" if random else "no EOT")
+
+
 def _evaluate(model: nn.Module, cfg: RunConfig, ctx: RunContext, label: str) -> None:
     path = eval_weights(cfg)
     if path.is_file():
@@ -51,6 +66,8 @@ def _evaluate(model: nn.Module, cfg: RunConfig, ctx: RunContext, label: str) -> 
         log.warning("no checkpoint at %s: evaluating the model as built (banks not fine-tuned)", path)
     tag = "test" if cfg.list_test else "val"
     loader = eval_loader(cfg, ctx.device)  # one dataset and loader: the clean pass, then the attack grid
+    if cfg.attacks:
+        check_model_eot(model, cfg, loader, ctx.device)
     clean = clean_accuracy(model, cfg, ctx, cfg.eval_list, tag, loader=loader, keep_preds=True)
     preds = clean.pop("preds")
     ctx.record["clean"] = {**clean, "list": cfg.eval_list}

@@ -262,6 +262,10 @@ class RunConfig:
                              "fewer)")
     square_queries: int = flag(5000, "attack", help="query budget of square and autoattack's square stage "
                                "(paper: 5000)")
+    eot: int = flag(1, "attack", help="expectation over transformation (Athalye et al., ICML 2018): every gradient "
+                    "of the gradient attacks averaged over N forward/backward passes, for a randomised model "
+                    "(AutoAttack's rand version: 20); refused (exit 2) on a deterministic model, and a stochastic "
+                    "one is refused without it")
     attack_args: str = flag("", "attack", help="an attack's own constructor arguments, e.g. "
                             "'pgd:steps=20;square:p_init=0.3,n_queries=100' (over the flags above)")
     eps: Optional[Tuple[str, ...]] = flag(None, "attack", help='eps grid, e.g. "visual=0,audio=0" '

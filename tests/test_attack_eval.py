@@ -284,10 +284,10 @@ def test_attack_options_come_from_flag_args_and_grid_overrides_still_apply():
 
     cfg = SimpleNamespace(apgd_steps=3, apgd_targets=2, square_queries=7, attack_steps=2, random_start=False,
                           restarts=1, attack_args="square:p_init=0.4", eps_unit="input", seed=0, norm="Linf",
-                          no_progress=True, max_shift_s=0.0, shift_step_s=0.05, audRate=11025)
+                          no_progress=True, max_shift_s=0.0, shift_step_s=0.05, audRate=11025, eot=1)
     common = common_attack_options(cfg)
     assert common["attack_options"]["square"] == {"n_queries": 7, "p_init": 0.4}
-    assert common["attack_options"]["apgd-t"] == {"steps": 3, "n_target_classes": 2}
+    assert common["attack_options"]["apgd-t"] == {"steps": 3, "n_target_classes": 2, "eot_iter": 1}
     common.update(random_start=True, restarts=2)  # pipeline/adaptive.py's pgd_restarts
     rows = evaluate_attack_grid(ToyAV(), loader(n_batches=1), ["pgd", "apgd-ce"], [{"visual": 0.01}], "cpu", **common)
     assert [(r["steps"], r["random_start"], r["restarts"]) for r in rows] == [(2, True, 2), (3, True, 1)]

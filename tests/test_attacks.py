@@ -18,8 +18,8 @@ from attacks.mim import l1_normalised
 from tests.conftest import ToyAV
 
 NAMES = ("fgsm", "pgd", "mim")
-ALL_NAMES = ("apgd-ce", "apgd-dlr", "apgd-t", "autoattack", "desync", "fgsm", "mim", "mma", "pgd", "square",
-             "universal")
+ALL_NAMES = ("apgd-ce", "apgd-dlr", "apgd-t", "autoattack", "desync", "fab", "fab-t", "fgsm", "mim", "mma", "pgd",
+             "square", "universal")
 
 
 class VisualOnly(nn.Module):

@@ -13,6 +13,7 @@ from attacks import create_attack, parse_norm
 from attacks.evaluate import evaluate_attack_grid
 from attacks.metrics import snr_db
 from attacks.sanity import grid_flags
+from utils.errors import UsageError
 
 torchattacks = pytest.importorskip("torchattacks")
 
@@ -134,7 +135,7 @@ def test_audio_attacks_match_peers_through_the_affine_map(name, peer, opts, norm
 
 @pytest.mark.parametrize("name, opts", [("fgsm", {}), ("pgd", dict(steps=3)), ("mim", dict(steps=3)),
                                         ("apgd-ce", dict(steps=5)), ("apgd-t", dict(steps=3, n_target_classes=2)),
-                                        ("square", dict(n_queries=30))])
+                                        ("fab-t", dict(steps=5, n_target_classes=2)), ("square", dict(n_queries=30))])
 @pytest.mark.parametrize("norm, eps", [("Linf", {"visual": 0.05, "audio": 0.05}),
                                        ({"visual": "L2", "audio": "snr"}, {"visual": 0.8, "audio": 20.0}),
                                        ("L2", {"visual": 0.8, "audio": 0.5})])
@@ -246,7 +247,7 @@ def test_grid_flags_catch_rising_accuracy_and_weak_joint_attacks():
     assert rows[1]["flags"] == "none" and rows[2]["flags"] == "none"
 
 
-def test_probabilities_and_randomness_are_flagged():
+def test_probabilities_are_flagged_and_randomness_asks_for_eot():
     class Soft(VisualNet):
         def forward(self, visual):
             return super().forward(visual).softmax(1)
@@ -256,9 +257,16 @@ def test_probabilities_and_randomness_are_flagged():
             return super().forward(visual) + torch.randn(visual.shape[0], 10)
 
     x = data(8)["visual"]
-    for cls, text in ((Soft, "probabilities"), (Noisy, "randomness")):
-        model = cls().eval()
-        y = model(visual=x).argmax(1)
-        rows = evaluate_attack_grid(model, [{"visual": x, "label": y}], ["fgsm"], [{"visual": 0.01}], "cpu",
-                                    progress=False)
-        assert text in rows[0]["flags"]
+    grid = dict(attack_names=["fgsm"], eps_grid=[{"visual": 0.01}], device="cpu", progress=False)
+    soft = Soft().eval()
+    rows = evaluate_attack_grid(soft, [{"visual": x, "label": soft(visual=x).argmax(1)}], **grid)
+    assert "probabilities" in rows[0]["flags"]
+    noisy = Noisy().eval()
+    loader = [{"visual": x, "label": noisy(visual=x).argmax(1)}]
+    with pytest.raises(UsageError, match="--eot: .*stochastic"):  # randomness asks for EOT, not a mere flag
+        evaluate_attack_grid(noisy, loader, **grid)
+    rows = evaluate_attack_grid(noisy, loader, **grid, attack_options={"fgsm": {"eot_iter": 3}})
+    assert "randomness" in rows[0]["flags"]
+    with pytest.raises(UsageError, match="--eot: 3 passes .* deterministic"):
+        evaluate_attack_grid(soft, [{"visual": x, "label": soft(visual=x).argmax(1)}], **grid,
+                             attack_options={"fgsm": {"eot_iter": 3}})

@@ -80,11 +80,27 @@ def trained(media, tmp_path_factory):
     (["--categories", "alpha,alpha,beta"], "--categories"),
     (["--mode", "eval", "--attack_type", "autoattack", "--apgd_targets", "0"], "--apgd_targets"),
     (["--apgd_targets", "2"], "--apgd_targets"),  # training ignores it: refused
+    (["--mode", "eval", "--attack_type", "pgd", "--eot", "0"], "--eot"),
+    (["--eot", "20"], "--eot"),  # training ignores it: refused
 ])
 def test_bad_flags_exit_2_with_one_line_before_any_work(media, tmp_path, capsys, extra, needle):
     code, err = cli(main_attack.main, argv(media, tmp_path, "r", *extra), capsys)
     assert code == 2 and len(err) == 1 and needle in err[0], err
     assert not (tmp_path / "r").exists()
+
+
+def test_eot_on_a_deterministic_model_exits_2_before_the_attacks(media, trained, capsys, monkeypatch):
+    import pipeline.drivers as drivers
+    cleaned = []
+    monkeypatch.setattr(drivers, "clean_accuracy", lambda *a, **k: cleaned.append(1))  # must not be reached
+    evals = trained / "base" / "evals"
+    before = sorted(p.name for p in evals.iterdir()) if evals.exists() else []
+    args = argv(media, trained, "base", "--mode", "eval", "--attack_type", "pgd", "--eot", "4")
+    code, err = cli(main_attack.main, args, capsys)
+    err = [line for line in err if line.startswith("error:")]  # set-up logs its INFO lines before the check
+    assert code == 2 and len(err) == 1 and "--eot" in err[0] and "deterministic" in err[0], err
+    assert not cleaned  # refused before the clean pass and the grid
+    assert (sorted(p.name for p in evals.iterdir()) if evals.exists() else []) == before  # nothing published
 
 
 def test_bad_adaptive_eps_is_refused_before_the_grid(media, trained, capsys):
