@@ -16,11 +16,12 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from attacks import ATTACKS, default_attacks, list_attacks, parse_attack_args, parse_norm
 from attacks.metrics import PAPER_EPS_GRID, parse_eps
+from corruptions import parse_corruption_names, parse_severities
 from dataset.specs import DatasetSpec, get_spec
 from pipeline import reference_cli as ref
 from pipeline.flags import ADAPTIVE_ATTACKS, ADAPTIVE_GRAD_MODES, DERIVED_FIELDS, LIST_VALUED, RESULT_NEUTRAL
 from pipeline.flags import SPEC_DEFAULTS, RunConfig, add_defense_args, get_args_parser, preload_plugins
-from models.fusion import head_args, parse_fusion_text
+from models.fusion import FUSIONS, head_args, parse_fusion_text
 from utils.errors import UsageError
 from utils.plugins import load_plugins, split_paths
 from utils.safepath import check_name
@@ -299,7 +300,32 @@ def derive_values(ns: argparse.Namespace) -> Dict[str, Any]:
     train_budget = None
     if ns.adv_train:
         (train_budget,) = _parse_grid("--train_eps", [ns.train_eps])
-    return {"attacks": attacks, "eps_grid": eps_grid, "adaptive_grid": adaptive_grid, "train_budget": train_budget}
+    names, severities = _corruption_values(ns)
+    return {"attacks": attacks, "eps_grid": eps_grid, "adaptive_grid": adaptive_grid, "train_budget": train_budget,
+            "corruption_names": names, "severity_levels": severities}
+
+
+def _corruption_values(ns: argparse.Namespace) -> Tuple[Tuple[str, ...], Tuple[int, ...]]:
+    """--corruptions and --severities parsed (eval only): ``all`` is every corruption the head's inputs and
+    --num_frames allow; a named one they do not allow, an unknown name or a severity outside 1-5 is refused."""
+    try:
+        severities = parse_severities(ns.severities)
+    except ValueError as e:
+        raise UsageError("--severities", str(e)) from None
+    if not ns.corruptions:
+        if ns.severities != "1-5":
+            raise UsageError("--severities", "needs --corruptions (without it no corruption is evaluated)")
+        return (), ()
+    if ns.mode != "eval":
+        raise UsageError("--corruptions", "corruptions are evaluated in --mode eval; training would ignore it")
+    modalities = FUSIONS.get(ns.arch_classifier).modalities
+    try:
+        names, _ = parse_corruption_names(ns.corruptions, modalities, ns.num_frames)
+    except ValueError as e:
+        raise UsageError("--corruptions", f"{e} (--arch_classifier {ns.arch_classifier})") from None
+    if not names:
+        raise UsageError("--corruptions", "'all' leaves nothing this model can be evaluated under")
+    return tuple(names), severities
 
 
 def resolve_config(ns: argparse.Namespace, given: Sequence[str] = (), defense: bool = False) -> RunConfig:

@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 from attacks import list_attacks
 from attacks.base import EPS_UNITS
+from corruptions import list_corruptions
 from dataset.batches import default_workers
 from dataset.specs import list_datasets
 from models import list_audio_nets, list_fusions, list_visual_nets
@@ -120,7 +121,8 @@ class RunConfig:
 
     Field names are the flag names. Derived fields (no flag): ``attacks`` (registered names of --attack_type),
     ``eps_grid`` (parsed --eps, or the paper grid), ``adaptive_grid`` (parsed --adaptive_eps),
-    ``train_budget`` (parsed --train_eps), ``defense`` (True for main_defense.py), ``given`` (the flags
+    ``train_budget`` (parsed --train_eps), ``corruption_names`` and ``severity_levels`` (parsed --corruptions and
+    --severities), ``defense`` (True for main_defense.py), ``given`` (the flags
     set on the command line).
     """
 
@@ -249,6 +251,11 @@ class RunConfig:
                                         help="eps values of the sweep (paper Fig. 3 uses units of 1e-3)")
     save_examples: int = flag(0, "attack", help="write an HTML page with N adversarial examples")
     max_eval_batches: int = flag(0, "attack", help="stop evaluation after N batches (0: all)")
+    corruptions: str = flag("", "attack", help=lambda: "test-time corruptions to evaluate clean accuracy under "
+                            "(--mode eval): a comma list of " + ", ".join(list_corruptions()) + ", or all (every "
+                            "one this model's inputs and --num_frames allow)")
+    severities: str = flag("1-5", "attack", help="corruption severities: a range like 1-5, a comma list like "
+                           "1,3,5, or one value, each in 1..5 (ImageNet-C's five)")
     reuse_eval: bool = flag(False, "attack", help="if an evaluation with exactly this configuration (checkpoint "
                             "and lists included) already finished in the run folder, print it and exit instead "
                             "of recomputing it")
@@ -301,6 +308,8 @@ class RunConfig:
     eps_grid: Tuple[Dict[str, float], ...] = ()
     adaptive_grid: Tuple[Dict[str, float], ...] = ()
     train_budget: Optional[Dict[str, float]] = None
+    corruption_names: Tuple[str, ...] = ()
+    severity_levels: Tuple[int, ...] = ()
     given: Tuple[str, ...] = ()
 
     def replace(self, **changes: Any) -> "RunConfig":
