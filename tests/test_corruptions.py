@@ -298,3 +298,39 @@ def test_eval_writes_a_row_per_corruption_and_severity(media, tmp_path):
     record = json.loads(eval_file(ev, "config").read_text())
     assert record["corruptions"]["mca"] == pytest.approx(sum(r["corrupt_acc"] for r in rows) / 4)
     assert all(r["clean_acc"] == record["clean"]["acc"] and r["n_samples"] == record["clean"]["n"] for r in rows)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# the study section
+
+def test_study_section_plans_every_headline_model_and_reports_against_concat(tmp_path, capsys):
+    from pipeline.sections.corruptions import Corruptions
+    from tests.test_study_plan import _dry_run, _list_flags, _media
+
+    m = _media(tmp_path / "own", ["a", "b", "c", "d", "e"])
+    base = ["--dataset", "custom", "--categories", "a", "b", "c", "d", "e", "--data_root", str(m["root"]),
+            *_list_flags(m), "--preset", "quick", "--seeds", "0", "1", "--out", str(tmp_path / "s"), "--dry_run"]
+    jobs, _ = _dry_run(capsys, [*base, "--sections", "corruptions"])
+    added = [(name, cmd) for kind, name, cmd in jobs if name.startswith("corruptions")]
+    assert [n for n, _ in added] == [f"corruptions {mod} seed{k}" for k in (0, 1) for mod in ("audio", "visual", "concat")]
+    assert all("--corruptions all --severities 1,3,5" in cmd and "--mode eval" in cmd for _, cmd in added)
+
+    concat = _rows({"jpeg": {1: 0.8, 3: 0.6}, "mp3": {1: 0.7, 3: 0.5}}, 0.9)
+    audio = _rows({"mp3": {1: 0.4, 3: 0.2}}, 0.5)
+
+    class View:
+        fusions = ("concat",)
+
+        def model_seeds(self, run_id):
+            return [0]
+
+        def kind_results(self, run_id, kind, seed=None, name="results"):
+            assert kind == "corruptions" and name == "corruption_results"
+            return {"concat": concat, "audio": audio}.get(run_id, [])
+
+    blocks = Corruptions().report(View())
+    md = blocks[1].table.to_markdown()
+    # audio vs concat on mp3: CE (0.6 + 0.8) / (0.3 + 0.5) = 175%; relative ((0.6-0.5)+(0.8-0.5)) / (0.2+0.4) = 66.7%
+    assert "| audio | 1 | 50.0% | 30.0% | 175.0% | 66.7% |" in md.replace("  ", " ")
+    assert "| concat | 1 | 90.0% | 65.0% | 100.0% | 100.0% |" in md.replace("  ", " ")
+    assert blocks[-1].kind == "table" and "severity 3" in blocks[-1].table.to_markdown()

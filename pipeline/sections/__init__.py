@@ -1,1 +1,2 @@
 """The study's sections (pipeline/study_sections.py): importing this package registers every one."""
+from pipeline.sections import corruptions  # noqa: F401,E402
