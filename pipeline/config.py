@@ -396,4 +396,6 @@ def eval_identity(cfg: RunConfig) -> Mapping[str, Any]:
     skip = {"id", "ckpt", "device", "no_progress", "disp_iter", "reuse_eval", "given", "resume", *RESULT_NEUTRAL,
             "eval_epoch", "num_epoch", "lr_steps", "lr_frame", "lr_sound", "lr_classifier", "beta1",
             "weight_decay", "save_features", "init_from", "list_train", "features", *ref.NO_EFFECT}
+    if not cfg.corruption_names:  # an evaluation without corruptions keeps the hash it had before they existed
+        skip |= {"corruptions", "severities", "corruption_names", "severity_levels"}
     return {k: v for k, v in cfg.as_dict().items() if k not in skip}

@@ -334,3 +334,12 @@ def test_study_section_plans_every_headline_model_and_reports_against_concat(tmp
     assert "| audio | 1 | 50.0% | 30.0% | 175.0% | 66.7% |" in md.replace("  ", " ")
     assert "| concat | 1 | 90.0% | 65.0% | 100.0% | 100.0% |" in md.replace("  ", " ")
     assert blocks[-1].kind == "table" and "severity 3" in blocks[-1].table.to_markdown()
+
+
+def test_evaluations_without_corruptions_keep_their_configuration_hash(media, tmp_path):
+    from pipeline.config import eval_identity, get_args_parser, parse_config
+
+    plain = eval_identity(parse_config(get_args_parser(), _argv(media, tmp_path, "--mode", "eval")))
+    assert not {"corruptions", "severities", "corruption_names", "severity_levels"} & set(plain)  # --reuse_eval finds old evals
+    with_c = eval_identity(parse_config(get_args_parser(), _argv(media, tmp_path, "--mode", "eval", "--corruptions", "jpeg")))
+    assert list(with_c["corruption_names"]) == ["jpeg"] and list(with_c["severity_levels"]) == [1, 2, 3, 4, 5]
