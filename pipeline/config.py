@@ -21,7 +21,7 @@ from attacks.metrics import PAPER_EPS_GRID, parse_eps
 from dataset.specs import DatasetSpec, get_spec
 from pipeline import reference_cli as ref
 from pipeline.flags import ADAPTIVE_ATTACKS, ADAPTIVE_GRAD_MODES, DERIVED_FIELDS, LIST_VALUED, RESULT_NEUTRAL
-from pipeline.certify_config import FLAG_DEFAULTS, CERTIFY_FIELDS, check_certify
+from pipeline.config_families import CERTIFY_FIELDS, FLAG_DEFAULTS, check_certify, corruption_values
 from pipeline.flags import SPEC_DEFAULTS, RunConfig, add_certify_args, add_defense_args, get_args_parser, preload_plugins
 from models.fusion import FUSIONS, head_args, parse_fusion_text
 from utils.errors import UsageError
@@ -412,9 +412,10 @@ def derive_values(ns: argparse.Namespace) -> Dict[str, Any]:
         if not ns.adv_train and not all(train_budget.get(m, 0) > 0 for m in ("audio", "visual")):
             raise UsageError("--train_eps", f"head {ns.arch_classifier}'s single-source adversary perturbs each "
                              f"modality in turn: give both a budget > 0, got {ns.train_eps!r}")
+    names, severities = corruption_values(ns)
     train_noise = _parse_noise(ns.noise_train) if ns.noise_train and ns.mode == "train" else None
     return {"attacks": attacks, "eps_grid": eps_grid, "adaptive_grid": adaptive_grid, "train_budget": train_budget,
-            "train_noise": train_noise}
+            "train_noise": train_noise, "corruption_names": names, "severity_levels": severities}
 
 
 def resolve_config(ns: argparse.Namespace, given: Sequence[str] = (), defense: bool = False,
@@ -492,4 +493,6 @@ def eval_identity(cfg: RunConfig) -> Mapping[str, Any]:
             "weight_decay", "save_features", "init_from", "list_train", "features", *ref.NO_EFFECT}
     if not cfg.certify:  # the other mains' evaluations hash as they did before certification existed
         skip |= {"certify", *CERTIFY_FIELDS}
+    if not cfg.corruption_names:  # an evaluation without corruptions keeps the hash it had before they existed
+        skip |= {"corruptions", "severities", "corruption_names", "severity_levels"}
     return {k: v for k, v in cfg.as_dict().items() if k not in skip}

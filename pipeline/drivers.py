@@ -3,7 +3,8 @@
 train: fit, reload the best checkpoint, the clean test pass (when a test list is given), the training
 features (--save_features), then ``done_train.json``.
 eval: load the weights, the clean pass on the evaluated list, the attack grid (and sweep, examples,
-adaptive attacks), all written to a staging folder published only when everything is written.
+adaptive attacks), the corruptions (--corruptions), all written to a staging folder published only when
+everything is written.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from pipeline.adaptive import run_adaptive
 from pipeline.attack_eval import eval_loader, run_attack_eval
 from pipeline.config import RunConfig
 from pipeline.context import RunContext
+from pipeline.corruption_eval import run_corruption_eval
 from pipeline.defense import solver_counts
 from pipeline.engine import TrainConfig
 from pipeline.preflight import eval_weights
@@ -75,6 +77,8 @@ def _evaluate(model: nn.Module, cfg: RunConfig, ctx: RunContext, label: str) -> 
         grid = run_attack_eval(model, cfg, ctx, label=label, clean=clean, loader=loader, clean_preds=preds)
         if cfg.adaptive:
             run_adaptive(model, cfg, ctx, label, grid)
+    if cfg.corruption_names:
+        run_corruption_eval(model, cfg, ctx, label, clean, loader)
     solver = solver_counts(model, warn=True)  # the defense's sparse coding: rows left uncertified at the cap
     if solver is not None:
         ctx.record["solver"] = solver

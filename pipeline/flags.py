@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 from attacks import list_attacks
 from attacks.base import EPS_UNITS
+from corruptions import list_corruptions
 from dataset.batches import default_workers
 from dataset.specs import list_datasets
 from models import list_audio_nets, list_fusions, list_visual_nets
@@ -127,8 +128,9 @@ class RunConfig:
 
     Field names are the flag names. Derived fields (no flag): ``attacks`` (registered names of --attack_type),
     ``eps_grid`` (parsed --eps, or the paper grid), ``adaptive_grid`` (parsed --adaptive_eps),
-    ``train_budget`` (parsed --train_eps), ``train_noise`` (parsed --noise_train), ``defense`` (True for
-    main_defense.py), ``certify`` (True for main_certify.py), ``given`` (the flags
+    ``train_budget`` (parsed --train_eps), ``train_noise`` (parsed --noise_train), ``corruption_names`` and
+    ``severity_levels`` (parsed --corruptions and --severities), ``defense`` (True for main_defense.py), ``certify``
+    (True for main_certify.py), ``given`` (the flags
     set on the command line).
     """
 
@@ -293,6 +295,11 @@ class RunConfig:
                               "folder (its " f"{FILES['checkpoint_best']}; a path, or a run id under --ckpt) and evaluate this "
                               "run's model on those inputs; the source must have the same classes (and order) and "
                               "input sizes (--audLen, --audRate, --imgSize, --num_frames)")
+    corruptions: str = flag("", "attack", help=lambda: "test-time corruptions to evaluate clean accuracy under "
+                            "(--mode eval): a comma list of " + ", ".join(list_corruptions()) + ", or all (every "
+                            "one this model's inputs and --num_frames allow)")
+    severities: str = flag("1-5", "attack", help="corruption severities: a range like 1-5, a comma list like "
+                           "1,3,5, or one value, each in 1..5 (ImageNet-C's five)")
     reuse_eval: bool = flag(False, "attack", help="if an evaluation with exactly this configuration (checkpoint "
                             "and lists included) already finished in the run folder, print it and exit instead "
                             "of recomputing it")
@@ -369,6 +376,8 @@ class RunConfig:
     adaptive_grid: Tuple[Dict[str, float], ...] = ()
     train_budget: Optional[Dict[str, float]] = None
     train_noise: Optional[Dict[str, float]] = None
+    corruption_names: Tuple[str, ...] = ()
+    severity_levels: Tuple[int, ...] = ()
     given: Tuple[str, ...] = ()
 
     def replace(self, **changes: Any) -> "RunConfig":

@@ -30,7 +30,7 @@ def test_every_field_is_one_flag_and_every_flag_one_field():
     fields = [f.name for f in dataclasses.fields(RunConfig)]
     derived = set(flags.DERIVED_FIELDS)
     assert derived == {"defense", "certify", "attacks", "eps_grid", "adaptive_grid", "train_budget", "train_noise",
-                       "given"}
+                       "given", "corruption_names", "severity_levels"}
     assert {f: dests[f] for f in fields if f not in derived and dests[f] != 1} == {}  # each field: one argument
     assert set(dests) == set(fields) - derived  # each argument: a field; no derived field is a flag
     options = Counter(o for a in _actions(full) for o in a.option_strings)

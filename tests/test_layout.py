@@ -11,16 +11,17 @@ from typing import Dict, List, Set
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("utils", "dataset", "models", "attacks", "reporting", "pipeline")
+PACKAGES = ("utils", "dataset", "corruptions", "models", "attacks", "reporting", "pipeline")
 ENTRY_DIRS = ("scripts", "benchmarks")
 # Which project layers each layer may import (docs/ARCHITECTURE.md, "Layers").
 ALLOWED = {
     "utils": {"utils"},
     "dataset": {"utils", "dataset"},
+    "corruptions": {"utils", "corruptions"},
     "models": {"utils", "models"},
     "attacks": {"utils", "attacks", "models"},
     "reporting": {"utils", "reporting", "attacks"},
-    "pipeline": {"utils", "dataset", "models", "attacks", "reporting", "pipeline", "main_attack", "main_defense"},
+    "pipeline": {"utils", "dataset", "corruptions", "models", "attacks", "reporting", "pipeline", "main_attack", "main_defense"},
 }
 
 

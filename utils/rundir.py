@@ -76,6 +76,7 @@ EVAL_FILES: Dict[str, str] = {
     "certify": "certify.json",            # main_certify.py: every clip's certificate per setting
     "certify_table": "certified",         # .md/.csv: certified accuracy at the report's radii
     "certify_plot": "certified_accuracy.png",
+    "corruptions": "corruption_results",
 }
 _PARTIAL = ".partial"
 

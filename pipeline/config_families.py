@@ -1,13 +1,15 @@
-"""The checks of main_certify.py's flags (pipeline/config.py calls them before any work), and the flags'
-defaults as args.json holds them (a run recorded before a flag existed resumes when the flag is at its default)."""
+"""The checks of the evaluation families' flags that pipeline/config.py calls before any work: main_certify.py's
+(``check_certify``) and --corruptions/--severities (``corruption_values``); and the flags' defaults as args.json
+holds them (a run recorded before a flag existed resumes when the flag is at its default)."""
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
 import math
-from typing import Any, Sequence
+from typing import Any, Sequence, Tuple
 
+from corruptions import parse_corruption_names, parse_severities
 from models.certify import min_certify_samples
 from models.fusion import FUSIONS
 from pipeline.flags import CERTIFY_GROUPS, flag_fields
@@ -67,3 +69,26 @@ def check_certify(ns: argparse.Namespace, given: Sequence[str]) -> None:
                              "every draw would hear every segment; keep fewer than there are")
         if "audio" in randomised and ns.audio_segments > ns.audLen:
             raise UsageError("--audio_segments", f"{ns.audio_segments} segments of {ns.audLen} samples (--audLen)")
+
+
+def corruption_values(ns: argparse.Namespace) -> Tuple[Tuple[str, ...], Tuple[int, ...]]:
+    """--corruptions and --severities parsed (eval only): ``all`` is every corruption the head's inputs and
+    --num_frames allow; a named one they do not allow, an unknown name or a severity outside 1-5 is refused."""
+    try:
+        severities = parse_severities(ns.severities)
+    except ValueError as e:
+        raise UsageError("--severities", str(e)) from None
+    if not ns.corruptions:
+        if ns.severities != "1-5":
+            raise UsageError("--severities", "needs --corruptions (without it no corruption is evaluated)")
+        return (), ()
+    if ns.mode != "eval":
+        raise UsageError("--corruptions", "corruptions are evaluated in --mode eval; training would ignore it")
+    modalities = FUSIONS.get(ns.arch_classifier).modalities
+    try:
+        names, _ = parse_corruption_names(ns.corruptions, modalities, ns.num_frames)
+    except ValueError as e:
+        raise UsageError("--corruptions", f"{e} (--arch_classifier {ns.arch_classifier})") from None
+    if not names:
+        raise UsageError("--corruptions", "'all' leaves nothing this model can be evaluated under")
+    return tuple(names), severities
