@@ -13,7 +13,8 @@ from typing import Any, Dict, List, Mapping, Union
 
 import torch.nn as nn
 
-from attacks import apgd, autoattack, fgsm, mim, pgd, square  # noqa: F401  (each module registers its attack)
+from attacks import (apgd, autoattack, fgsm, mim, pgd, sparse_time, square, temporal_invariance,  # noqa: F401
+                     time_shared)  # each module registers its attack
 from attacks.base import ATTACKS, EPS_UNITS, MODALITIES, Attack, LinfThreat
 from attacks.threats import NORMS, parse_norm
 

@@ -18,7 +18,10 @@ from attacks.mim import l1_normalised
 from tests.conftest import ToyAV
 
 NAMES = ("fgsm", "pgd", "mim")
-ALL_NAMES = ("apgd-ce", "apgd-dlr", "apgd-t", "autoattack", "fgsm", "mim", "pgd", "square")
+ALL_NAMES = ("apgd-ce", "apgd-dlr", "apgd-t", "autoattack", "fgsm", "mim", "pgd", "sparse_time", "square", "tia",
+             "time_shared")
+# run by name only (not in --attack_type all): the ensemble and the temporal PGD variants
+NOT_IN_ALL = ("autoattack", "sparse_time", "tia", "time_shared")
 
 
 class VisualOnly(nn.Module):
@@ -49,7 +52,7 @@ def split(batch: Dict[str, torch.Tensor]):
 
 def test_registry_lists_the_attacks_and_rejects_unknown_names():
     assert list_attacks() == list(ALL_NAMES)
-    assert attacks.default_attacks() == [n for n in ALL_NAMES if n != "autoattack"]
+    assert attacks.default_attacks() == [n for n in ALL_NAMES if n not in NOT_IN_ALL]
     with pytest.raises(KeyError, match="fgsm, mim, pgd"):
         create_attack("cw", ToyAV(), eps={"audio": 0.01})
 
