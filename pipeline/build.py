@@ -189,7 +189,8 @@ def set_epoch_lr(optimizer: torch.optim.Optimizer, lr_steps: Sequence[int], epoc
 def train_options(cfg: RunConfig, model: nn.Module) -> TrainConfig:
     """The engine's training options, with the adversary of --adv_train (Madry-style, per-modality eps)."""
     opts = TrainConfig(minsim_weight=cfg.minsim_weight, amp=cfg.amp, channels_last=cfg.channels_last,
-                       disp_iter=cfg.disp_iter, progress=not cfg.no_progress)
+                       disp_iter=cfg.disp_iter, progress=not cfg.no_progress,
+                       modality_dropout=cfg.modality_dropout, missing_fill=cfg.missing_fill, seed=cfg.seed)
     if cfg.adv_train:
         opts.adv_attack = training_adversary(cfg, model)
     return opts

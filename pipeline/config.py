@@ -20,7 +20,7 @@ from dataset.specs import DatasetSpec, get_spec
 from pipeline import reference_cli as ref
 from pipeline.flags import ADAPTIVE_ATTACKS, ADAPTIVE_GRAD_MODES, DERIVED_FIELDS, LIST_VALUED, RESULT_NEUTRAL
 from pipeline.flags import SPEC_DEFAULTS, RunConfig, add_defense_args, get_args_parser, preload_plugins
-from models.fusion import head_args, parse_fusion_text
+from models.fusion import FUSIONS, head_args, parse_fusion_text
 from utils.errors import UsageError
 from utils.plugins import load_plugins, split_paths
 from utils.safepath import check_name
@@ -257,6 +257,33 @@ def check_modes(ns: argparse.Namespace, given: Sequence[str]) -> None:
         raise UsageError("--list_test", "give --list_test (or --list_val, which eval uses when no test list is given)")
     if ns.save_features and ns.mode != "train":
         raise UsageError("--save_features", "is written at the end of training (--mode train)")
+    _check_missing_flags(ns, given)
+
+
+def _check_missing_flags(ns: argparse.Namespace, given: Sequence[str]) -> None:
+    """--missing_modality, --missing_fill and --modality_dropout: the mode, the range, what the head supports."""
+    head = FUSIONS.get(ns.arch_classifier)
+    p = ns.modality_dropout
+    if not (math.isfinite(p) and 0.0 <= p < 1.0):
+        raise UsageError("--modality_dropout", f"must be a probability in [0, 1), got {p}")
+    if p > 0 and ns.mode != "train":
+        raise UsageError("--modality_dropout", "applies to training (--mode train)")
+    if p > 0 and len(head.modalities) < 2:
+        raise UsageError("--modality_dropout", f"drops one of two inputs, but head {ns.arch_classifier!r} reads only "
+                         f"{', '.join(head.modalities)}")
+    missing = tuple(ns.missing_modality or ())
+    if missing and ns.mode != "eval":
+        raise UsageError("--missing_modality", "is evaluated with --mode eval")
+    if missing and hasattr(ns, "lam"):  # main_defense.py (its flags include --lam, as _check_numbers reads)
+        raise UsageError("--missing_modality", "is evaluated by main_attack.py (the defended model has no "
+                         "missing-input path)")
+    if len(set(missing)) != len(missing):
+        raise UsageError("--missing_modality", f"lists a value twice: {' '.join(missing)}")
+    if "missing_fill" in given and not (missing or p > 0):
+        raise UsageError("--missing_fill", "needs --missing_modality or --modality_dropout (nothing is filled)")
+    if (missing or p > 0) and ns.missing_fill not in head.missing_fills:
+        raise UsageError("--missing_fill", f"head {ns.arch_classifier!r} supports "
+                         f"{', '.join(head.missing_fills) or 'no fill'}, not {ns.missing_fill!r}")
 
 
 def derive_values(ns: argparse.Namespace) -> Dict[str, Any]:
@@ -369,5 +396,5 @@ def eval_identity(cfg: RunConfig) -> Mapping[str, Any]:
     """The configuration that determines an evaluation's numbers (for eval.json and --reuse_eval)."""
     skip = {"id", "ckpt", "device", "no_progress", "disp_iter", "reuse_eval", "given", "resume", *RESULT_NEUTRAL,
             "eval_epoch", "num_epoch", "lr_steps", "lr_frame", "lr_sound", "lr_classifier", "beta1",
-            "weight_decay", "save_features", "init_from", "list_train", "features", *ref.NO_EFFECT}
+            "weight_decay", "save_features", "init_from", "modality_dropout", "list_train", "features", *ref.NO_EFFECT}
     return {k: v for k, v in cfg.as_dict().items() if k not in skip}

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from dataset.batches import GAIN_KEY, to_model_floats
 from models.av_model import av_cosine
+from models.missing import dropout_mask
 from utils import distributed as du
 from utils.modes import model_mode
 
@@ -34,6 +35,9 @@ class TrainConfig:
     disp_iter: int = 20
     progress: bool = True
     adv_attack: Optional[Callable[[Dict[str, torch.Tensor], torch.Tensor], Dict[str, torch.Tensor]]] = None
+    modality_dropout: float = 0.0  # per sample, the probability that one input is absent (models/missing.py)
+    missing_fill: str = "zeros"  # what replaces the dropped feature (training "mean": the batch's mean feature)
+    seed: int = 0  # seeds the modality-dropout draws (with the epoch)
 
 
 class LogitsAndFeatures(nn.Module):
@@ -43,8 +47,12 @@ class LogitsAndFeatures(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, audio: Optional[torch.Tensor] = None, visual: Optional[torch.Tensor] = None):
-        feats = self.model.features(audio=audio, visual=visual)
+    def forward(self, audio: Optional[torch.Tensor] = None, visual: Optional[torch.Tensor] = None,
+                absent: Optional[Dict[str, torch.Tensor]] = None, fill: str = "zeros"):
+        if absent:  # modality dropout: every input is still encoded (DDP sees every parameter used)
+            feats = self.model.features_absent(audio=audio, visual=visual, absent=absent, fill=fill, encode_all=True)
+        else:
+            feats = self.model.features(audio=audio, visual=visual)
         return self.model.classify(feats), feats
 
 
@@ -107,6 +115,9 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
                                      "lower the learning rates or check the inputs")
         last_read = upto + 1
 
+    # modality dropout draws from its own generator (seed and epoch), never from the global RNG: the data
+    # order and augmentation of a run are the same with and without it
+    drop_gen = torch.Generator().manual_seed(opts.seed * 100003 + epoch) if opts.modality_dropout > 0 else None
     i = -1
     for i, batch in enumerate(it):
         inputs = to_inputs(batch, device, bare.modalities, opts.channels_last)
@@ -114,8 +125,12 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         if opts.adv_attack is not None:
             with torch.autocast(device.type, enabled=False):  # attacks stay fp32 (README, "Precision")
                 inputs = opts.adv_attack(inputs, labels)  # the attack restores train mode afterwards
+        extra: Dict[str, Any] = {}
+        if drop_gen is not None:
+            absent = dropout_mask(labels.numel(), tuple(bare.modalities), opts.modality_dropout, drop_gen)
+            extra = {"absent": {m: v.to(device) for m, v in absent.items()}, "fill": opts.missing_fill}
         with autocast_ctx(device, opts.amp):
-            logits, feats = model(**inputs)
+            logits, feats = model(**inputs, **extra)
             ce = F.cross_entropy(logits.float(), labels)
             cos = minsim_loss(feats) if opts.minsim_weight > 0 else torch.zeros((), device=device)
             loss = ce + opts.minsim_weight * cos

@@ -23,6 +23,7 @@ from dataset.batches import default_workers
 from dataset.specs import list_datasets
 from models import list_audio_nets, list_fusions, list_visual_nets
 from models.defense import BANK_SELECTORS, GRAD_MODES
+from models.missing import MISSING_CHOICES, MISSING_FILLS
 from models.visual_net import IMG_POOLS
 from pipeline import reference_cli as ref
 from utils.checkpoint import recorded_plugins
@@ -220,6 +221,9 @@ class RunConfig:
     train_attack_steps: int = flag(5, "optim")
     save_features: bool = flag(False, "optim", help="after training, write clean eval-mode training features "
                                "for memory banks")
+    modality_dropout: float = flag(0.0, "optim", help="modality dropout: with this probability per training sample "
+                                   "one of the two inputs (chosen at random) is absent, its feature filled as "
+                                   "--missing_fill says (models/missing.py); audio-visual heads only")
     # attack evaluation
     attack_type: str = flag("none", "attack", help=lambda: f"{', '.join(list_attacks())}, all (every registered "
                             "attack but autoattack, an ensemble of the others), a comma list, or none")
@@ -231,6 +235,12 @@ class RunConfig:
                              "fewer)")
     square_queries: int = flag(5000, "attack", help="query budget of square and autoattack's square stage "
                                "(paper: 5000)")
+    missing_modality: Tuple[str, ...] = flag((), "attack", choices=MISSING_CHOICES,
+                                             help="evaluate with this input absent (one row each; 'none' = both "
+                                             "inputs, for reference), written to missing_results.{json,csv,md}")
+    missing_fill: str = flag("zeros", "attack", choices=lambda: MISSING_FILLS.names(),
+                             help="what replaces an absent input's feature: zeros, or mean (the training set's "
+                             "mean feature, from the run's --save_features file); the head must support it")
     attack_args: str = flag("", "attack", help="an attack's own constructor arguments, e.g. "
                             "'pgd:steps=20;square:p_init=0.3,n_queries=100' (over the flags above)")
     eps: Optional[Tuple[str, ...]] = flag(None, "attack", help='eps grid, e.g. "visual=0,audio=0" '

@@ -71,6 +71,7 @@ EVAL_FILES: Dict[str, str] = {
     "cosine_hist": "cosine_hist.png",
     "examples": "examples",
     "per_sample": "per_sample.json",
+    "missing": "missing_results",
 }
 _PARTIAL = ".partial"
 
