@@ -38,6 +38,7 @@ from dataset.batches import default_workers
 from dataset.index import read_index
 from dataset.specs import CUSTOM, DatasetSpec, get_spec, list_datasets
 from pipeline import launchers
+from pipeline import study_sections
 from pipeline.study_plan import (AA_DEMO, AA_QUICK, PRESETS, SURFACE_EPS, Job, PlanInput, build_plan,
                                  classes_needed, describe_embedded, embedded_data_jobs, render)
 from reporting.per_sample import PerSample
@@ -95,6 +96,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="epochs of the audio-visual models (default 3)")
     p.add_argument("--epochs_unimodal", type=int, default=None, help="epochs of the unimodal models (default 24)")
     p.add_argument("--workers", type=int, default=default_workers(), help="loader workers (default: the training default, dataset/batches.py)")
+    p.add_argument("--sections", nargs="+", default=None,
+                   help="study sections beyond the paper's grid (pipeline/study_sections.py): names, 'all' or "
+                        "'none' (default: the preset's; --dry_run lists the jobs)")
     p.add_argument("--launcher", default="local", help=f"one of {', '.join(launchers.LAUNCHERS.names())}")
     p.add_argument("--slurm_args", default="", help='sbatch options passed through, e.g. "--partition gpu"')
     p.add_argument("--dry_run", action="store_true", help="print the plan (jobs and commands), write nothing")
@@ -127,6 +131,10 @@ class Study:
         _check_choice("--launcher", args.launcher, launchers.LAUNCHERS.names())
         if args.launcher == "slurm" and not args.dry_run and args.job is None and not shutil.which("sbatch"):
             raise UsageError("--launcher", "slurm: sbatch is not on PATH (run on a SLURM login node)")
+        try:
+            self.sections = study_sections.resolve(args.sections, args.preset)
+        except KeyError as err:
+            raise UsageError("--sections", str(err.args[0])) from None
         if len(set(args.seeds)) != len(args.seeds):
             raise UsageError("--seeds", f"a seed is given twice: {_word(args.seeds)}")
         self.args = args
@@ -227,7 +235,7 @@ class Study:
         inp = PlanInput(dataset=args.dataset, spec=spec, preset=args.preset, seeds=tuple(args.seeds), out=self.out,
                         lists=lists, audio_path=audio, frame_path=frames, categories=cats,
                         workers=args.workers, pretrained=args.pretrained, epochs=self.epochs,
-                        epochs_unimodal=self.epochs_uni, data_steps=embedded_data_jobs(self.media, self.index, self.clips, self.split_counts(),
+                        epochs_unimodal=self.epochs_uni, sections=tuple(self.sections), data_steps=embedded_data_jobs(self.media, self.index, self.clips, self.split_counts(),
                                                       args.data_seed) if self.embedded else [])
         return spec, inp
 
@@ -416,6 +424,16 @@ class Study:
     def eval_path(self, run_id: str, key: str, seed: Optional[int] = None) -> Optional[Path]:
         return self._record().eval_path(run_id, key, seed)
 
+    def kind_dir(self, run_id: str, kind: str, seed: Optional[int] = None) -> Optional[Path]:
+        return self._record().eval_dir(run_id, kind, seed)
+
+    def kind_results(self, run_id: str, kind: str, seed: Optional[int] = None,
+                     name: str = "results") -> List[Dict[str, Any]]:
+        return self._record().kind_results(run_id, kind, seed, name)
+
+    def kind_per_sample(self, run_id: str, kind: str, seed: Optional[int] = None) -> PerSample:
+        return self._record().kind_per_sample(run_id, kind, seed)
+
     def run_args(self, run_id: str, seed: Optional[int] = None) -> Dict[str, Any]:
         return self._record().run_args(run_id, seed)
 
@@ -442,7 +460,10 @@ class Study:
     def report(self) -> Dict[str, Path]:
         self._view = None  # study.json as this call's last step left it
         write_results_long(self.out)
-        blocks = build_report(self)
+        chosen = [study_sections.SECTIONS.get(n)() for n in self.sections]
+        blocks = build_report(self, [(sec.title, sec.report) for sec in chosen],
+                              [(c.title, c.summary, c.name) for n in study_sections.SECTIONS.names()
+                               if n not in self.sections for c in [study_sections.SECTIONS.get(n)]])
         title = "embedded dataset" if self.embedded else f"{self.args.dataset}, preset {self.args.preset}"
         return write_report(blocks, self.out, f"Audio-visual robustness study ({title})")
 

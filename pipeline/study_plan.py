@@ -16,6 +16,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from attacks.metrics import PAPER_EPS_GRID, format_eps
 from dataset.specs import DatasetSpec, get_spec
+from pipeline import sections as _sections  # noqa: F401  (registers the study's sections)
+from pipeline.study_sections import SECTIONS, SeedPlan
 from utils.registry import Registry
 from utils.rundir import RunDir
 
@@ -86,6 +88,7 @@ class PlanInput:
     epochs: int = 3
     epochs_unimodal: int = 24
     data_steps: List[Job] = field(default_factory=list)  # synthetic media: generate/extract/index
+    sections: Tuple[str, ...] = ()  # the study sections to run (pipeline/study_sections.py), in order
 
     @property
     def multi(self) -> bool:
@@ -99,6 +102,7 @@ class PlanBuilder:
         self.inp = inp
         self.jobs: List[Job] = list(inp.data_steps)
         self.data_deps = tuple(j.name for j in inp.data_steps)
+        self.seed_plans: List[SeedPlan] = []  # each seed's view for the sections (``seed_plan``)
 
     # -- names and folders ----------------------------------------------------------------------------
     def name(self, verb: str, model: str, seed: int) -> str:
@@ -143,7 +147,19 @@ class PlanBuilder:
     def features(self, model: str, seed: int) -> str:
         return str(RunDir(self.run_root(model, seed)).features)
 
+    def seed_plan(self, seed: int, scale: str, common: Sequence[str], evaluation: Sequence[str],
+                  trained: Dict[str, str], arch_of: Optional[Dict[str, str]] = None) -> None:
+        """Hand one seed's trained models (``trained``: model -> training job, the dict the preset fills) and
+        flags to the study's sections (run in ``finish``)."""
+        self.seed_plans.append(SeedPlan(self, seed, seed == self.inp.seeds[0], scale, list(common),
+                                        list(evaluation), trained, dict(arch_of or {})))
+
     def finish(self) -> List[Job]:
+        """The sections' jobs (each seed, each section in order), then the report after every evaluation."""
+        for name in self.inp.sections:
+            section = SECTIONS.get(name)()
+            for sp in self.seed_plans:
+                section.plan(sp)
         evals = tuple(j.name for j in self.jobs if j.kind == "eval")
         self.jobs.append(Job("report", "report", deps=evals))
         return self.jobs
@@ -257,6 +273,9 @@ def _embedded(inp: PlanInput, aa: Dict[str, int], every_seed: bool, tune_epochs:
         for head in heads:
             t[head] = b.train(head, seed, "main_attack.py", [*tc, *SCRATCH_LR, "--arch_classifier", head, *init,
                                                               *(["--save_features"] if head == "concat" else [])], uni)
+        scale = "quick" if aa is AA_QUICK else "demo"
+        # the sections see this seed's models (the dict fills as the loop trains them; later seeds: HEADLINE)
+        b.seed_plan(seed, scale, c, [*c, *EVAL_BATCH], t, {"minsim": "concat", "advtrain": "concat"})
         if heads == ["concat"]:  # a later seed of the demo: the headline rows only
             for m in HEADLINE:
                 b.evaluate("attack", m, seed, "main_attack.py", [*c, *EVAL_BATCH, "--arch_classifier", m,
@@ -325,6 +344,7 @@ def paper_plan(inp: PlanInput) -> List[Job]:
     for seed in inp.seeds:
         c = b.common(seed, arch)
         t = {}
+        b.seed_plan(seed, "paper", c, c, t, {"minsim": "concat", "advtrain": "concat"})
         for m in ["audio", "visual", *PAPER_FUSIONS]:
             t[m] = b.train(m, seed, "main_attack.py", [*c, *schedule, "--arch_classifier", m,
                                                         *(["--save_features"] if m == "concat" else [])])

@@ -15,7 +15,7 @@ import math
 import os
 import platform
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Protocol, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Set, Tuple
 
 from reporting.per_sample import PerSample
 from reporting.results import results_table
@@ -61,6 +61,18 @@ class StudyView(Protocol):
     def eval_path(self, run_id: str, key: str, seed: Optional[int] = None) -> Optional[Path]: ...
 
     def run_args(self, run_id: str, seed: Optional[int] = None) -> Dict[str, Any]: ...  # its args.json
+
+    # a study section's evaluations (kind = the section's name; pipeline/study_sections.py)
+    def kind_dir(self, run_id: str, kind: str, seed: Optional[int] = None) -> Optional[Path]: ...
+
+    def kind_results(self, run_id: str, kind: str, seed: Optional[int] = None,
+                     name: str = "results") -> List[Dict[str, Any]]: ...
+
+    def kind_per_sample(self, run_id: str, kind: str, seed: Optional[int] = None) -> PerSample: ...
+
+
+# a study section in the report: its heading and the function that gives its blocks from the study view
+SectionBlocks = Tuple[str, Callable[[Any], List[Block]]]
 
 
 # the audio nets in words (models/audio_net.py)
@@ -289,8 +301,25 @@ def _with_ci(rows: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
             for r in rows]
 
 
-def build_report(s: StudyView) -> List[Block]:
-    """Blocks of the report: tables from the runs' results.json, plots, readings, commands."""
+def section_blocks(s: StudyView, sections: Sequence[SectionBlocks],
+                   not_run: Sequence[Tuple[str, str, str]]) -> List[Block]:
+    """The study sections' blocks (pipeline/study_sections.py), each under its heading, then one paragraph naming
+    the sections this study did not run (``not_run``: title, what it runs, its --sections name)."""
+    out: List[Block] = []
+    for title, blocks in sections:
+        out.append(Block("h2", title))
+        out.extend(blocks(s))
+    if not_run:
+        out.append(Block("p", "Not run in this study (scripts/run_study.py --sections NAME adds one; --sections all "
+                              "runs every one): " + "; ".join(f"{t} ({what}; --sections {n})" for t, what, n in not_run)
+                              + "."))
+    return out
+
+
+def build_report(s: StudyView, sections: Sequence[SectionBlocks] = (),
+                 not_run: Sequence[Tuple[str, str, str]] = ()) -> List[Block]:
+    """Blocks of the report: tables from the runs' results.json, plots, the study sections' blocks
+    (``sections``, ``not_run``: see ``section_blocks``), readings, commands."""
     B: List[Block] = [Block("h1", f"Audio-visual robustness on {s.settings['dataset_title']}")]
     concat = by_seed(s, "concat")
     first = concat[min(concat)][0]
@@ -352,6 +381,7 @@ def build_report(s: StudyView) -> List[Block]:
                         f"{_adaptive_attacks(s, defenses)}."
                         + (f" Not run in this study: {', '.join(missing)}." if missing else "")))
     B.extend(surface_blocks(s))
+    B.extend(section_blocks(s, sections, not_run))
     B.append(Block("h2", "What the numbers say"))
     texts, ledger = readings(s, [(label, rid) for label, rid, defended in defenses if defended])
     B.extend(Block("p", t) for t in texts)

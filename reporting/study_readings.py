@@ -66,6 +66,12 @@ def by_seed(s: ReadingView, run_id: str, name: str = "results", surface: bool = 
     return {k: s.results(run_id, name, surface, seed=k) for k in s.model_seeds(run_id)}
 
 
+def kind_by_seed(s: Any, run_id: str, kind: str) -> SeedRows:
+    """The rows of ``run_id``'s evaluation of ``kind`` (a study section's) in each seed that has one."""
+    found = {k: s.kind_results(run_id, kind, seed=k) for k in s.model_seeds(run_id)}
+    return {k: rows for k, rows in found.items() if rows}
+
+
 def find_rows(rows: Mapping[int, Sequence[Row]], attack: str, pattern: str) -> SeedRow:
     """:func:`find_row` in every seed (seeds without the row left out)."""
     found = {k: find_row(r, attack, pattern) for k, r in rows.items()}

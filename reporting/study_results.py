@@ -28,7 +28,8 @@ from utils.rundir import RunDir, eval_file
 
 STUDY_FILE = "study.json"  # <out>/study.json: the study's settings, seeds and steps (pipeline/study.py writes it)
 RESULTS_LONG = "results_long.csv"  # <out>/results_long.csv: the tidy table of every recorded evaluation
-KINDS = ("main", "aa", "surface")  # evaluation kinds of a step record (pipeline/study.py)
+# evaluation kinds of a step record (pipeline/study.py); a study section's evaluations have the section's name
+KINDS = ("main", "aa", "surface")
 LONG_COLUMNS = ("model", "seed", "evaluation", "attack", "norm", "eps_audio", "eps_visual", "clean_acc", "adv_acc",
                 "n", "eval_folder")
 
@@ -142,6 +143,21 @@ class StudyRecord:
         """A file of the model's recorded (main) evaluation folder by key (utils/rundir.py), or None."""
         found = self.eval_dir(run_id, "main", seed)
         return eval_file(found, key) if found is not None else None
+
+    def kind_results(self, run_id: str, kind: str, seed: Optional[int] = None,
+                     name: str = "results") -> List[Dict[str, Any]]:
+        """Rows of the model's evaluation of ``kind`` (a study section's name) in ``seed``; [] when the study has
+        none (a section that runs on the first seed only, or a model it does not evaluate)."""
+        found = self.eval_dir(run_id, kind, seed)
+        return [] if found is None else read_results(eval_file(found, name, ".json"))
+
+    def kind_per_sample(self, run_id: str, kind: str, seed: Optional[int] = None) -> PerSample:
+        """Per-clip correctness of every row of the model's evaluation of ``kind`` in ``seed``."""
+        found = self.eval_dir(run_id, kind, seed)
+        if found is None:
+            raise FileNotFoundError(f"no {kind} evaluation of {run_id} (seed {self._seed(run_id, seed)}) in "
+                                    f"{self.path}")
+        return read_per_sample(eval_file(found, "per_sample"))
 
     def run_args(self, run_id: str, seed: Optional[int] = None) -> Dict[str, Any]:
         """The run's own record of its training (args.json) in ``seed``."""
