@@ -81,7 +81,7 @@ def test_fgsm_rejects_alpha_and_random_start():
         create_attack("fgsm", ToyAV(), eps={"audio": 0.1}, random_start=True)
     # the list comes from the registry: every attack whose constructor takes a random start, and only those
     takers = set(str(err.value).split("attacks that take random_start: ")[1].rstrip(")").split(", "))
-    assert takers == {"apgd-ce", "apgd-dlr", "apgd-t", "mim", "pgd"}
+    assert takers == {"apgd-ce", "apgd-dlr", "apgd-t", "mim", "pgd", "tia"}
 
 
 def test_eps_on_a_modality_the_model_cannot_take_raises():
