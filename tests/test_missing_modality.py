@@ -147,19 +147,25 @@ def test_mean_fill_needs_this_checkpoints_training_features(tmp_path):
         check_missing_fill(cfg)
 
 
-def test_train_with_modality_dropout_then_evaluate_without_each_input(media, tmp_path):
+def test_train_with_modality_dropout_then_evaluate_without_each_input_and_in_time(media, tmp_path):
     common = dict(cats=CATS, imgSize=16, arch_frame="resnet10", batch_size_per_gpu=3, arch_sound="anet_lite")
     assert main_attack.main(run_argv(media, tmp_path, "r", "--num_epoch", "1", "--lr_steps", "5", "--save_features",
                                      "--modality_dropout", "0.5", "--missing_fill", "mean", "--mode", "train",
                                      **common)) == 0
     assert json.loads((tmp_path / "r" / "args.json").read_text())["modality_dropout"] == 0.5
+    # the temporal attacks run from the command line in the same evaluation, on 2-frame clips
     assert main_attack.main(run_argv(media, tmp_path, "r", "--mode", "eval", "--missing_modality", "none", "audio",
-                                     "visual", "--missing_fill", "mean", **common)) == 0
+                                     "visual", "--missing_fill", "mean", "--num_frames", "2", "--attack_type",
+                                     "sparse_time,time_shared,tia", "--eps", "visual=0.006,audio=0.006",
+                                     "--attack_steps", "1", "--attack_args", "sparse_time:frames=1", **common)) == 0
     (folder,) = [p for p in (tmp_path / "r" / "evals").iterdir() if p.is_dir()]
     rows = read_results(folder / "missing_results.json")
     assert [(r["missing_input"], r["missing_fill"]) for r in rows] == [("none", "-"), ("audio", "mean"),
                                                                       ("visual", "mean")]
     assert rows[0]["missing_acc"] == rows[0]["clean_acc"] and all(r["n_samples"] == rows[0]["n_samples"] for r in rows)
     assert all(0.0 <= r["missing_acc"] <= 1.0 for r in rows)
+    attacked = read_results(folder / "results.json")
+    assert sorted(r["attack"] for r in attacked) == ["sparse_time", "tia", "time_shared"]
+    assert all(r["max_delta_visual"] <= 0.006 + 1e-6 and r["max_delta_audio"] <= 0.006 + 1e-6 for r in attacked)
     assert json.loads((folder / "eval.json").read_text())["missing"] == {"fill": "mean",
                                                                           "inputs": ["none", "audio", "visual"]}
