@@ -11,6 +11,7 @@ any work starts (numbers, names, eps strings; the files are pipeline/preflight.p
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
@@ -351,6 +352,11 @@ def resolve_config(ns: argparse.Namespace, given: Sequence[str] = (), defense: b
     return RunConfig(**values, **derived, defense=defense, given=tuple(sorted(given)))
 
 
+# Flags added after runs were recorded (issue 19), in args.json form at their default: a run recorded without
+# them ran as the default does, so resuming it with the default is no change.
+ADDED_AT_DEFAULT: Dict[str, Any] = {"modality_dropout": 0.0, "missing_modality": [], "missing_fill": "zeros"}
+
+
 def resume_changes(recorded: Mapping[str, Any], cfg: RunConfig) -> Tuple[Dict[str, Tuple[Any, Any]],
                                                                        Dict[str, Tuple[Any, Any]]]:
     """The settings of ``cfg`` that differ from a run's recorded args.json: (allowed, refused), each
@@ -364,6 +370,8 @@ def resume_changes(recorded: Mapping[str, Any], cfg: RunConfig) -> Tuple[Dict[st
         old = recorded.get(key, "<not recorded>")
         if key == "given" or old == new or (key in ("fusion_args", "plugins") and key not in recorded and not new):
             continue  # a run recorded before these two flags (issue 18) had neither
+        if key in ADDED_AT_DEFAULT and key not in recorded and new == ADDED_AT_DEFAULT[key]:
+            continue  # a run recorded before the flag existed ran as its default does
         safe = key in RESUME_SAFE and not (key == "num_epoch" and isinstance(old, int) and new < old)
         (allowed if safe else refused)[f"--{key}"] = (old, new)
     return allowed, refused
@@ -397,4 +405,7 @@ def eval_identity(cfg: RunConfig) -> Mapping[str, Any]:
     skip = {"id", "ckpt", "device", "no_progress", "disp_iter", "reuse_eval", "given", "resume", *RESULT_NEUTRAL,
             "eval_epoch", "num_epoch", "lr_steps", "lr_frame", "lr_sound", "lr_classifier", "beta1",
             "weight_decay", "save_features", "init_from", "modality_dropout", "list_train", "features", *ref.NO_EFFECT}
-    return {k: v for k, v in cfg.as_dict().items() if k not in skip}
+    # a flag added later, at its default, leaves the hash of the evaluations made before it unchanged
+    at_default = {k for k, d in ADDED_AT_DEFAULT.items()
+                  if json.loads(json.dumps(getattr(cfg, k), default=str)) == d}
+    return {k: v for k, v in cfg.as_dict().items() if k not in skip and k not in at_default}

@@ -169,3 +169,21 @@ def test_train_with_modality_dropout_then_evaluate_without_each_input_and_in_tim
     assert all(r["max_delta_visual"] <= 0.006 + 1e-6 and r["max_delta_audio"] <= 0.006 + 1e-6 for r in attacked)
     assert json.loads((folder / "eval.json").read_text())["missing"] == {"fill": "mean",
                                                                           "inputs": ["none", "audio", "visual"]}
+
+
+def test_a_run_recorded_before_these_flags_resumes_at_their_defaults():
+    cfg = config_mod.parse_config(get_args_parser(), BASE + ["--mode", "train"])
+    recorded = json.loads(json.dumps(cfg.as_dict(), default=str))
+    for key in ("modality_dropout", "missing_modality", "missing_fill"):
+        del recorded[key]
+    assert config_mod.resume_changes(recorded, cfg) == ({}, {})
+    changed = config_mod.parse_config(get_args_parser(), BASE + ["--mode", "train", "--modality_dropout", "0.2"])
+    assert "--modality_dropout" in config_mod.resume_changes(recorded, changed)[1]
+
+
+def test_the_eval_hash_is_unchanged_by_these_flags_at_their_defaults():
+    plain = config_mod.parse_config(get_args_parser(), BASE + ["--mode", "eval"])
+    ident = config_mod.eval_identity(plain)
+    assert not {"modality_dropout", "missing_modality", "missing_fill"} & set(ident)
+    missing = config_mod.parse_config(get_args_parser(), BASE + ["--mode", "eval", "--missing_modality", "audio"])
+    assert list(config_mod.eval_identity(missing)["missing_modality"]) == ["audio"]
