@@ -35,9 +35,9 @@ class TemporalInvariance(Attack):
         L = CE(f(x + delta), y) - weight * sum_m mean_{t=1..T-1} cos(h_m(t), h_m(t+1))
 
     ascended by PGD steps (``attacks/pgd.py``) under the usual per-modality threat (``attacks/threats.py``).
-    Choices where the paper was not available: the logits as the representation, cosine similarity, consecutive pairs only, ``weight = 1``
-    (``TEMPORAL_WEIGHT``), each attacked modality's term with the other input at its current value. With
-    ``T = 1`` or ``weight = 0`` the attack is PGD exactly.
+    Choices where the paper was not available: the logits as the representation, cosine similarity,
+    consecutive pairs only, ``weight = 1`` (``TEMPORAL_WEIGHT``), each attacked modality's term with the other
+    input at its current value. With ``T = 1`` or ``weight = 0`` the attack is PGD exactly.
 
     Segments (``attacks/segments.py``): the T frames of ``(B, 3, T, H, W)``; for audio the T equal
     consecutive parts of the waveform, part t matching frame t. Cost: 1 + T forwards per attacked modality

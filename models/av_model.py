@@ -117,8 +117,8 @@ class AVModel(nn.Module):
         """``features`` with some modalities absent per sample: ``absent[m]`` (B,) bool marks the samples whose
         ``m`` feature is replaced by the fill ``fill`` (``models.missing.MISSING_FILLS``; ``train_mean``: the
         training set's mean feature per modality, for ``"mean"``). A modality absent for every sample is never
-        encoded (its input may be None) unless ``encode_all``. The attention head attends with the filled audio feature; an absent
-        visual feature replaces the attended one."""
+        encoded (its input may be None) unless ``encode_all``. The attention head attends with the filled audio
+        feature; an absent visual feature replaces the attended one."""
         if fill not in self.missing_fills:
             raise ValueError(f"head {self.arch['arch_classifier']!r} supports the missing-input fills "
                              f"{', '.join(self.missing_fills) or 'none'}, not {fill!r}")
