@@ -13,7 +13,8 @@ from typing import Any, Dict, List, Mapping, Union
 
 import torch.nn as nn
 
-from attacks import apgd, autoattack, desync, fab, fgsm, mim, mma, pgd, square, universal  # noqa: F401  (each module registers its attack)
+from attacks import (apgd, autoattack, desync, fab, fgsm, mim, mma, pgd, sparse_time, square,  # noqa: F401
+                     temporal_invariance, time_shared, universal)  # each module registers its attack
 from attacks.base import ATTACKS, EPS_UNITS, MODALITIES, Attack, LinfThreat
 from attacks.threats import NORMS, parse_norm
 

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from models.audio_net import AUDIO_NETS, create_audio_net
 from models.fusion import FUSIONS, FusionHead, create_fusion, head_args
+from models.missing import MISSING_FILLS
 from models.visual_net import IMG_POOLS, PRETRAINED_CHOICES, VISUAL_NETS, create_visual_net
 from utils.checkpoint import load_weights, read_state_file
 from utils.plugins import plugin_file
@@ -103,6 +104,51 @@ class AVModel(nn.Module):
         """
         inputs = {"audio": audio, "visual": visual}
         return self.features_from({m: self.encode(m, inputs[m]) for m in self.modalities})
+
+    @property
+    def missing_fills(self) -> Tuple[str, ...]:
+        """The fills (models/missing.py) the head accepts in place of an absent modality's feature."""
+        return tuple(self.head.missing_fills)
+
+    def features_absent(self, audio: Optional[Tensor] = None, visual: Optional[Tensor] = None, *,
+                        absent: Mapping[str, Tensor], fill: str = "zeros",
+                        train_mean: Optional[Mapping[str, Tensor]] = None, encode_all: bool = False
+                        ) -> Dict[str, Tensor]:
+        """``features`` with some modalities absent per sample: ``absent[m]`` (B,) bool marks the samples whose
+        ``m`` feature is replaced by the fill ``fill`` (``models.missing.MISSING_FILLS``; ``train_mean``: the
+        training set's mean feature per modality, for ``"mean"``). A modality absent for every sample is never
+        encoded (its input may be None) unless ``encode_all``. The attention head attends with the filled audio
+        feature; an absent visual feature replaces the attended one."""
+        if fill not in self.missing_fills:
+            raise ValueError(f"head {self.arch['arch_classifier']!r} supports the missing-input fills "
+                             f"{', '.join(self.missing_fills) or 'none'}, not {fill!r}")
+        fill_fn = MISSING_FILLS.get(fill)
+        inputs = {"audio": audio, "visual": visual}
+        whole = set() if encode_all else {m for m, mask in absent.items() if m in self.modalities and bool(mask.all())}
+        enc = {m: self.encode(m, inputs[m]) for m in self.modalities if m not in whole}
+        means = train_mean or {}
+
+        def filled(m: str, value: Optional[Tensor], like: Tensor) -> Tensor:
+            vec = fill_fn(like if value is None else value, means.get(m))
+            if value is None:
+                return vec.expand(like.shape[0], -1)
+            return torch.where(absent[m].to(value.device)[:, None], vec.expand_as(value), value)
+
+        if "audio" in absent and "audio" in self.modalities:
+            like = enc["audio"] if "audio" in enc else self._feature_like("audio", absent["audio"], enc)
+            enc["audio"] = filled("audio", enc.get("audio"), like)
+        feats = self.features_from(enc)
+        if "visual" in absent and "visual" in self.modalities:
+            like = feats["visual"] if "visual" in feats else self._feature_like("visual", absent["visual"], enc)
+            feats["visual"] = filled("visual", feats.get("visual"), like)
+        return feats
+
+    def _feature_like(self, modality: str, mask: Tensor, enc: Dict[str, Tensor]) -> Tensor:
+        """A zero ``(B, D_m)`` template of an absent modality's feature (dtype and device of the features)."""
+        ref = next(iter(enc.values()), None)
+        dtype = ref.dtype if ref is not None else next(self.parameters()).dtype
+        device = ref.device if ref is not None else mask.device
+        return torch.zeros(mask.shape[0], self.head.dims[modality], dtype=dtype, device=device)
 
     def classify(self, feats: Dict[str, Tensor]) -> Tensor:
         """Logits ``(B, K)`` from (possibly replaced) features, e.g. by a defense."""

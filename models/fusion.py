@@ -40,13 +40,18 @@ class FusionHead(nn.Module):
     ``modalities``: the features the head reads. ``uses_visual_map``: the head provides
     ``attend(f_audio, vmap) -> (f_visual, alpha)`` on the visual net's map (B, Dv, T, h, w) and the model
     then feeds it the attended feature and can localize; otherwise it gets the pooled feature.
-    ``fusion_args``: the hyperparameters it was built with (set by ``create_fusion``).
+    ``fusion_args``: the hyperparameters it was built with (set by ``create_fusion``). ``missing_fills``: the
+    fills (models/missing.py) it accepts in place of an absent modality's feature.
     """
 
     name: str = ""
     modalities: Tuple[str, ...] = ()
     uses_visual_map: bool = False
     fusion_args: Dict[str, Any] = {}
+    # How the head can run with one modality's feature absent (models/missing.py, --missing_fill): the zero
+    # feature and the training mean are fine for every head here (each reads features through linear maps);
+    # a head with a learned placeholder would add its own name, a head that cannot take a filled feature ().
+    missing_fills: Tuple[str, ...] = ("zeros", "mean")
 
     def __init__(self, num_classes: int, dim_audio: Optional[int], dim_visual: Optional[int]) -> None:
         super().__init__()

@@ -194,7 +194,8 @@ def train_options(cfg: RunConfig, model: nn.Module) -> TrainConfig:
     the training procedure the head declares (pipeline/procedures.py: CRMT, robust fusion), or None."""
     return TrainConfig(minsim_weight=cfg.minsim_weight, amp=cfg.amp, channels_last=cfg.channels_last,
                        disp_iter=cfg.disp_iter, progress=not cfg.no_progress, objective=objective_for(cfg, model),
-                       procedure=build_procedure(cfg, model))
+                       procedure=build_procedure(cfg, model), modality_dropout=cfg.modality_dropout,
+                       missing_fill=cfg.missing_fill, seed=cfg.seed)
 
 
 def training_adversary(cfg: RunConfig, model: nn.Module):

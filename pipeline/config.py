@@ -21,7 +21,7 @@ from attacks.metrics import PAPER_EPS_GRID, parse_eps
 from dataset.specs import DatasetSpec, get_spec
 from pipeline import reference_cli as ref
 from pipeline.flags import ADAPTIVE_ATTACKS, ADAPTIVE_GRAD_MODES, DERIVED_FIELDS, LIST_VALUED, RESULT_NEUTRAL
-from pipeline.config_families import CERTIFY_FIELDS, FLAG_DEFAULTS, check_certify, corruption_values
+from pipeline.config_families import ADDED_AT_DEFAULT, FLAG_DEFAULTS, check_certify, check_missing_flags, corruption_values
 from pipeline.flags import SPEC_DEFAULTS, RunConfig, add_certify_args, add_defense_args, get_args_parser, preload_plugins
 from models.fusion import FUSIONS, head_args, parse_fusion_text
 from utils.errors import UsageError
@@ -271,6 +271,7 @@ def check_modes(ns: argparse.Namespace, given: Sequence[str]) -> None:
         raise UsageError("--save_features", "is written at the end of training (--mode train)")
     _check_training_objective(ns, given)
     _check_procedure_flags(ns, given)
+    check_missing_flags(ns, given)
 
 
 # Flags of the training objective (pipeline/objectives.py) that only a training run reads.
@@ -490,9 +491,7 @@ def eval_identity(cfg: RunConfig) -> Mapping[str, Any]:
     """The configuration that determines an evaluation's numbers (for eval.json and --reuse_eval)."""
     skip = {"id", "ckpt", "device", "no_progress", "disp_iter", "reuse_eval", "given", "resume", *RESULT_NEUTRAL,
             "eval_epoch", "num_epoch", "lr_steps", "lr_frame", "lr_sound", "lr_classifier", "beta1",
-            "weight_decay", "save_features", "init_from", "list_train", "features", *ref.NO_EFFECT}
-    if not cfg.certify:  # the other mains' evaluations hash as they did before certification existed
-        skip |= {"certify", *CERTIFY_FIELDS}
-    if not cfg.corruption_names:  # an evaluation without corruptions keeps the hash it had before they existed
-        skip |= {"corruptions", "severities", "corruption_names", "severity_levels"}
-    return {k: v for k, v in cfg.as_dict().items() if k not in skip}
+            "weight_decay", "save_features", "init_from", "modality_dropout", "list_train", "features", *ref.NO_EFFECT}
+    # a flag added after evaluations were recorded (issues 19, 20), at its default, leaves their hash unchanged
+    at_default = {k for k, d in ADDED_AT_DEFAULT.items() if json.loads(json.dumps(getattr(cfg, k), default=str)) == d}
+    return {k: v for k, v in cfg.as_dict().items() if k not in skip and k not in at_default}

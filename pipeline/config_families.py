@@ -1,5 +1,6 @@
 """The checks of the evaluation families' flags that pipeline/config.py calls before any work: main_certify.py's
-(``check_certify``) and --corruptions/--severities (``corruption_values``); and the flags' defaults as args.json
+(``check_certify``), --corruptions/--severities (``corruption_values``) and the missing-input flags
+(``check_missing_flags``); and the flags' defaults as args.json
 holds them (a run recorded before a flag existed resumes when the flag is at its default)."""
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import argparse
 import dataclasses
 import json
 import math
-from typing import Any, Sequence, Tuple
+from typing import Any, Dict, Sequence, Tuple
 
 from corruptions import parse_corruption_names, parse_severities
 from models.certify import min_certify_samples
@@ -92,3 +93,48 @@ def corruption_values(ns: argparse.Namespace) -> Tuple[Tuple[str, ...], Tuple[in
     if not names:
         raise UsageError("--corruptions", "'all' leaves nothing this model can be evaluated under")
     return tuple(names), severities
+
+
+
+def check_missing_flags(ns: argparse.Namespace, given: Sequence[str]) -> None:
+    """--missing_modality, --missing_fill and --modality_dropout: the mode, the range, what the head supports."""
+    head = FUSIONS.get(ns.arch_classifier)
+    p = ns.modality_dropout
+    if not (math.isfinite(p) and 0.0 <= p < 1.0):
+        raise UsageError("--modality_dropout", f"must be a probability in [0, 1), got {p}")
+    if p > 0 and ns.mode != "train":
+        raise UsageError("--modality_dropout", "applies to training (--mode train)")
+    if p > 0 and len(head.modalities) < 2:
+        raise UsageError("--modality_dropout", f"drops one of two inputs, but head {ns.arch_classifier!r} reads only "
+                         f"{', '.join(head.modalities)}")
+    missing = tuple(ns.missing_modality or ())
+    if missing and ns.mode != "eval":
+        raise UsageError("--missing_modality", "is evaluated with --mode eval")
+    if missing and hasattr(ns, "lam"):  # main_defense.py (its flags include --lam, as _check_numbers reads)
+        raise UsageError("--missing_modality", "is evaluated by main_attack.py (the defended model has no "
+                         "missing-input path)")
+    if len(set(missing)) != len(missing):
+        raise UsageError("--missing_modality", f"lists a value twice: {' '.join(missing)}")
+    if "missing_fill" in given and not (missing or p > 0):
+        raise UsageError("--missing_fill", "needs --missing_modality or --modality_dropout (nothing is filled)")
+    if (missing or p > 0) and ns.missing_fill not in head.missing_fills:
+        raise UsageError("--missing_fill", f"head {ns.arch_classifier!r} supports "
+                         f"{', '.join(head.missing_fills) or 'no fill'}, not {ns.missing_fill!r}")
+
+
+# The flags of RunConfig before the evaluation families of issues 19 and 20 (commit 258d766). A flag added since,
+# at its default, is left out of an evaluation's hash (pipeline/config.eval_identity), so the evaluations recorded
+# before it keep being found by --reuse_eval; so are the derived values added with them.
+FLAGS_BEFORE_FAMILIES = frozenset("""
+adaptive adaptive_attacks adaptive_eps adv_train alpha_a alpha_v amp apgd_steps apgd_targets arch_classifier
+arch_frame arch_sound attack_args attack_steps attack_type audLen audRate audio_path bank bank_select bank_size
+base_weights batch_size_per_gpu beta1 categories channels_last ckpt cls_num compile dataset defense_grad
+deterministic device dic disp_iter eps eps_unit eval_batch_size eval_cache eval_epoch features fixed_step frameRate
+frame_path fusion_args id imgSize img_pool init_from ista_iters ista_tol lam list_test list_train list_val log_freq
+loss lr_classifier lr_frame lr_sound lr_steps max_eval_batches minsim_weight mix mode no_progress norm num_epoch
+num_frames num_gpus num_mix plugins pretrained random_start restarts resume reuse_eval save_examples save_features
+seed square_queries stride_frames sweep sweep_eps train_attack_steps train_eps unrolled_iters weight_decay weights
+weights_Da weights_Dv weights_classifier weights_frame weights_sound workers""".split())
+ADDED_AT_DEFAULT: Dict[str, Any] = {
+    **{k: v for k, v in FLAG_DEFAULTS.items() if k not in FLAGS_BEFORE_FAMILIES},
+    "certify": False, "train_noise": None, "corruption_names": [], "severity_levels": []}

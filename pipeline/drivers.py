@@ -24,6 +24,7 @@ from pipeline.context import RunContext
 from pipeline.corruption_eval import run_corruption_eval
 from pipeline.defense import solver_counts
 from pipeline.engine import TrainConfig
+from pipeline.missing_eval import run_missing_eval
 from pipeline.preflight import eval_weights
 from pipeline.train import clean_accuracy, fit, load_for_eval, save_features
 from utils import distributed as du
@@ -73,6 +74,8 @@ def _evaluate(model: nn.Module, cfg: RunConfig, ctx: RunContext, label: str) -> 
     clean = clean_accuracy(model, cfg, ctx, cfg.eval_list, tag, loader=loader, keep_preds=True)
     preds = clean.pop("preds")
     ctx.record["clean"] = {**clean, "list": cfg.eval_list}
+    if cfg.missing_modality:
+        run_missing_eval(model, cfg, ctx, label, clean, loader)
     if cfg.attacks:
         grid = run_attack_eval(model, cfg, ctx, label=label, clean=clean, loader=loader, clean_preds=preds)
         if cfg.adaptive:

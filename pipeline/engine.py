@@ -20,6 +20,7 @@ from tqdm import tqdm
 from dataset.batches import GAIN_KEY, to_model_floats
 from models.av_model import av_cosine
 from pipeline.objectives import Objective
+from models.missing import dropout_mask
 from utils import distributed as du
 from utils.modes import model_mode
 
@@ -40,6 +41,9 @@ class TrainConfig:
     # the head's training procedure (pipeline/procedures.py): ``prepare(inputs, labels) -> (inputs, targets)``
     # before the forward, ``loss(head, labels, targets)`` added to the loss after it
     procedure: Optional[Any] = None
+    modality_dropout: float = 0.0  # per sample, the probability that one input is absent (models/missing.py)
+    missing_fill: str = "zeros"  # what replaces the dropped feature (training "mean": the batch's mean feature)
+    seed: int = 0  # seeds the modality-dropout draws (with the epoch)
 
 
 class LogitsAndFeatures(nn.Module):
@@ -49,8 +53,12 @@ class LogitsAndFeatures(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, audio: Optional[torch.Tensor] = None, visual: Optional[torch.Tensor] = None):
-        feats = self.model.features(audio=audio, visual=visual)
+    def forward(self, audio: Optional[torch.Tensor] = None, visual: Optional[torch.Tensor] = None,
+                absent: Optional[Dict[str, torch.Tensor]] = None, fill: str = "zeros"):
+        if absent:  # modality dropout: every input is still encoded (DDP sees every parameter used)
+            feats = self.model.features_absent(audio=audio, visual=visual, absent=absent, fill=fill, encode_all=True)
+        else:
+            feats = self.model.features(audio=audio, visual=visual)
         return self.model.classify(feats), feats
 
 
@@ -115,6 +123,9 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
                                      "lower the learning rates or check the inputs")
         last_read = upto + 1
 
+    # modality dropout draws from its own generator (seed and epoch), never from the global RNG: the data
+    # order and augmentation of a run are the same with and without it
+    drop_gen = torch.Generator().manual_seed(opts.seed * 100003 + epoch) if opts.modality_dropout > 0 else None
     i = -1
     for i, batch in enumerate(it):
         inputs = to_inputs(batch, device, bare.modalities, opts.channels_last)
@@ -125,6 +136,10 @@ def train_one_epoch(model: nn.Module, loader, optimizer: torch.optim.Optimizer, 
         if opts.procedure is not None:
             with torch.autocast(device.type, enabled=False):
                 examples["train"], targets = opts.procedure.prepare(examples["train"], labels)
+        if drop_gen is not None:  # the cross-entropy's inputs lose one modality per dropped sample
+            absent = dropout_mask(labels.numel(), tuple(bare.modalities), opts.modality_dropout, drop_gen)
+            examples["train"] = {**examples["train"], "absent": {m: v.to(device) for m, v in absent.items()},
+                                 "fill": opts.missing_fill}
         with autocast_ctx(device, opts.amp):
             out = opts.objective.loss(model, examples, labels)
             logits, ce = out.logits, out.ce

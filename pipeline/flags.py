@@ -25,6 +25,7 @@ from dataset.specs import list_datasets
 from models import list_audio_nets, list_fusions, list_visual_nets
 from models.defense import BANK_SELECTORS, GRAD_MODES
 from models.mmcert import CERTIFIERS  # imports models.certify: both certifiers registered
+from models.missing import MISSING_CHOICES, MISSING_FILLS
 from models.visual_net import IMG_POOLS
 from pipeline import reference_cli as ref
 from pipeline.objectives import SCHEDULES, TRADES_BETA, adv_train_names
@@ -253,6 +254,9 @@ class RunConfig:
                               "per example, --train_eps budget, --train_attack_steps steps; Yang et al. CVPR 2021)")
     robust_odd_weight: float = flag(1.0, "optim", help="robust_fusion head: weight of the odd-one-out "
                                     "cross-entropy added to the loss (our choice 1.0)")
+    modality_dropout: float = flag(0.0, "optim", help="modality dropout: with this probability per training sample "
+                                   "one of the two inputs (chosen at random) is absent, its feature filled as "
+                                   "--missing_fill says (models/missing.py); audio-visual heads only")
     # attack evaluation
     attack_type: str = flag("none", "attack", help=lambda: f"{', '.join(list_attacks())}, all (every registered "
                             "attack but autoattack, an ensemble of the others), a comma list, or none")
@@ -268,6 +272,12 @@ class RunConfig:
                     "of the gradient attacks averaged over N forward/backward passes, for a randomised model "
                     "(AutoAttack's rand version: 20); refused (exit 2) on a deterministic model, and a stochastic "
                     "one is refused without it")
+    missing_modality: Tuple[str, ...] = flag((), "attack", choices=MISSING_CHOICES,
+                                             help="evaluate with this input absent (one row each; 'none' = both "
+                                             "inputs, for reference), written to missing_results.{json,csv,md}")
+    missing_fill: str = flag("zeros", "attack", choices=lambda: MISSING_FILLS.names(),
+                             help="what replaces an absent input's feature: zeros, or mean (the training set's "
+                             "mean feature, from the run's --save_features file); the head must support it")
     attack_args: str = flag("", "attack", help="an attack's own constructor arguments, e.g. "
                             "'pgd:steps=20;square:p_init=0.3,n_queries=100' (over the flags above)")
     eps: Optional[Tuple[str, ...]] = flag(None, "attack", help='eps grid, e.g. "visual=0,audio=0" '

@@ -403,12 +403,31 @@ def check_defense_inputs(cfg: RunConfig, paths: Dict[str, Path], modalities: Seq
 def preflight(cfg: RunConfig) -> Dict[str, int]:
     """All file checks of a run, in the order a user fixes them. Returns the row count of each list."""
     check_checkpoints(cfg)
+    check_missing_fill(cfg)
     counts = check_lists(cfg)
     if cfg.mode == "train":
         check_last_batch(counts["list_train"], cfg.batch_size_per_gpu)
     if cfg.mode == "train" and not cfg.list_test:
         log.info("no --list_test: training ends after the val list, without a separate test pass")
     return counts
+
+
+def check_missing_fill(cfg: RunConfig) -> None:
+    """--missing_modality with --missing_fill mean: the run's training features (--save_features) exist, hold
+    a matrix per modality and come from the checkpoint evaluated (models/missing.py)."""
+    if not cfg.missing_modality or cfg.missing_fill != "mean" or cfg.missing_modality == ("none",):
+        return
+    feats, weights = run_dir(cfg).features, eval_weights(cfg)
+    if not feats.is_file():
+        raise UsageError("--missing_fill", f"'mean' fills an absent input with the training mean feature from "
+                         f"{feats}, which does not exist: train with --save_features, or use --missing_fill zeros")
+    blob = _read_torch_dict(feats, "--missing_fill", "features")
+    for m in ("audio", "visual"):
+        if m in blob and _matrix_problem(blob[m]):
+            raise UsageError("--missing_fill", f"{feats}: {m} features {_matrix_problem(blob[m])}")
+    if weights.is_file() and blob.get("checkpoint_sha256") != sha256_file(weights):
+        raise UsageError("--missing_fill", f"{feats} holds the features of another checkpoint than {weights} "
+                         "(its checkpoint_sha256 differs): the training mean would be another model's")
 
 
 def check_last_batch(n_train: int, batch: int) -> None:

@@ -65,6 +65,9 @@ COLUMNS: Dict[str, Tuple[str, Formatter]] = {
     "per_attack": ("robust after each stage", fmt_generic),
     "missing": ("ensemble parts not run", fmt_generic),
     "flags": ("flags", fmt_generic),
+    "missing_input": ("input missing", fmt_generic),
+    "missing_fill": ("filled with", fmt_generic),
+    "missing_acc": ("acc, input missing (%)", fmt_percent),
 }
 
 

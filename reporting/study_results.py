@@ -222,6 +222,8 @@ def long_rows(record: StudyRecord) -> List[Dict[str, Any]]:
     out: List[Dict[str, Any]] = []
     for ev in record.evals():
         path = eval_file(ev.folder, "results", ".json")
+        if not path.is_file() and eval_file(ev.folder, "missing", ".json").is_file():
+            continue  # a missing-input evaluation without attacks: no attack rows (pipeline/missing_eval.py)
         if not path.is_file():
             raise MalformedFileError(str(path), f"missing: study step {ev.step!r} names this evaluation")
         for r in read_results(path):

@@ -19,7 +19,10 @@ from tests.conftest import ToyAV
 
 NAMES = ("fgsm", "pgd", "mim")
 ALL_NAMES = ("apgd-ce", "apgd-dlr", "apgd-t", "autoattack", "desync", "fab", "fab-t", "fgsm", "mim", "mma", "pgd",
-             "square", "universal")
+             "sparse_time", "square", "tia", "time_shared", "universal")
+# run by name only (not in --attack_type all): the ensemble (re-runs others), desync (needs --max_shift_s and the
+# loader's audio context), universal (fitted on the training list first) and the temporal PGD variants
+NOT_IN_ALL = ("autoattack", "desync", "sparse_time", "tia", "time_shared", "universal")
 
 
 class VisualOnly(nn.Module):
@@ -50,9 +53,7 @@ def split(batch: Dict[str, torch.Tensor]):
 
 def test_registry_lists_the_attacks_and_rejects_unknown_names():
     assert list_attacks() == list(ALL_NAMES)
-    # autoattack re-runs attacks already in "all"; desync needs --max_shift_s and the loader's audio context;
-    # universal is fitted on the training list first: each by name only
-    assert attacks.default_attacks() == [n for n in ALL_NAMES if n not in ("autoattack", "desync", "universal")]
+    assert attacks.default_attacks() == [n for n in ALL_NAMES if n not in NOT_IN_ALL]
     with pytest.raises(KeyError, match="fgsm, mim, mma, pgd"):
         create_attack("cw", ToyAV(), eps={"audio": 0.01})
 
@@ -81,7 +82,7 @@ def test_fgsm_rejects_alpha_and_random_start():
         create_attack("fgsm", ToyAV(), eps={"audio": 0.1}, random_start=True)
     # the list comes from the registry: every attack whose constructor takes a random start, and only those
     takers = set(str(err.value).split("attacks that take random_start: ")[1].rstrip(")").split(", "))
-    assert takers == {"apgd-ce", "apgd-dlr", "apgd-t", "mim", "mma", "pgd"}
+    assert takers == {"apgd-ce", "apgd-dlr", "apgd-t", "mim", "mma", "pgd", "tia"}
 
 
 def test_eps_on_a_modality_the_model_cannot_take_raises():

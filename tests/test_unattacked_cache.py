@@ -20,7 +20,8 @@ B, L, T, S, K = 3, 2400, 2, 32, 4  # batch, audio samples, frames, frame size, c
 OPTIONS = {"fgsm": {}, "pgd": {"steps": 3, "random_start": True, "restarts": 2},
            "mim": {"steps": 3}, "apgd-ce": {"steps": 4, "restarts": 2}, "apgd-dlr": {"steps": 4},
            "apgd-t": {"steps": 4, "n_target_classes": 2}, "square": {"n_queries": 12},
-           "autoattack": {"steps": 4, "n_queries": 12, "n_target_classes": 2}, "universal": {"epochs": 2}}
+           "autoattack": {"steps": 4, "n_queries": 12, "n_target_classes": 2}, "universal": {"epochs": 2},
+           "sparse_time": {"steps": 1, "frames": 1}, "time_shared": {"steps": 1}, "tia": {"steps": 1}}  # one step: the paths
 EPS = {"audio": {"audio": 0.05}, "visual": {"visual": 0.1}}
 
 

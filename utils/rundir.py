@@ -77,6 +77,7 @@ EVAL_FILES: Dict[str, str] = {
     "certify_table": "certified",         # .md/.csv: certified accuracy at the report's radii
     "certify_plot": "certified_accuracy.png",
     "corruptions": "corruption_results",
+    "missing": "missing_results",
 }
 _PARTIAL = ".partial"
 
