@@ -70,7 +70,7 @@ SETTING_FLAGS = {"preset": "--preset", "dataset": "--dataset", "clips_per_class"
 EVAL_FOLDER = re.compile(r"^evaluation folder: (.+?)(?: \(already finished with this configuration: --reuse_eval\))?$",
                          re.M)
 VAL_FRACTION, TEST_FRACTION = 0.08, 0.2  # of each class; at least one clip each (smoke runs with few clips)
-EMBEDDED = ("demo", "quick")  # presets on the embedded (synthetic) set, whose media the study makes
+EMBEDDED = ("demo", "full", "quick")  # presets on the embedded (synthetic) set, whose media the study makes
 
 
 def get_args_parser() -> argparse.ArgumentParser:

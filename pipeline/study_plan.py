@@ -240,7 +240,7 @@ def describe_embedded(aa: Dict[str, int], clips: int, split: Tuple[int, int], se
 
 PRESETS: Registry[Callable[[PlanInput], List[Job]]] = Registry("preset")
 # the classes a preset's attacks need: APGD-T's target classes + the true one
-PRESET_AA: Dict[str, Dict[str, int]] = {"demo": AA_DEMO, "quick": AA_QUICK, "paper": AA_STANDARD}
+PRESET_AA: Dict[str, Dict[str, int]] = {"demo": AA_DEMO, "full": AA_DEMO, "quick": AA_QUICK, "paper": AA_STANDARD}
 
 
 def classes_needed(preset: str) -> int:
@@ -319,6 +319,13 @@ def _embedded(inp: PlanInput, aa: Dict[str, int], every_seed: bool, tune_epochs:
 def demo_plan(inp: PlanInput) -> List[Job]:
     """The demo on the embedded set (docs/demo.md)."""
     return _embedded(inp, AA_DEMO, every_seed=False)
+
+
+@PRESETS.register("full")
+def full_plan(inp: PlanInput) -> List[Job]:
+    """The demo's grid on every seed (every row, not only the headline ones) and, unless --sections says
+    otherwise, every study section at demo budgets: what the demo leaves out for its time budget."""
+    return _embedded(inp, AA_DEMO, every_seed=True)
 
 
 @PRESETS.register("quick")

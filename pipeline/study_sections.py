@@ -29,7 +29,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Type
 
 from utils.registry import Registry
 
-SCALES = ("demo", "quick", "paper")  # the budgets a section runs at (the preset's)
+SCALES = ("demo", "quick", "paper")  # the budgets a section runs at (the preset's; the full preset's: demo)
 
 
 @dataclass
@@ -91,8 +91,10 @@ class Section:
 
 
 SECTIONS: Registry[Type[Section]] = Registry("study section")
-# The sections a preset runs when --sections is not given (the demo's time budget: docs/demo.md)
+# The sections a preset runs when --sections is not given (the demo's time budget: docs/demo.md); the full
+# preset runs every one (ALL_BY_DEFAULT)
 DEFAULT_SECTIONS: Dict[str, List[str]] = {}
+ALL_BY_DEFAULT = ("full",)
 
 
 def register(name: str, defaults: Sequence[str] = ()) -> Callable[[Type[Section]], Type[Section]]:
@@ -112,7 +114,7 @@ def resolve(given: Optional[Sequence[str]], preset: str) -> List[str]:
     """The sections to run: ``given`` (``all``, ``none`` or names; unknown names raise listing the valid ones),
     else the preset's defaults, in registry order."""
     if given is None:
-        names = DEFAULT_SECTIONS.get(preset, [])
+        names = SECTIONS.names() if preset in ALL_BY_DEFAULT else DEFAULT_SECTIONS.get(preset, [])
     elif list(given) == ["all"]:
         names = SECTIONS.names()
     elif list(given) == ["none"]:
