@@ -5,8 +5,8 @@ Per seed, the headline audio-visual model (concat) is evaluated with ``--attack_
 no budget (desync: the worst shift alone; mma: the clean row), the paper grid's audio-only budget and its budget on
 both inputs (attacks/metrics.PAPER_EPS_GRID), in the main evaluation's units and steps, so its PGD rows are the
 comparison at equal budget. On the first seed every other audio-visual head the seed trained is evaluated too
-(about one PGD evaluation's cost each at demo scale; the section's note in /work/notes/h_secs.md has the
-timings). The quick preset runs PGD itself at its reduced steps (2), so that MMA and PGD compare at equal steps.
+(at the demo's sizes about 30 s of CPU per head and seed, twice a
+one-budget PGD evaluation: measured once on the demo's seed-0 runs). The quick preset runs PGD itself at its reduced steps (2), so that MMA and PGD compare at equal steps.
 
 The report: per model, accuracy with its Wilson interval (several seeds: mean, range, each seed's) under PGD, MMA
 and desync(+PGD) at each budget, and the paired readings in each seed where both evaluations wrote
@@ -84,14 +84,12 @@ class Misalignment(Section):
         return blocks
 
     def _table(self, rows: SeedRows, pgd: SeedRows) -> Table:
-        clean = first_row(rows)
-        lines: List[Dict[str, Any]] = [
-            {"attack": "PGD", "clean": acc_seeds(clean, "clean_acc"), "audio": acc_seeds(find_rows(pgd, "pgd", "audio")),
-             "both": acc_seeds(find_rows(pgd, "pgd", "both"))},
-            {"attack": "MMA (lam 1)", "clean": "—", "audio": acc_seeds(find_rows(rows, "mma", "audio")),
-             "both": acc_seeds(find_rows(rows, "mma", "both"))},
-            {"attack": "desync (worst shift), then PGD", "clean": acc_seeds(find_rows(rows, "desync", "clean")),
-             "audio": acc_seeds(find_rows(rows, "desync", "audio")), "both": acc_seeds(find_rows(rows, "desync", "both"))}]
+        # (label, attack, its rows, the no-budget cell): PGD's is the clean accuracy, desync's the shift alone
+        spec = [("PGD", "pgd", pgd, acc_seeds(first_row(rows), "clean_acc")), ("MMA (lam 1)", "mma", rows, "—"),
+                ("desync (worst shift), then PGD", "desync", rows, acc_seeds(find_rows(rows, "desync", "clean")))]
+        lines: List[Dict[str, Any]] = [{"attack": label, "clean": none, **{p: acc_seeds(find_rows(src, attack, p))
+                                                                         for p in ("audio", "both")}}
+                                       for label, attack, src, none in spec]
         words = {p: _eps_words(rows, p) for p in ("audio", "both")}
         return Table([Column("attack", "attack"), Column("clean", "no budget (PGD: clean; desync: the shift alone)",
                                                          numeric=True),

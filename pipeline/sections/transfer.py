@@ -127,7 +127,11 @@ def _sentence(cells: Mapping[tuple, SeedRow], white: Mapping[str, SeedRow], clea
     verdict = ("transfers between fusion heads more than from the unimodal models" if b < u else
                "transfers from the unimodal models at least as much as between fusion heads")
     return (f"On the audio-visual targets ({', '.join(targets)}), PGD crafted on another fusion head leaves "
-            f"{b:.1f}% accuracy on average ({len(between)} pairs), crafted on a unimodal model {u:.1f}% "
-            f"({len(uni)} pairs)" + (f"; white-box PGD leaves {avg(wb):.1f}%" if wb else "")
+            f"{b:.1f}% accuracy on average ({_pairs(len(between))}), crafted on a unimodal model {u:.1f}% "
+            f"({_pairs(len(uni))})" + (f"; white-box PGD leaves {avg(wb):.1f}%" if wb else "")
             + (f", clean {avg(cl):.1f}%" if cl else "") + f". By these averages PGD {verdict} (lower accuracy: "
             "stronger transfer; a mean over pairs, no paired test: each cell's interval or range is in the table).")
+
+
+def _pairs(n: int) -> str:
+    return f"{n} pair{'s' * (n != 1)}"
