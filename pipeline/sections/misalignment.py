@@ -5,8 +5,9 @@ Per seed, the headline audio-visual model (concat) is evaluated with ``--attack_
 no budget (desync: the worst shift alone; mma: the clean row), the paper grid's audio-only budget and its budget on
 both inputs (attacks/metrics.PAPER_EPS_GRID), in the main evaluation's units and steps, so its PGD rows are the
 comparison at equal budget. On the first seed every other audio-visual head the seed trained is evaluated too
-(at the demo's sizes about 30 s of CPU per head and seed, twice a
-one-budget PGD evaluation: measured once on the demo's seed-0 runs). The quick preset runs PGD itself at its reduced steps (2), so that MMA and PGD compare at equal steps.
+(at the demo's sizes about 30 s per head and seed on 2 CPU cores, twice a one-budget PGD evaluation: measured once
+on the demo's seed-0 runs). The quick preset runs PGD itself at its reduced steps (2), so that MMA and PGD compare
+at equal steps.
 
 The report: per model, accuracy with its Wilson interval (several seeds: mean, range, each seed's) under PGD, MMA
 and desync(+PGD) at each budget, and the paired readings in each seed where both evaluations wrote
