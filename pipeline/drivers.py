@@ -3,8 +3,8 @@
 train: fit, reload the best checkpoint, the clean test pass (when a test list is given), the training
 features (--save_features), then ``done_train.json``.
 eval: load the weights, the clean pass on the evaluated list, the attack grid (and sweep, examples,
-adaptive attacks), the corruptions (--corruptions), all written to a staging folder published only when
-everything is written.
+adaptive attacks), the corruptions (--corruptions), CRMT's bound for a crmt head (pipeline/crmt_eval.py), all
+written to a staging folder published only when everything is written.
 """
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from pipeline.attack_eval import eval_loader, run_attack_eval
 from pipeline.config import RunConfig
 from pipeline.context import RunContext
 from pipeline.corruption_eval import run_corruption_eval
+from pipeline.crmt_eval import run_crmt_certified
 from pipeline.defense import solver_counts
 from pipeline.engine import TrainConfig
 from pipeline.missing_eval import run_missing_eval
@@ -74,6 +75,7 @@ def _evaluate(model: nn.Module, cfg: RunConfig, ctx: RunContext, label: str) -> 
     clean = clean_accuracy(model, cfg, ctx, cfg.eval_list, tag, loader=loader, keep_preds=True)
     preds = clean.pop("preds")
     ctx.record["clean"] = {**clean, "list": cfg.eval_list}
+    run_crmt_certified(model, cfg, ctx, label, loader)  # a crmt head: its bound per clip (else nothing)
     if cfg.missing_modality:
         run_missing_eval(model, cfg, ctx, label, clean, loader)
     if cfg.attacks:

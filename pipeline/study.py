@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 import main_attack
+import main_certify
 import main_defense
 from dataset.batches import default_workers
 from dataset.index import read_index
@@ -54,7 +55,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 log = logging.getLogger("study")
 
-IN_PROCESS = {"main_attack.py": main_attack.main, "main_defense.py": main_defense.main}
+# the mains a study step runs in this process (each prints its "evaluation folder:" line, pipeline/context.py)
+IN_PROCESS = {"main_attack.py": main_attack.main, "main_defense.py": main_defense.main,
+              "main_certify.py": main_certify.main}
 STUDY_HEADS = ["concat", "sum", "film_av", "gated_av", "attention"]  # the report's fusion table (demo grid)
 # The embedded set's size: 100 clips of 2 s per class, split 72/8/20 (train/val/test) so that the test list has
 # 160 clips (a standard error of at most 4 points on one accuracy). Chosen with the unimodal and concat

@@ -12,16 +12,38 @@ which radius is read (its own, holding the other input fixed); ``joint`` is the 
 """
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Sequence, Tuple, Union
 
 from reporting.plots import _new_figure, _save_figure
 from reporting.tables import Column, Table, fmt_int, fmt_percent
+from utils.errors import MalformedFileError
+from utils.rundir import eval_file
 
 log = logging.getLogger(__name__)
 
 Curve = List[Tuple[float, float]]
+
+
+RECORD_KEYS = ("method", "params", "report_radii", "settings")  # what main_certify.py's certify.json holds
+
+
+def read_certify(eval_dir: Union[str, Path]) -> Dict[str, Any]:
+    """The certify record (certify.json) of a main_certify.py evaluation folder; a missing file or one without the
+    record's keys raises MalformedFileError naming the file."""
+    path = eval_file(eval_dir, "certify")
+    if not path.is_file():
+        raise MalformedFileError(path, "missing: not an evaluation folder of main_certify.py")
+    try:
+        record = json.loads(path.read_text())
+    except ValueError as e:
+        raise MalformedFileError(path, f"not JSON: {e}") from None
+    missing = [k for k in RECORD_KEYS if not isinstance(record, dict) or k not in record]
+    if missing:
+        raise MalformedFileError(path, f"not a certify record: no {', '.join(missing)}")
+    return record
 
 
 def _reaches(radius: float, r: float, method: str) -> bool:

@@ -21,7 +21,8 @@ ALLOWED = {
     "models": {"utils", "models"},
     "attacks": {"utils", "attacks", "models"},
     "reporting": {"utils", "reporting", "attacks"},
-    "pipeline": {"utils", "dataset", "corruptions", "models", "attacks", "reporting", "pipeline", "main_attack", "main_defense"},
+    "pipeline": {"utils", "dataset", "corruptions", "models", "attacks", "reporting", "pipeline", "main_attack", "main_defense",
+                 "main_certify"},
 }
 
 

@@ -76,6 +76,7 @@ EVAL_FILES: Dict[str, str] = {
     "certify": "certify.json",            # main_certify.py: every clip's certificate per setting
     "certify_table": "certified",         # .md/.csv: certified accuracy at the report's radii
     "certify_plot": "certified_accuracy.png",
+    "crmt_certified": "crmt_certified.json",  # main_attack.py eval of a crmt head: CRMT's bound per clip
     "corruptions": "corruption_results",
     "missing": "missing_results",
 }
