@@ -328,12 +328,16 @@ def test_study_section_plans_every_headline_model_and_reports_against_concat(tmp
             assert kind == "corruptions" and name == "corruption_results"
             return {"concat": concat, "audio": audio}.get(run_id, [])
 
+        def kind_per_clip(self, run_id, kind, name, keys, seed=None):
+            return {}  # an evaluation without corruption_per_sample.json
+
     blocks = Corruptions().report(View())
     md = blocks[1].table.to_markdown()
     # audio vs concat on mp3: CE (0.6 + 0.8) / (0.3 + 0.5) = 175%; relative ((0.6-0.5)+(0.8-0.5)) / (0.2+0.4) = 66.7%
     assert "| audio | 1 | 50.0% | 30.0% | 175.0% | 66.7% |" in md.replace("  ", " ")
     assert "| concat | 1 | 90.0% | 65.0% | 100.0% | 100.0% |" in md.replace("  ", " ")
-    assert blocks[-1].kind == "table" and "severity 3" in blocks[-1].table.to_markdown()
+    assert blocks[3].kind == "table" and "severity 3" in blocks[3].table.to_markdown()
+    assert blocks[-1].kind == "p" and "no paired test" in blocks[-1].text
 
 
 def test_evaluations_without_corruptions_keep_their_configuration_hash(media, tmp_path):
