@@ -138,7 +138,9 @@ def evaluate_attack_grid(
             exactly (the dB means up to float summation order). Give both or neither.
         progress: show a tqdm bar.
         on_batch: called for every row and batch with a dict: attack, eps, attacked, batch_index, batch,
-            inputs, adv, labels, clean_pred, adv_pred (e.g. to save examples).
+            inputs, adv, labels, clean_pred, adv_pred (e.g. to save examples), and what the attack chose for
+            the batch where it says: shifts_s (desync's ``last_shifts_s``, (B,) seconds) and support
+            (sparse_time's ``last_support``, {modality: (B, T) bool}); None otherwise.
         clean_preds: the model's clean predictions by dataset index (``batch["index"]``), e.g. the ``preds``
             of ``pipeline.engine.evaluate`` on the same loader: the grid then runs no clean forward.
         source: a transfer attack: every attack is crafted on ``source`` (another model, called the same way)
@@ -268,6 +270,7 @@ def _run(model: nn.Module, loader: Iterable[Mapping[str, Any]], rows: List[_Row]
             if on_batch is not None:
                 on_batch({"attack": row.name, "eps": dict(row.eps), "attacked": row.attacked,
                           "shifts_s": getattr(row.attack, "last_shifts_s", None),
+                          "support": getattr(row.attack, "last_support", None),
                           "batch_index": batch_index, "batch": batch, "inputs": inputs, "adv": adv,
                           "labels": labels, "clean_pred": clean_pred, "adv_pred": adv_pred})
     return checks

@@ -1,7 +1,8 @@
 """Attack evaluation of a loaded model, shared by main_attack.py and main_defense.py.
 
 Writes into the evaluation folder (utils/rundir.py names every file): results.{json,csv,md} (the eps grid x
-attacks), per_sample.json (each clip's correctness per row, for the report's paired tests), optionally
+attacks), per_sample.json (each clip's correctness per row, for the report's paired tests), attack_choices.json
+(desync's shift and sparse_time's perturbed segments per clip, reporting/attack_choices.py), optionally
 sweep_results.* and acc_vs_eps.png (--sweep), cosine_hist.png (audio-visual models) and examples/index.html
 (--save_examples N). Adaptive evaluation of a defended model is pipeline/adaptive.py's.
 """
@@ -15,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from attacks import ATTACKS, list_attacks, parse_attack_args, parse_norm
+from attacks.segments import frames_of
 from attacks.evaluate import GRID_FLAGS, evaluate_attack_grid
 from models.av_model import av_cosine
 from pipeline.build import build_dataset, build_loader
@@ -23,6 +25,7 @@ from pipeline.context import RunContext
 from pipeline.preflight import eval_weights
 from pipeline.transfer import load_source_model
 from pipeline.universal import universal_options
+from reporting.attack_choices import ChoiceCollector, write_choices
 from reporting.examples_page import write_examples_page
 from reporting.plots import plot_accuracy_vs_eps, plot_cosine_hist
 from reporting.per_sample import write_per_sample
@@ -34,7 +37,7 @@ log = logging.getLogger(__name__)
 
 TABLE_COLUMNS = ["model", "transfer_from", "attack", "eps_audio", "eps_visual", "norm_audio", "norm_visual", "clean_acc", "adv_acc",
                  "success_rate", "max_delta_audio", "max_delta_visual", "snr_db_audio", "psnr_db_visual", "queries",
-                 "n_samples", "seconds", "flags"]
+                 "mean_abs_shift_s", "shifted_share", "segments_chosen", "n_samples", "seconds", "flags"]
 
 
 def reducers():
@@ -158,10 +161,18 @@ class ExampleCollector:
             "pred_clean": self.categories[int(info["clean_pred"][i])],
             "pred_adv": self.categories[int(info["adv_pred"][i])], "metrics": {"attack outcome": outcome},
             **{f"norm_{m}": self.norms[m] for m in self.attacked if m in self.norms}}
+        support = {m: frames_of(s[i:i + 1])[0] for m, s in (info.get("support") or {}).items()}
+        if support:  # sparse_time: the segments it perturbed, of T
+            ex["segments"] = support
+            ex["num_segments"] = int(next(iter((info.get("support") or {}).values())).shape[1])
+        if info.get("shifts_s") is not None:  # desync: the shift it applied to this clip's audio
+            ex["shift_s"] = float(info["shifts_s"][i])
         if "visual" in inputs:
             v_c, v_a = inputs["visual"][i], adv["visual"][i]
-            if v_c.dim() == 4:  # (3, T, H, W): show the centre frame
-                v_c, v_a = v_c[:, v_c.shape[1] // 2], v_a[:, v_a.shape[1] // 2]
+            if v_c.dim() == 4:  # (3, T, H, W): the first perturbed frame (sparse_time), else the centre frame
+                t = support["visual"][0] if support.get("visual") else v_c.shape[1] // 2
+                ex["frame_index"], ex["num_frames"] = int(t), int(v_c.shape[1])
+                v_c, v_a = v_c[:, t], v_a[:, t]
             ex["frame_clean"], ex["frame_adv"] = v_c.detach().cpu().clamp(0, 1), v_a.detach().cpu().clamp(0, 1)
         if "audio" in inputs:
             ex["audio_clean"] = inputs["audio"][i].detach().cpu().clamp(-1, 1)
@@ -215,25 +226,34 @@ def run_attack_eval(model: nn.Module, cfg: RunConfig, ctx: RunContext, label: st
     common = common_attack_options(cfg)
     source_info = add_transfer_and_fit_options(common, names, cfg, ctx)
     per_sample = PerSampleCorrect()
+    choices = ChoiceCollector()
 
     def on_batch(info: Dict[str, Any]) -> None:
         collector(info)
         per_sample(info)
+        choices(info)
 
     rows = attack_grid(model, loader, names, grid, ctx.device, on_batch=on_batch, clean_preds=clean_preds, **common)
     for r in rows:
         r["model"] = label
         if source_info is not None:  # each row names the run its inputs were crafted on
             r["transfer_from"] = source_info["run"]
+    one_process = du.world_size() == 1  # per-clip outcomes and choices are only complete in one process
+    if one_process:
+        choices.summarise(rows)
+    elif choices.shifts or choices.support:
+        log.warning("under torchrun the clips' shifts / perturbed segments are not recorded (attack_choices.json)")
     store = common["attack_options"].get("universal", {}).get("store")
     if getattr(store, "used", None):
         ctx.record["universal"] = store.used
     if ctx.is_main:
         write_results(rows, ctx.out_dir, name=EVAL_FILES["results"])
-        if du.world_size() == 1:  # per-clip outcomes are only complete in one process
+        if one_process:
             write_per_sample(per_sample.correct, ctx.out_dir / EVAL_FILES["per_sample"])
+            if choices.shifts or choices.support:
+                write_choices(choices, ctx.out_dir / EVAL_FILES["attack_choices"])
         print(f"\n## {label}: clean accuracy {clean['acc'] * 100:.2f}% on {clean['n']} clips ({cfg.eval_list})\n")
-        print(markdown_table(rows, [c for c in TABLE_COLUMNS if c in rows[0]]))
+        print(markdown_table(rows, [c for c in TABLE_COLUMNS if any(c in r for r in rows)]))
         for r in rows:
             ctx.metrics.log("attack", 0, **{k: v for k, v in r.items() if isinstance(v, (int, float))})
     write_plots_and_examples(collector, cfg, ctx, label)
@@ -304,7 +324,7 @@ def write_plots_and_examples(collector: ExampleCollector, cfg: RunConfig, ctx: R
         if not collector.examples:
             raise RuntimeError("--save_examples: no attacked row to take examples from (every eps is 0?)")
         page = write_examples_page(collector.examples, ctx.out_dir / EVAL_FILES["examples"],
-                                   f"{label}: {collector.attack} on {'+'.join(collector.attacked)}",
+                                   f"{label}: {collector.attack} on {'+'.join(collector.attacked) or 'no budget'}",
                                    selection=selection_rule(collector.seed))
         log.info("examples page: %s", page)
 

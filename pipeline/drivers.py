@@ -77,13 +77,13 @@ def _evaluate(model: nn.Module, cfg: RunConfig, ctx: RunContext, label: str) -> 
     ctx.record["clean"] = {**clean, "list": cfg.eval_list}
     run_crmt_certified(model, cfg, ctx, label, loader)  # a crmt head: its bound per clip (else nothing)
     if cfg.missing_modality:
-        run_missing_eval(model, cfg, ctx, label, clean, loader)
+        run_missing_eval(model, cfg, ctx, label, clean, loader, clean_preds=preds)
     if cfg.attacks:
         grid = run_attack_eval(model, cfg, ctx, label=label, clean=clean, loader=loader, clean_preds=preds)
         if cfg.adaptive:
             run_adaptive(model, cfg, ctx, label, grid)
     if cfg.corruption_names:
-        run_corruption_eval(model, cfg, ctx, label, clean, loader)
+        run_corruption_eval(model, cfg, ctx, label, clean, loader, clean_preds=preds)
     solver = solver_counts(model, warn=True)  # the defense's sparse coding: rows left uncertified at the cap
     if solver is not None:
         ctx.record["solver"] = solver

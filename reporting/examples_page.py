@@ -23,6 +23,14 @@ frame and audio pairs must be given):
                     one min-max scale, are upsampled bilinearly to the frame size and overlaid as a
                     heat map (jet, alpha 0.5).
 ``metrics``         optional ``{name: value}`` shown in the example's table (e.g. the clip-level SNR).
+``frame_index``     optional int: which of the clip's ``num_frames`` frames the frame pair is (captions say
+                    "frame t of T"; frames are numbered from 0).
+``segments``        optional ``{modality: [t, ...]}``: the time segments the attack perturbed (sparse_time:
+                    frame t; the audio's t-th of T parts), with ``num_segments`` (T); shown as a row naming
+                    them and a strip of the T segments with the perturbed ones marked.
+``shift_s``         optional float: the shift applied to the audio against the frames (desync), in seconds,
+                    positive when the audio comes early; the audio pair is then the unshifted and the shifted
+                    (and perturbed) waveform, to listen to.
 ==================  ==================================================================================
 
 For every example the page shows the true and predicted classes (red when wrong), the audio SNR
@@ -224,6 +232,64 @@ def _require_pair(ex: Mapping[str, Any], a: str, b: str, i: int) -> bool:
     return has_a
 
 
+SEGMENT_WORDS = {"visual": "perturbed frames", "audio": "perturbed audio segments"}
+
+
+def _frame_words(i: int, ex: Mapping[str, Any]) -> str:
+    """' (frame t of T)' for a frame pair taken from a multi-frame clip, else ''."""
+    if ex.get("frame_index") is None:
+        return ""
+    t, n = ex["frame_index"], ex.get("num_frames")
+    if not isinstance(t, (int, np.integer)) or not isinstance(n, (int, np.integer)) or not 0 <= t < n:
+        raise ValueError(f"example {i}: frame_index {t!r} needs num_frames (an int above it), got {n!r}")
+    return f" (frame {int(t)} of {int(n)})"
+
+
+def _segments(i: int, ex: Mapping[str, Any]) -> Tuple[int, dict]:
+    """The checked ``num_segments`` and ``segments`` of an example ((0, {}) without them)."""
+    segs = ex.get("segments")
+    if not segs:
+        return 0, {}
+    n = ex.get("num_segments")
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"example {i}: 'segments' needs 'num_segments' (T >= 1), got {n!r}")
+    out = {}
+    for m, ts in dict(segs).items():
+        ts = [int(t) for t in ts]
+        if any(not 0 <= t < n for t in ts):
+            raise ValueError(f"example {i}: {m} segments {ts} outside 0..{n - 1}")
+        out[str(m)] = sorted(ts)
+    return int(n), out
+
+
+def _time_rows(i: int, ex: Mapping[str, Any]) -> List[Tuple[str, str, str]]:
+    """The table rows of the temporal and misalignment attacks: perturbed segments, audio shift."""
+    rows: List[Tuple[str, str, str]] = []
+    n, segs = _segments(i, ex)
+    for m, ts in segs.items():
+        rows.append((SEGMENT_WORDS.get(m, f"perturbed {m} segments"),
+                     f"{', '.join(map(str, ts)) or 'none'} of {n} (numbered from 0)", ""))
+    if ex.get("shift_s") is not None:
+        s = float(ex["shift_s"])
+        if not math.isfinite(s):
+            raise ValueError(f"example {i}: shift_s is {s}")
+        side = ("audio ahead of the frames" if s > 0 else "audio behind the frames" if s < 0 else "not shifted")
+        rows.append(("audio shift", f"{s:+.3f} s ({side})", ""))
+    return rows
+
+
+def _timelines(i: int, ex: Mapping[str, Any]) -> str:
+    """A strip of the clip's T segments per modality, the perturbed ones marked (class ``seg hit``)."""
+    n, segs = _segments(i, ex)
+    strips = []
+    for m, ts in segs.items():
+        cells = "".join(f'<span class="seg{" hit" if t in ts else ""}" title="{_esc(m)} segment {t}">{t}</span>'
+                        for t in range(n))
+        strips.append(f'<div class="timeline" data-modality="{_esc(m)}"><span class="what">'
+                      f'{_esc(SEGMENT_WORDS.get(m, m))}</span>{cells}</div>')
+    return "".join(strips)
+
+
 # The per-example key/value table: names as row headers, values (preformatted text) as cells; a row's
 # class ("ok" / "wrong") colours a prediction.
 _META_COLUMNS = (Column("name", "name"), Column("value", "value"))
@@ -271,8 +337,9 @@ def _render_example(i: int, ex: Mapping[str, Any], asset_dir: Path) -> str:
         rows.append(("frame ||δ||₂", f"{clip_l2_delta(clean, adv):.4g}", f"threat model: {ex['norm_visual']}"
                      if ex.get("norm_visual") else ""))
         scale_attr = f' data-scale="{scale!r}" data-max-abs="{max_abs!r}"'
-        figures += [_figure(_asset_src(names["frame_clean"]), "clean frame"),
-                    _figure(_asset_src(names["frame_adv"]), "adversarial frame"),
+        which = _frame_words(i, ex)
+        figures += [_figure(_asset_src(names["frame_clean"]), f"clean frame{which}"),
+                    _figure(_asset_src(names["frame_adv"]), f"adversarial frame{which}"),
                     _figure(_asset_src(names["diff"]), diff_caption, f' class="diff"{scale_attr}')]
         if has_loc:
             maps = {k: _loc_map(ex[k], f"example {i} {k}") for k in ("loc_clean", "loc_adv")}
@@ -302,13 +369,15 @@ def _render_example(i: int, ex: Mapping[str, Any], asset_dir: Path) -> str:
             players.append(f'<div class="player"><span>{_esc(caption)}</span>'
                            f'<audio controls preload="metadata" src="{_esc(_asset_src(name))}"></audio></div>')
 
+    rows += _time_rows(i, ex)
     for key, value in dict(ex.get("metrics") or {}).items():
         rows.append((str(key), _fmt_metric(value), ""))
 
     table = Table(_META_COLUMNS, [{"name": k, "value": v} for k, v, _ in rows], row_classes=[c for _, _, c in rows])
     return (f'<section class="example" id="ex-{i:03d}"><h2>#{i} {_esc(ex_id)}</h2>'
             + table.to_html(css_class="meta", header=False, row_headers=True, sep="")
-            +             f'<div class="figures">{"".join(figures)}</div>'
+            + _timelines(i, ex)
+            + f'<div class="figures">{"".join(figures)}</div>'
             f'<div class="audio">{"".join(players)}</div></section>')
 
 
@@ -327,6 +396,11 @@ figure { margin: 0; } figcaption { font-size: 12px; color: #444; max-width: 200p
 figure img { width: 200px; height: auto; image-rendering: pixelated; border: 1px solid #ddd; }
 div.audio { display: flex; flex-wrap: wrap; gap: 16px; margin-top: 8px; font-size: 12px; }
 div.player { display: flex; flex-direction: column; }
+div.timeline { display: flex; align-items: center; gap: 3px; margin: 4px 0; font-size: 12px; }
+div.timeline span.what { color: #555; min-width: 170px; }
+div.timeline span.seg { display: inline-block; width: 22px; text-align: center; border: 1px solid #bbb;
+                        background: #eee; font-family: monospace; }
+div.timeline span.seg.hit { background: #c0161c; color: #fff; border-color: #c0161c; font-weight: bold; }
 """
 
 

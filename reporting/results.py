@@ -68,6 +68,9 @@ COLUMNS: Dict[str, Tuple[str, Formatter]] = {
     "missing_input": ("input missing", fmt_generic),
     "missing_fill": ("filled with", fmt_generic),
     "missing_acc": ("acc, input missing (%)", fmt_percent),
+    "mean_abs_shift_s": ("mean |shift| (s)", fmt_generic),  # desync (reporting/attack_choices.py)
+    "shifted_share": ("clips shifted (%)", fmt_percent),
+    "segments_chosen": ("clips per perturbed segment", fmt_generic),  # sparse_time
 }
 
 

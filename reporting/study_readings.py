@@ -85,6 +85,12 @@ def acc_seeds(rows: Mapping[int, Optional[Row]], key: str = "adv_acc") -> str:
     return fmt_acc_seeds(counts)
 
 
+def clips_acc(clips: Mapping[int, Mapping[int, bool]]) -> str:
+    """An accuracy over seeds from per-clip correctness ``{seed: {dataset index: correct}}`` (one seed: Wilson 95%
+    interval; several: mean, range and each seed's)."""
+    return fmt_acc_seeds({k: (sum(bool(v) for v in c.values()), len(c)) for k, c in clips.items()})
+
+
 def mean_acc(rows: Mapping[int, Row], key: str = "adv_acc") -> float:
     """The mean of ``key`` over seeds (for choosing the better model of a sentence)."""
     return sum(float(r[key]) for r in rows.values()) / len(rows)
@@ -198,4 +204,4 @@ def readings(s: ReadingView, defense_rows: Sequence[Tuple[str, str]]) -> Tuple[L
 
 
 __all__ = ["PATTERNS", "SeedRows", "SeedRow", "Clips", "ReadingView", "find_row", "acc_text", "by_seed", "find_rows",
-           "acc_seeds", "mean_acc", "first_row", "Reader", "readings"]
+           "acc_seeds", "clips_acc", "mean_acc", "first_row", "Reader", "readings"]

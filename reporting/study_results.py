@@ -18,9 +18,9 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from reporting.per_sample import PerSample, read_per_sample
+from reporting.per_sample import PerSample, read_per_clip, read_per_sample
 from reporting.results import read_results
 from utils.errors import MalformedFileError, UsageError, run_cli
 from utils.fileio import atomic_write_csv
@@ -159,6 +159,16 @@ class StudyRecord:
                                     f"{self.path}")
         return read_per_sample(eval_file(found, "per_sample"))
 
+    def kind_per_clip(self, run_id: str, kind: str, name: str, keys: Sequence[str],
+                      seed: Optional[int] = None) -> Dict[Tuple[Any, ...], Dict[int, bool]]:
+        """Per-clip correctness of the model's evaluation of ``kind`` in ``seed`` from the per_clip/1 file
+        ``name`` (an EVAL_FILES key: missing_per_sample, corruption_per_sample) keyed by ``keys``; {} when the
+        study has no such evaluation or the evaluation no such file (written before per-clip files)."""
+        found = self.eval_dir(run_id, kind, seed)
+        if found is None or not eval_file(found, name).is_file():
+            return {}
+        return read_per_clip(eval_file(found, name), keys)
+
     def run_args(self, run_id: str, seed: Optional[int] = None) -> Dict[str, Any]:
         """The run's own record of its training (args.json) in ``seed``."""
         return json.loads(self.run_folder(run_id, self._seed(run_id, seed)).args.read_text())
@@ -204,6 +214,10 @@ class RecordedView:
 
     def kind_per_sample(self, run_id: str, kind: str, seed: Optional[int] = None) -> PerSample:
         return self._record().kind_per_sample(run_id, kind, seed)
+
+    def kind_per_clip(self, run_id: str, kind: str, name: str, keys: Sequence[str],
+                      seed: Optional[int] = None) -> Dict[Tuple[Any, ...], Dict[int, bool]]:
+        return self._record().kind_per_clip(run_id, kind, name, keys, seed)
 
     def run_args(self, run_id: str, seed: Optional[int] = None) -> Dict[str, Any]:
         return self._record().run_args(run_id, seed)

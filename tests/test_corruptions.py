@@ -20,6 +20,7 @@ import main_attack
 from corruptions import CORRUPTIONS, clip_rng, corrupt, list_corruptions, parse_severities
 from pipeline.corruption_eval import corruption_rows
 from reporting.corruption_summary import corruption_errors, corruption_summary, severity_table
+from reporting.per_sample import CORRUPTION_CLEAN, CORRUPTION_KEYS, read_per_clip
 from tests.conftest import ToyAV, run_argv
 from utils.errors import run_cli
 from utils.rundir import RunDir, eval_file
@@ -298,6 +299,12 @@ def test_eval_writes_a_row_per_corruption_and_severity(media, tmp_path):
     record = json.loads(eval_file(ev, "config").read_text())
     assert record["corruptions"]["mca"] == pytest.approx(sum(r["corrupt_acc"] for r in rows) / 4)
     assert all(r["clean_acc"] == record["clean"]["acc"] and r["n_samples"] == record["clean"]["n"] for r in rows)
+    per_clip = read_per_clip(eval_file(ev, "corruption_per_sample"), CORRUPTION_KEYS)  # the report's paired tests
+    assert sorted(per_clip) == sorted([CORRUPTION_CLEAN] + [(r["corruption"], r["severity"]) for r in rows])
+    for key, acc in [(CORRUPTION_CLEAN, record["clean"]["acc"])] + [((r["corruption"], r["severity"]), r["corrupt_acc"])
+                                                                      for r in rows]:
+        clips = per_clip[key]
+        assert len(clips) == record["clean"]["n"] and sum(clips.values()) / len(clips) == pytest.approx(acc)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -328,12 +335,16 @@ def test_study_section_plans_every_headline_model_and_reports_against_concat(tmp
             assert kind == "corruptions" and name == "corruption_results"
             return {"concat": concat, "audio": audio}.get(run_id, [])
 
+        def kind_per_clip(self, run_id, kind, name, keys, seed=None):
+            return {}  # an evaluation without corruption_per_sample.json
+
     blocks = Corruptions().report(View())
     md = blocks[1].table.to_markdown()
     # audio vs concat on mp3: CE (0.6 + 0.8) / (0.3 + 0.5) = 175%; relative ((0.6-0.5)+(0.8-0.5)) / (0.2+0.4) = 66.7%
     assert "| audio | 1 | 50.0% | 30.0% | 175.0% | 66.7% |" in md.replace("  ", " ")
     assert "| concat | 1 | 90.0% | 65.0% | 100.0% | 100.0% |" in md.replace("  ", " ")
-    assert blocks[-1].kind == "table" and "severity 3" in blocks[-1].table.to_markdown()
+    assert blocks[3].kind == "table" and "severity 3" in blocks[3].table.to_markdown()
+    assert blocks[-1].kind == "p" and "no paired test" in blocks[-1].text
 
 
 def test_evaluations_without_corruptions_keep_their_configuration_hash(media, tmp_path):

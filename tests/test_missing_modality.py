@@ -14,6 +14,8 @@ from models.missing import MISSING_FILLS, dropout_mask, training_means
 from pipeline import config as config_mod
 from pipeline.config import get_args_parser
 from pipeline.preflight import check_missing_fill
+from reporting.attack_choices import read_choices
+from reporting.per_sample import MISSING_KEYS, read_per_clip
 from reporting.results import read_results
 from tests.conftest import run_argv
 from tests.test_heads_contract import _model as stub_model
@@ -164,8 +166,18 @@ def test_train_with_modality_dropout_then_evaluate_without_each_input_and_in_tim
                                                                       ("visual", "mean")]
     assert rows[0]["missing_acc"] == rows[0]["clean_acc"] and all(r["n_samples"] == rows[0]["n_samples"] for r in rows)
     assert all(0.0 <= r["missing_acc"] <= 1.0 for r in rows)
+    per_clip = read_per_clip(folder / "missing_per_sample.json", MISSING_KEYS)  # every row's clips, for the report
+    assert sorted(per_clip) == sorted((r["missing_input"], r["missing_fill"]) for r in rows)
+    for r in rows:
+        clips = per_clip[(r["missing_input"], r["missing_fill"])]
+        assert len(clips) == r["n_samples"] and sum(clips.values()) / len(clips) == pytest.approx(r["missing_acc"])
     attacked = read_results(folder / "results.json")
     assert sorted(r["attack"] for r in attacked) == ["sparse_time", "tia", "time_shared"]
+    sparse = next(r for r in attacked if r["attack"] == "sparse_time")  # its chosen frames, per clip and summed
+    (chosen,) = [c for k, c in read_choices(folder / "attack_choices.json").items() if k[0] == "sparse_time"]
+    assert chosen["segments"] == {"audio": 2, "visual": 2} and len(chosen["support"]) == sparse["n_samples"]
+    assert all(len(v) == 1 for c in chosen["support"].values() for v in c.values())  # frames=1
+    assert sparse["segments_chosen"].startswith("audio ") and "; visual " in sparse["segments_chosen"]
     assert all(r["max_delta_visual"] <= 0.006 + 1e-6 and r["max_delta_audio"] <= 0.006 + 1e-6 for r in attacked)
     assert json.loads((folder / "eval.json").read_text())["missing"] == {"fill": "mean",
                                                                           "inputs": ["none", "audio", "visual"]}

@@ -43,6 +43,9 @@ class View:
     def kind_results(self, model: str, kind: str, seed=None, name: str = "results") -> List[Dict[str, Any]]:
         return self.rows.get((model, kind, seed, name), [])
 
+    def kind_per_clip(self, model: str, kind: str, name: str, keys, seed=None) -> Dict[tuple, Dict[int, bool]]:
+        return {}  # evaluations without per-clip files
+
 
 def _missing_rows(acc_a: float, acc_v: float) -> List[Dict[str, Any]]:
     return [{"missing_input": m, "missing_fill": f, "clean_acc": 0.75, "missing_acc": a, "n_samples": 80}
@@ -53,7 +56,8 @@ def test_missing_report_gives_each_input_over_seeds():
     view = View({("concat", "missing", 0, "missing"): _missing_rows(0.5, 0.25),
                  ("concat", "missing", 1, "missing"): _missing_rows(0.25, 0.25)})
     blocks = MissingSection().report(view)
-    table = blocks[-1].table
+    table = blocks[1].table
+    assert "No per-clip correctness" in blocks[-1].text  # no missing_per_sample.json: no paired test
     (line,) = table.rows
     assert line["model"] == "concat" and line["seeds"] == 2 and line["fill"] == "zeros"
     assert line["audio"].startswith("37.5%") and line["audio"].endswith(": 50.0, 25.0)")  # mean, range, each seed in order

@@ -79,6 +79,11 @@ EVAL_FILES: Dict[str, str] = {
     "crmt_certified": "crmt_certified.json",  # main_attack.py eval of a crmt head: CRMT's bound per clip
     "corruptions": "corruption_results",
     "missing": "missing_results",
+    # per-clip correctness of the rows of corruption_results / missing_results (reporting/per_sample.py)
+    "corruption_per_sample": "corruption_per_sample.json",
+    "missing_per_sample": "missing_per_sample.json",
+    # per clip, what desync (shift) and sparse_time (perturbed segments) chose, per row (reporting/attack_choices.py)
+    "attack_choices": "attack_choices.json",
 }
 _PARTIAL = ".partial"
 
