@@ -121,7 +121,7 @@ class Desync(Attack):
         self._check_inputs(inputs, labels)
         audio = inputs.get("audio")
         if self.max_shift == 0:
-            shifted, self.last_shifts = audio, torch.zeros(labels.shape[0], dtype=torch.long)
+            shifted, self.last_shifts = audio, torch.zeros(labels.shape[0], dtype=torch.long, device=labels.device)
         else:
             if audio is None:
                 raise KeyError("desync shifts the audio: inputs has no 'audio' tensor")

@@ -384,7 +384,8 @@ def test_every_attack_runs_on_as_few_classes_as_it_declares(name):
     model = ToyAV(("visual",), num_classes=k).eval()
     batch = make_batch(b=3, frames=None, classes=k)
     options = {"apgd-ce": dict(steps=2), "apgd-dlr": dict(steps=2), "apgd-t": dict(steps=2, n_target_classes=1),
-               "autoattack": dict(steps=2, n_queries=3, n_target_classes=1), "square": dict(n_queries=3), "fgsm": {}}
+               "autoattack": dict(steps=2, n_queries=3, n_target_classes=1), "square": dict(n_queries=3), "fgsm": {},
+               "universal": dict(epochs=1)}
     attack = create_attack(name, model, eps={"visual": 0.03}, **options.get(name, dict(steps=2)))
     adv = attack({"visual": batch["visual"]}, batch["label"])
     assert adv["visual"].shape == batch["visual"].shape

@@ -36,6 +36,25 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 FACTORIES = {"rand", "randint", "randperm", "randn", "empty", "zeros", "ones", "full", "arange", "tensor"}
 # (file, call as written) -> why it is CPU-only on purpose
 ALLOWED: Dict[Tuple[str, str], str] = {
+    ("pipeline/crmt_eval.py", "torch.tensor(radii[k], dtype=torch.float64)"):
+        "host-side counts of per-clip bounds (Python floats gathered on the host), reduced across ranks after",
+    ("pipeline/crmt_eval.py", "torch.tensor(float(len(radii[k])), dtype=torch.float64)"):
+        "host-side clip count beside the counts above",
+    ("models/certify.py", "torch.arange(k, n + 1, dtype=torch.float64)"):
+        "host-side binomial tail of the Clopper-Pearson bound (fp64 arithmetic on counts, never on the device)",
+    ("models/certify.py", "torch.zeros(self.num_classes, dtype=torch.long)"):
+        "host-side class counts of the Monte-Carlo draws (each batch's predictions are moved with .cpu())",
+    ("models/crmt.py", "torch.zeros(num_classes)"): "a parameter built at construction; model.to(device) moves it",
+    ("models/crmt.py", 'torch.full((len(self.modalities), num_classes), float("nan"))'):
+        "a buffer built at construction; model.to(device) moves it",
+    ("models/crmt.py", "torch.full((num_classes,), float(a_init))"):
+        "a parameter built at construction; model.to(device) moves it",
+    ("models/missing.py", "torch.rand(batch, generator=generator)"):
+        "modality-dropout draw from the seeded CPU generator (the same draws on every device); moved by the caller",
+    ("models/missing.py", "torch.randint(len(modalities), (batch,), generator=generator)"):
+        "modality-dropout draw from the seeded CPU generator (the same draws on every device); moved by the caller",
+    ("pipeline/procedures.py", "torch.randint(len(ODD_CLASSES), (labels.numel(),), generator=self.gen)"):
+        "single-source draw from the seeded CPU generator, moved to the labels' device at once",
     ("attacks/evaluate.py", "torch.zeros(len(_SUMS), dtype=torch.float64)"):
         "host-side counters added from Python numbers per batch; moved to the device once for the DDP reduction",
     ("attacks/evaluate.py", "torch.zeros(len(_MAXES), dtype=torch.float64)"):

@@ -21,7 +21,8 @@ OPTIONS = {"fgsm": {}, "pgd": {"steps": 3, "random_start": True, "restarts": 2},
            "mim": {"steps": 3}, "apgd-ce": {"steps": 4, "restarts": 2}, "apgd-dlr": {"steps": 4},
            "apgd-t": {"steps": 4, "n_target_classes": 2}, "square": {"n_queries": 12},
            "autoattack": {"steps": 4, "n_queries": 12, "n_target_classes": 2}, "universal": {"epochs": 2},
-           "sparse_time": {"steps": 1, "frames": 1}, "time_shared": {"steps": 1}, "tia": {"steps": 1}}  # one step: the paths
+           "sparse_time": {"steps": 1, "frames": 1}, "time_shared": {"steps": 1}, "tia": {"steps": 1},  # one step: the paths
+           "mma": {"steps": 2}, "desync": {"steps": 2}, "fab": {"steps": 2}, "fab-t": {"steps": 2, "n_target_classes": 2}}
 EPS = {"audio": {"audio": 0.05}, "visual": {"visual": 0.1}}
 
 
@@ -35,6 +36,9 @@ class Uncached(nn.Module):
 
     def forward(self, audio=None, visual=None):  # type: ignore[no-untyped-def]
         return self.model(audio=audio, visual=visual)
+
+    def features(self, audio=None, visual=None):  # type: ignore[no-untyped-def]  (mma reads f_a, f_v)
+        return self.model.features(audio=audio, visual=visual)
 
 
 def _model(head: str, defended: bool) -> nn.Module:
