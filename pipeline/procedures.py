@@ -94,6 +94,8 @@ class SingleSourceProcedure:
 
 def build_procedure(cfg, model: nn.Module):
     """The procedure the model's head declares (``head.procedure``), or None for a plain head."""
+    if cfg.mode != "train":  # an evaluation trains nothing (its --train_eps is not even parsed)
+        return None
     head = getattr(model, "head", None)  # a defended model (main_defense.py) wraps its net and has no head of its own
     kind = getattr(head, "procedure", "")
     if kind == "crmt":

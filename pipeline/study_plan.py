@@ -160,6 +160,10 @@ class PlanBuilder:
             section = SECTIONS.get(name)()
             for sp in self.seed_plans:
                 section.plan(sp)
+        names = [j.name for j in self.jobs]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:  # study.json records steps by name: a second job of one name would overwrite the first's record
+            raise ValueError(f"study plan: job name(s) used twice: {', '.join(twice)}")
         evals = tuple(j.name for j in self.jobs if j.kind == "eval")
         self.jobs.append(Job("report", "report", deps=evals))
         return self.jobs

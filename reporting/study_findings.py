@@ -70,6 +70,11 @@ class StudyView(Protocol):
 
     def kind_per_sample(self, run_id: str, kind: str, seed: Optional[int] = None) -> PerSample: ...
 
+    def kind_per_clip(self, run_id: str, kind: str, name: str, keys: Sequence[str],
+                      seed: Optional[int] = None) -> Any: ...  # a family's per-clip file (missing, corruptions)
+
+    def run_folder(self, run: str, seed: int) -> Any: ...  # utils/rundir.RunDir of a model's run in a seed
+
 
 # a study section in the report: its heading and the function that gives its blocks from the study view
 SectionBlocks = Tuple[str, Callable[[Any], List[Block]]]

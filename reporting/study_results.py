@@ -219,6 +219,9 @@ class RecordedView:
                       seed: Optional[int] = None) -> Dict[Tuple[Any, ...], Dict[int, bool]]:
         return self._record().kind_per_clip(run_id, kind, name, keys, seed)
 
+    def run_folder(self, run: str, seed: int) -> RunDir:
+        return self._record().run_folder(run, seed)
+
     def run_args(self, run_id: str, seed: Optional[int] = None) -> Dict[str, Any]:
         return self._record().run_args(run_id, seed)
 
@@ -231,19 +234,46 @@ def _norm(row: Dict[str, Any]) -> str:
     return str(na) if na == nv else f"audio={na},visual={nv}"
 
 
+def _family_rows(folder: Path) -> Optional[List[Dict[str, Any]]]:
+    """An evaluation's rows in the tidy table's terms: its attack rows (results.json), then its missing-input rows
+    (attack ``missing <input> (<fill>)``, accuracy with that input absent) and corruption rows (attack
+    ``corruption <name> s<severity>``, accuracy under it); [] for a certification (certify.json: radii, not
+    accuracies under one attack); None when the folder has none of these files."""
+    found = False
+    out: List[Dict[str, Any]] = []
+    path = eval_file(folder, "results", ".json")
+    if path.is_file():
+        found = True
+        out += [{"attack": r["attack"], "norm": _norm(r), "eps_audio": r["eps_audio"], "eps_visual": r["eps_visual"],
+                 "clean_acc": r["clean_acc"], "adv_acc": r["adv_acc"], "n": r["n_samples"]} for r in read_results(path)]
+    path = eval_file(folder, "missing", ".json")
+    if path.is_file():
+        found = True
+        out += [{"attack": f"missing {r['missing_input']} ({r['missing_fill']})", "norm": "", "eps_audio": "",
+                 "eps_visual": "", "clean_acc": r["clean_acc"], "adv_acc": r["missing_acc"], "n": r["n_samples"]}
+                for r in read_results(path)]
+    path = eval_file(folder, "corruptions", ".json")
+    if path.is_file():
+        found = True
+        out += [{"attack": f"corruption {r['corruption']} s{r['severity']}", "norm": "", "eps_audio": "",
+                 "eps_visual": "", "clean_acc": r["clean_acc"], "adv_acc": r["corrupt_acc"], "n": r["n_samples"]}
+                for r in read_results(path)]
+    if eval_file(folder, "certify").is_file():
+        found = True
+    return out if found else None
+
+
 def long_rows(record: StudyRecord) -> List[Dict[str, Any]]:
-    """The rows of ``results_long.csv``: every result row of every recorded evaluation, in step order."""
+    """The rows of ``results_long.csv``: every result row of every recorded evaluation, in step order (attack rows,
+    then missing-input and corruption rows; certifications have none)."""
     out: List[Dict[str, Any]] = []
     for ev in record.evals():
-        path = eval_file(ev.folder, "results", ".json")
-        if not path.is_file() and eval_file(ev.folder, "missing", ".json").is_file():
-            continue  # a missing-input evaluation without attacks: no attack rows (pipeline/missing_eval.py)
-        if not path.is_file():
-            raise MalformedFileError(str(path), f"missing: study step {ev.step!r} names this evaluation")
-        for r in read_results(path):
-            out.append({"model": ev.model, "seed": ev.seed, "evaluation": ev.kind, "attack": r["attack"],
-                        "norm": _norm(r), "eps_audio": r["eps_audio"], "eps_visual": r["eps_visual"],
-                        "clean_acc": r["clean_acc"], "adv_acc": r["adv_acc"], "n": r["n_samples"],
+        rows = _family_rows(ev.folder)
+        if rows is None:
+            raise MalformedFileError(str(eval_file(ev.folder, "results", ".json")),
+                                     f"missing: study step {ev.step!r} names this evaluation")
+        for r in rows:
+            out.append({"model": ev.model, "seed": ev.seed, "evaluation": ev.kind, **r,
                         "eval_folder": ev.folder.relative_to(record.out).as_posix()})
     return out
 

@@ -332,7 +332,7 @@ def test_study_section_plans_every_headline_model_and_reports_against_concat(tmp
             return [0]
 
         def kind_results(self, run_id, kind, seed=None, name="results"):
-            assert kind == "corruptions" and name == "corruption_results"
+            assert kind == "corruptions" and name == "corruptions"  # the EVAL_FILES key, as StudyRecord takes it
             return {"concat": concat, "audio": audio}.get(run_id, [])
 
         def kind_per_clip(self, run_id, kind, name, keys, seed=None):

@@ -68,7 +68,7 @@ class View:
         if kind == "missing" and name == "missing":
             return [{"missing_input": m, "missing_fill": f, "clean_acc": 1.0, "missing_acc": _acc(c), "n_samples": N}
                     for (m, f), c in self.missing[seed].items()]
-        if kind == "corruptions" and name == "corruption_results":
+        if kind == "corruptions" and name == "corruptions":
             return [{"corruption": c, "corruption_modality": {"jpeg": "visual", "mp3": "audio"}[c], "severity": s,
                      "clean_acc": _acc(t[CORRUPTION_CLEAN]), "corrupt_acc": _acc(ok), "n_samples": N}
                     for (c, s), ok in self.corrupt[seed].items() if c != "none" for t in [self.corrupt[seed]]]

@@ -25,7 +25,6 @@ from reporting.stats import ALPHA, Comparisons
 from reporting.study_readings import clips_acc
 from reporting.study_report import Block
 from reporting.tables import Column, Table, fmt_generic
-from utils.rundir import EVAL_FILES
 
 SEVERITIES = {"demo": "1,3,5", "quick": "1,3,5", "paper": "1-5"}  # the demo's time budget: three of five
 HEADLINE = ("audio", "visual", "concat")
@@ -54,7 +53,7 @@ class Corruptions(Section):
                         self.name)
 
     def report(self, s: Any) -> List[Block]:
-        models = [m for m in _ordered(s) if any(s.kind_results(m, self.name, seed=k, name=EVAL_FILES["corruptions"])
+        models = [m for m in _ordered(s) if any(s.kind_results(m, self.name, seed=k, name="corruptions")
                                                  for k in s.model_seeds(m))]
         if not models:
             return [Block("p", "No corruption evaluation was found in this study's records.")]
@@ -62,8 +61,8 @@ class Corruptions(Section):
         for m in models:
             per_seed: Dict[int, Dict[str, Any]] = {}
             for k in s.model_seeds(m):
-                rows = s.kind_results(m, self.name, seed=k, name=EVAL_FILES["corruptions"])
-                ref = s.kind_results(REFERENCE, self.name, seed=k, name=EVAL_FILES["corruptions"])
+                rows = s.kind_results(m, self.name, seed=k, name="corruptions")
+                ref = s.kind_results(REFERENCE, self.name, seed=k, name="corruptions")
                 if rows:
                     per_seed[k] = corruption_summary(rows, ref or None)
             table_rows.append({"model": m, "seeds": len(per_seed),
@@ -90,13 +89,13 @@ class Corruptions(Section):
         if k0 is not None:
             out.append(Block("p", f"Accuracy of {REFERENCE} per corruption and severity (seed {k0}):"))
             out.append(Block("table", table=severity_table(
-                s.kind_results(REFERENCE, self.name, seed=k0, name=EVAL_FILES["corruptions"]))))
+                s.kind_results(REFERENCE, self.name, seed=k0, name="corruptions"))))
             out += self.readings(s)
         return out
 
     def readings(self, s: Any) -> List[Block]:
         """concat under each corruption (at one severity) against concat clean, per seed (module docstring)."""
-        rows = {k: s.kind_results(REFERENCE, self.name, seed=k, name=EVAL_FILES["corruptions"])
+        rows = {k: s.kind_results(REFERENCE, self.name, seed=k, name="corruptions")
                 for k in s.model_seeds(REFERENCE)}
         rows = {k: r for k, r in rows.items() if r}
         clips = {k: s.kind_per_clip(REFERENCE, self.name, "corruption_per_sample", CORRUPTION_KEYS, seed=k)

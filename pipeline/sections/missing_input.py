@@ -41,7 +41,7 @@ class MissingSection(Section):
             flags = ["--missing_modality", *INPUTS]
             sp.evaluate("missing input", model, [*flags, "--missing_fill", "zeros"], self.name)
             if model in FEATURED:
-                sp.evaluate("missing input", model, [*flags, "--missing_fill", "mean"], f"{self.name}-mean")
+                sp.evaluate("missing input (mean)", model, [*flags, "--missing_fill", "mean"], f"{self.name}-mean")
 
     def report(self, s: Any) -> List[Block]:
         body: List[Dict[str, Any]] = []
