@@ -91,8 +91,8 @@ class Section:
 
 
 SECTIONS: Registry[Type[Section]] = Registry("study section")
-# The sections a preset runs when --sections is not given (the demo's time budget: docs/demo.md); the full
-# preset runs every one (ALL_BY_DEFAULT)
+# The sections a preset runs when --sections is not given: the demo those that fit its time budget (docs/demo.md),
+# the full preset every one (ALL_BY_DEFAULT); quick (plumbing) and paper (the paper's grid) none unless asked
 DEFAULT_SECTIONS: Dict[str, List[str]] = {}
 ALL_BY_DEFAULT = ("full",)
 

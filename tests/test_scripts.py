@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 import main_attack
+from pipeline.study_sections import SECTIONS
+from reporting.study_results import StudyRecord
 from dataset.specs import get_spec
 from pipeline import study
 from tests.fake_media import make_fake_media
@@ -130,7 +132,7 @@ def test_demo_quick_study_end_to_end(quick_study):
     assert "PGD-10 on audio and visual, eps 0.006 each" in report and "pgd_both_acc" not in report
     for model in ("audio", "visual", "concat"):
         assert (out / f"surface_{model}.png").is_file() and f"surface_{model}.png" in report
-    assert (RunDir(out / "concat").latest_eval() / "per_sample.json").is_file()
+    assert (StudyRecord(out).eval_dir("concat", "main") / "per_sample.json").is_file()
     for model in ("audio", "visual", "concat", "sum", "film_av", "gated_av", "attention", "MinSim + banks",
                   "PGD adversarial training"):
         assert f"| {model}" in report, model
@@ -307,11 +309,12 @@ def test_a_study_on_a_dataset_of_your_own_with_two_seeds(tmp_path):
     list with a class outside --categories exits 2 before anything is written."""
 
     cats = ["alpha", "beta", "gamma", "delta"]  # 4 classes: the quick preset's APGD-T needs them
-    m = make_fake_media(tmp_path / "own", cats, clips_per_class=4, num_frames=2, seconds=1.0, img_hw=(40, 40),
+    m = make_fake_media(tmp_path / "own", cats, clips_per_class=4, num_frames=16, seconds=2.0, img_hw=(40, 40),
                         seed=0)
     out = tmp_path / "study"
     base = [PY, str(REPO / "scripts" / "run_study.py"), "--dataset", "custom", "--categories", *cats,
-            "--data_root", str(m["root"]), "--preset", "quick", "--seeds", "0", "1", "--out", str(out)]
+            "--data_root", str(m["root"]), "--preset", "quick", "--seeds", "0", "1", "--out", str(out),
+            "--sections", "all"]
     lists = ["--list_train", str(m["train"]), "--list_val", str(m["val"]), "--list_test", str(m["test"])]
     bad = _run([*base[:5], *cats[:3], *base[9:], *lists])  # delta's clips are outside --categories
     assert bad.returncode == 2 and "delta" in bad.stderr and not out.exists(), bad.stderr[-2000:]
@@ -329,3 +332,9 @@ def test_a_study_on_a_dataset_of_your_own_with_two_seeds(tmp_path):
         assert (out / model / "seed1" / "done_train.json").is_file()
     args = json.loads((out / "concat" / "seed1" / "args.json").read_text())
     assert args["dataset"] == "custom" and args["categories"] == cats and args["seed"] == 1
+    # --sections all: every study section ran on this data and has its part of the report, from the study's record
+    for title in [SECTIONS.get(n).title for n in SECTIONS.names()]:
+        assert f"## {title}" in report, title
+    assert "Not run in this study" not in report
+    kinds = {r["evaluation"] for r in rows}
+    assert {"missing", "corruptions", "misalignment", "universal", "time"} <= kinds, kinds

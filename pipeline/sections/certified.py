@@ -94,7 +94,7 @@ def noise_training_flags(sp: SeedPlan) -> Tuple[List[str], List[str]]:
     return [*flags, "--noise_train", noise_flag()], deps
 
 
-@register("certified", defaults=("paper",))
+@register("certified")
 class Certified(Section):
     title = "Certified robustness per modality: randomized smoothing and MMCert"
     summary = ("concat trained with Gaussian noise, certified by smoothing (audio, visual, both) and MMCert "

@@ -33,7 +33,7 @@ READING_SEVERITY = 3  # the reading's severity: the middle of ImageNet-C's 1-5 (
 FAMILIES = ("visual", "audio", "both")  # corruptions/base.py: the modality a corruption changes
 
 
-@register("corruptions")  # no preset runs it by default yet: the integrator sets the budgets (issue 22)
+@register("corruptions")
 class Corruptions(Section):
     """Accuracy per corruption and severity, mCA, mCE and relative mCE against concat."""
 

@@ -33,7 +33,7 @@ PATTERNS = ("clean", "audio", "both")  # no budget (the shift alone), the audio-
 HEADLINE = "concat"
 
 
-@register("misalignment", defaults=("paper",))
+@register("misalignment")
 class Misalignment(Section):
     """MMA and desync (worst shift, then PGD) against PGD at equal budget on concat, every head on seed 1."""
 

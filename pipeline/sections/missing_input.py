@@ -26,7 +26,7 @@ FILLS = (("zeros", "zeros", ""), ("mean", "training mean", "-mean"))  # fill, it
 REMAINING = {"audio": "visual", "visual": "audio"}  # absent input -> the unimodal model of the input left
 
 
-@register("missing", defaults=("demo", "quick", "paper"))
+@register("missing", defaults=("demo",))
 class MissingSection(Section):
     """Each audio-visual model of the seed without its audio and without its visual input: the feature filled
     with zeros, and for the models with training features also with the training mean."""

@@ -19,7 +19,7 @@ STEPS = {"demo": 5, "quick": 2, "paper": 10}  # paper: PGD-10 (docs/paper.md); d
 MODELS = ("concat",)  # the headline audio-visual model, in every seed
 
 
-@register("time", defaults=("paper",))
+@register("time")
 class TimeSection(Section):
     """PGD, sparse_time (k = 1), time_shared and tia on concat with T = 4 frames, both inputs attacked."""
 

@@ -35,7 +35,7 @@ def kind_of(source: str) -> str:
     return f"transfer-{source}"
 
 
-@register("transfer", defaults=("paper",))
+@register("transfer")
 class Transfer(Section):
     """PGD crafted on one model, evaluated on another: every pair on the first seed, the headline pairs later."""
 

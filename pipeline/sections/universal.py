@@ -35,7 +35,7 @@ def points(model: str) -> List[str]:
     return [p for p in PATTERNS if p == "both" or p in inputs]
 
 
-@register("universal", defaults=("paper",))
+@register("universal")
 class Universal(Section):
     """A universal perturbation per modality, fitted on the training list, against per-clip PGD."""
 
