@@ -203,8 +203,15 @@ def embedded_data_jobs(media: Path, index: Path, clips: int, split: Tuple[int, i
             for i, (name, argv) in enumerate(steps)]
 
 
+# What the demo leaves to the full preset (the report names it; docs/demo.md gives each one's cost)
+DEMO_LEAVES_OUT = ("AutoAttack at the paper grid's single-modality points (audio only, visual only) and on MinSim "
+                   "and PGD adversarial training; the memory-bank defence's adaptive attacks; every row but the "
+                   "headline ones (audio, visual, concat) on seeds after the first; the study sections other than "
+                   "the missing-input one")
+
+
 def describe_embedded(aa: Dict[str, int], clips: int, split: Tuple[int, int], seeds: Sequence[int],
-                      data_seed: int) -> Dict[str, str]:
+                      data_seed: int, full: bool = True) -> Dict[str, str]:
     """What the study chose and why, for the report (embedded presets; the paper preset runs the paper's
     settings, which the commands show)."""
     return {
@@ -216,13 +223,13 @@ def describe_embedded(aa: Dict[str, int], clips: int, split: Tuple[int, int], se
                     "the surface is an upper bound on robust accuracy; the paper-grid tables above give PGD-10 "
                     "and AutoAttack at their points. The unimodal models are evaluated on their own axis only "
                     "(4 points): they do not read the other input."),
-        "autoattack": (f"AutoAttack at demo scale: APGD-CE and APGD-T ({aa['apgd_targets']} target classes) "
-                       f"with {aa['apgd_steps']} iterations, Square with {aa['square_queries']} queries "
-                       "(AutoAttack standard: 100 "
-                       "iterations, 9 target classes, 5000 queries; its FAB-T is not implemented here, so it is "
-                       "not run and the result rows name it under 'missing'), each "
-                       "stage on the clips still classified correctly, L-inf budget of the paper grid. With "
-                       "reduced budgets it is an upper bound on robust accuracy. On the defended model the "
+        "autoattack": (f"AutoAttack at demo scale: APGD-CE, APGD-T ({aa['apgd_targets']} target classes) and FAB-T "
+                       f"({aa['apgd_targets']} targets) with {aa['apgd_steps']} iterations each, Square with "
+                       f"{aa['square_queries']} queries (AutoAttack standard: 100 iterations, 9 target classes, 5000 "
+                       "queries), each stage on the clips still classified correctly, L-inf budget of the paper grid"
+                       + ("" if full else " at its both-inputs point (audio 0.006 and visual 0.006; the full preset "
+                                          "also runs its single-modality points)")
+                       + ". With reduced budgets it is an upper bound on robust accuracy. On the defended model the "
                        "adaptive worst case stands in for it: the attacks named under the defence table, each "
                        "on every clip, and the per-clip worst case."),
         "defense": ("Memory-bank defence at demo scale: banks of the clean features of every training clip "
@@ -239,6 +246,9 @@ def describe_embedded(aa: Dict[str, int], clips: int, split: Tuple[int, int], se
         "seeds": (f"seeds {' '.join(map(str, seeds))}: each seed sets initialisation, data order and attack "
                   "randomness; "
                   f"the data split is fixed (data seed {data_seed})."),
+        **({} if full else {"demo_leaves_out": "Only in the full preset (scripts/run_study.py --preset full, about "
+                                               "three times the demo's time), for the demo's time budget: "
+                                               + DEMO_LEAVES_OUT + " (docs/demo.md gives each one's cost)."}),
     }
 
 
@@ -255,47 +265,54 @@ def classes_needed(preset: str) -> int:
 HEADLINE = ("audio", "visual", "concat")  # the headline comparison: unimodal vs audio-visual (concat)
 
 
-def _embedded(inp: PlanInput, aa: Dict[str, int], every_seed: bool, tune_epochs: int = 1) -> List[Job]:
+def _embedded(inp: PlanInput, aa: Dict[str, int], full: bool, tune_epochs: int = 1) -> List[Job]:
     """The demo's grid (docs/demo.md): nets from scratch; every audio-visual model starts from the unimodal
     nets of its seed; the paper's attacks and AutoAttack at demo scale; the defence with adaptive attacks.
-    ``every_seed`` False: only the headline models (HEADLINE) run on every seed, the other rows on the first
-    seed only (the demo's time budget; the report says how many seeds each row has)."""
+
+    ``full`` False (the demo, within its time budget): the headline models (HEADLINE) on every seed, with FGSM and
+    PGD on the paper grid and AutoAttack at the grid's both-inputs point; the other rows on the first seed only,
+    without what only the full preset runs (DEMO_LEAVES_OUT). ``full`` True (the full and quick presets): every
+    row on every seed, AutoAttack on every grid point and on MinSim and PGD-AT, the defence's adaptive attacks."""
     b = PlanBuilder(inp)
     arch = ["--arch_sound", "anet_lite", "--arch_frame", "resnet10"]
     if inp.dataset != "synthetic":  # another dataset at the demo's CPU sizes (its spec has the paper's)
         cpu = get_spec("synthetic")
         arch += ["--audLen", str(cpu.audio_len), "--imgSize", str(cpu.img_size)]
     aaf = aa_flags(aa)
+    both = ["--eps", "audio=0.006,visual=0.006"]  # the paper grid's both-inputs point
     for seed in inp.seeds:
+        first = seed == inp.seeds[0]
         c = b.common(seed, arch)
+        e = [*c, *EVAL_BATCH]
         tc = [*c, "--batch_size_per_gpu", "16"]  # training batch (evaluations: EVAL_BATCH)
         t = {m: b.train(m, seed, "main_attack.py", [*tc, *SCRATCH_LR, "--arch_classifier", m,
                                                      *epoch_flags(inp.epochs_unimodal)]) for m in ("audio", "visual")}
         init = ["--init_from", b.checkpoint("audio", seed), b.checkpoint("visual", seed), *epoch_flags(inp.epochs)]
         uni = (t["audio"], t["visual"])
-        heads = DEMO_FUSIONS if every_seed or seed == inp.seeds[0] else ["concat"]
+        heads = DEMO_FUSIONS if full or first else ["concat"]
         for head in heads:
             t[head] = b.train(head, seed, "main_attack.py", [*tc, *SCRATCH_LR, "--arch_classifier", head, *init,
                                                               *(["--save_features"] if head == "concat" else [])], uni)
         scale = "quick" if aa is AA_QUICK else "demo"
         # the sections see this seed's models (the dict fills as the loop trains them; later seeds: HEADLINE)
         b.seed_plan(seed, scale, c, [*c, *EVAL_BATCH], t, {"minsim": "concat", "advtrain": "concat"})
-        if heads == ["concat"]:  # a later seed of the demo: the headline rows only
-            for m in HEADLINE:
-                b.evaluate("attack", m, seed, "main_attack.py", [*c, *EVAL_BATCH, "--arch_classifier", m,
-                                                                  "--attack_type", "fgsm,pgd,autoattack", *aaf],
-                           "main", [t[m]])
+        for m in HEADLINE:  # the paper's MIM is left out for time (docs/demo.md)
+            ex = EXAMPLES if m == "concat" and first else []
+            if full:
+                b.evaluate("attack", m, seed, "main_attack.py", [*e, "--arch_classifier", m, "--attack_type",
+                                                                  "fgsm,pgd,autoattack", *aaf, *ex], "main", [t[m]])
+            else:
+                b.evaluate("attack", m, seed, "main_attack.py", [*e, "--arch_classifier", m, "--attack_type",
+                                                                  "fgsm,pgd", *ex], "main", [t[m]])
+                b.evaluate("autoattack", m, seed, "main_attack.py", [*e, "--arch_classifier", m, "--attack_type",
+                                                                      "autoattack", *both, *aaf], "aa", [t[m]])
+        if not (full or first):  # a later seed of the demo: the headline rows only
             continue
         t["minsim"] = b.train("minsim", seed, "main_attack.py", [*tc, *SCRATCH_LR, "--arch_classifier", "concat", *init,
                                                                    "--minsim_weight", "1.0", "--save_features"], uni)  # paper w = 1.0
         t["advtrain"] = b.train("advtrain", seed, "main_attack.py", [*tc, *SCRATCH_LR, "--arch_classifier", "concat",
                                                                        *init, "--adv_train", "pgd",
                                                                        "--train_attack_steps", "3"], uni)
-        e = [*c, *EVAL_BATCH]
-        full = "fgsm,pgd,autoattack"  # the paper's MIM is left out for time (docs/demo.md)
-        for m in ("audio", "visual", "concat"):
-            b.evaluate("attack", m, seed, "main_attack.py", [*e, "--arch_classifier", m, "--attack_type", full, *aaf,
-                                                              *(EXAMPLES if m == "concat" else [])], "main", [t[m]])
         for head in DEMO_FUSIONS[1:]:
             b.evaluate("attack", head, seed, "main_attack.py", [*e, "--arch_classifier", head, "--attack_type", "pgd",
                                                                  *(EXAMPLES if head == "attention" else [])],
@@ -303,39 +320,40 @@ def _embedded(inp: PlanInput, aa: Dict[str, int], every_seed: bool, tune_epochs:
         for m in ("minsim", "advtrain"):
             b.evaluate("attack", m, seed, "main_attack.py", [*e, "--arch_classifier", "concat", "--attack_type", "pgd"],
                        "main", [t[m]])
-            b.evaluate("autoattack", m, seed, "main_attack.py",
-                       [*e, "--arch_classifier", "concat", "--attack_type", "autoattack",
-                        "--eps", "audio=0.006,visual=0.006", *aaf], "aa", [t[m]])
+            if full:
+                b.evaluate("autoattack", m, seed, "main_attack.py",
+                           [*e, "--arch_classifier", "concat", "--attack_type", "autoattack", *both, *aaf], "aa", [t[m]])
         for m in ("audio", "visual", "concat"):
             b.evaluate("surface", m, seed, "main_attack.py", [*e, "--arch_classifier", m, "--attack_type", "fgsm",
                                                                "--eps", *surface_grid(m)], "surface", [t[m]])
         d = [*c, "--arch_classifier", "concat", "--base_weights", b.checkpoint("minsim", seed), *DEFENSE_SOLVER_DEMO]
         tb = b.train("minsim-banks", seed, "main_defense.py",
-                     [*d, "--batch_size_per_gpu", "16", "--features", b.features("minsim", seed), "--num_epoch", str(tune_epochs), "--lr_steps", "99",
-                      "--lr_frame", "1e-3", "--lr_sound", "1e-3", "--lr_classifier", "1e-3"], [t["minsim"]])
+                     [*d, "--batch_size_per_gpu", "16", "--features", b.features("minsim", seed), "--num_epoch",
+                      str(tune_epochs), "--lr_steps", "99", "--lr_frame", "1e-3", "--lr_sound", "1e-3",
+                      "--lr_classifier", "1e-3"], [t["minsim"]])
+        adaptive = ["--adaptive", "--adaptive_eps", "visual=0.006,audio=0.006", *aaf, *ADAPTIVE_DEMO] if full else []
         b.evaluate("defense attack", "minsim-banks", seed, "main_defense.py",
-                   [*d, *EVAL_BATCH, "--attack_type", "pgd", "--adaptive", "--adaptive_eps", "visual=0.006,audio=0.006",
-                    *aaf, *ADAPTIVE_DEMO], "main", [tb])
+                   [*d, *EVAL_BATCH, "--attack_type", "pgd", *adaptive], "main", [tb])
     return b.finish()
 
 
 @PRESETS.register("demo")
 def demo_plan(inp: PlanInput) -> List[Job]:
     """The demo on the embedded set (docs/demo.md)."""
-    return _embedded(inp, AA_DEMO, every_seed=False)
+    return _embedded(inp, AA_DEMO, full=False)
 
 
 @PRESETS.register("full")
 def full_plan(inp: PlanInput) -> List[Job]:
     """The demo's grid on every seed (every row, not only the headline ones) and, unless --sections says
     otherwise, every study section at demo budgets: what the demo leaves out for its time budget."""
-    return _embedded(inp, AA_DEMO, every_seed=True)
+    return _embedded(inp, AA_DEMO, full=True)
 
 
 @PRESETS.register("quick")
 def quick_plan(inp: PlanInput) -> List[Job]:
     """The demo's grid at plumbing scale (1 epoch, AutoAttack at a few steps)."""
-    return _embedded(inp, AA_QUICK, every_seed=True)
+    return _embedded(inp, AA_QUICK, full=True)
 
 
 @PRESETS.register("paper")

@@ -147,9 +147,9 @@ def _clean_header(rows_by_model: Dict[str, SeedRows]) -> str:
 def accuracy_table(rows_by_model: Dict[str, SeedRows], attack: str) -> Table:
     """One row per model: clean and attacked accuracies (one seed: Wilson 95% interval; several: mean over
     seeds, range and each seed's value); budgets in the headers."""
-    pats = ("audio", "visual", "both")
     sample = {p: next((r for rows in rows_by_model.values() for r in find_rows(rows, attack, p).values()), None)
-              for p in pats}
+              for p in ("audio", "visual", "both")}
+    pats = [p for p, row in sample.items() if row is not None] or ["both"]  # the budgets some model was run at
     name = ATTACK_NAMES.get(attack, attack)
     cols = [Column("model", "model"), *_seeds_column(rows_by_model),
             Column("clean", _clean_header(rows_by_model), numeric=True)]
@@ -361,6 +361,8 @@ def build_report(s: StudyView, sections: Sequence[SectionBlocks] = (),
         B.append(Block("table", table=accuracy_table(uni_av, attack)))
     if "autoattack" in s.settings:
         B.append(Block("p", s.settings["autoattack"]))
+    if "demo_leaves_out" in s.settings:
+        B.append(Block("p", s.settings["demo_leaves_out"]))
     B.append(Block("p", "A unimodal model attacked on the modality it does not read keeps its clean accuracy: that "
                         "budget cannot change its output."))
     B.append(Block("h2", "Fusion heads under PGD-10"))

@@ -107,21 +107,17 @@ def _run(cmd: list, timeout: int = 300) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def quick_study(tmp_path_factory):
     """One finished --quick study (5 clips per class) shared by the tests of this module: (root, first call).
-    Run by the local launcher's pool of 2 workers (--jobs 2), whose report the slurm test compares with."""
+    Run one job after the other in one process (the local launcher's default); the custom-dataset study below runs
+    the pool (--jobs 2)."""
     root = tmp_path_factory.mktemp("quick_study")
-    proc = _run(_study_cmd(root, "--jobs", "2"), timeout=900)
+    proc = _run(_study_cmd(root), timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return root, proc
 
 
 def test_demo_quick_study_end_to_end(quick_study):
-    root, first = quick_study
+    root, _ = quick_study
     out = root / "study"
-    # --jobs 2: two worker processes of one thread each ran the jobs; each job's record was gathered into study.json
-    assert "[pool] 2 worker(s), 1 thread(s) each" in first.stdout + first.stderr
-    steps = json.loads((out / "study.json").read_text())["steps"]
-    assert {p.stem for p in (out / "steps").glob("*.json")} == {n.replace(" ", "_") for n in steps}
-    assert all("eval_id" in steps[n] for n in steps if n.startswith(("attack ", "surface ", "autoattack ")))
     cmd = _study_cmd(root)
     report = (out / "report.md").read_text()
     for heading in ("Unimodal vs audio-visual", "FGSM", "PGD", "AutoAttack", "Fusion heads under PGD", "Defenses",
@@ -221,8 +217,8 @@ def test_a_changed_study_setting_is_refused_and_nothing_is_written(quick_study, 
 
 
 FAKE_SBATCH = r'''#!/usr/bin/env python3
-"""A fake sbatch: records each submission, runs its script now (jobs arrive in dependency order), every array
-index in turn; a job whose afterok dependency did not succeed is not run (SLURM's DependencyNeverSatisfied)."""
+"""A fake sbatch: records each submission, runs its script now (jobs arrive in dependency order), its array
+indices two at a time; a job whose afterok dependency did not succeed is not run (SLURM's DependencyNeverSatisfied)."""
 import json, os, subprocess, sys
 from pathlib import Path
 here = Path(os.environ["FAKE_SLURM"])
@@ -236,10 +232,14 @@ for a in args:
         indices = list(range(int(lo), int(hi) + 1))
 job = str(len(state) + 1)
 status = "ok" if all(state.get(d) == "ok" for d in deps) else "never"
-with open(here / "jobs.log", "a") as log:
-    for i in indices if status == "ok" else []:
-        env = dict(os.environ, SLURM_JOB_ID=job, **({} if i is None else {"SLURM_ARRAY_TASK_ID": str(i)}))
-        if subprocess.run(["bash", script], env=env, stdout=log, stderr=log).returncode:
+with open(here / "jobs.log", "a") as log:  # array tasks two at a time, as a cluster runs them side by side
+    todo, running = list(indices) if status == "ok" else [], []
+    while todo or running:
+        while todo and len(running) < 2:
+            i = todo.pop(0)
+            env = dict(os.environ, SLURM_JOB_ID=job, **({} if i is None else {"SLURM_ARRAY_TASK_ID": str(i)}))
+            running.append(subprocess.Popen(["bash", script], env=env, stdout=log, stderr=log))
+        if running.pop(0).wait():
             status = "failed"
 state[job] = status
 (here / "state.json").write_text(json.dumps(state))
@@ -304,9 +304,10 @@ def test_slurm_launcher_under_a_fake_scheduler_gives_the_local_report(quick_stud
 
 
 def test_a_study_on_a_dataset_of_your_own_with_two_seeds(tmp_path):
-    """run_study.py --dataset custom --categories ... --list_* --preset quick --seeds 0 1 on videos' media made
-    here: the full report, results_long.csv with both seeds of the headline models, one run folder per seed; a
-    list with a class outside --categories exits 2 before anything is written."""
+    """run_study.py --dataset custom --categories ... --list_* --preset quick --seeds 0 1 --sections all --jobs 2 on
+    videos' media made here: the full report with every study section, results_long.csv with both seeds of the
+    headline models, one run folder per seed, the pool's records; a list with a class outside --categories exits 2
+    before anything is written."""
 
     cats = ["alpha", "beta", "gamma", "delta"]  # 4 classes: the quick preset's APGD-T needs them
     m = make_fake_media(tmp_path / "own", cats, clips_per_class=4, num_frames=16, seconds=2.0, img_hw=(40, 40),
@@ -314,12 +315,17 @@ def test_a_study_on_a_dataset_of_your_own_with_two_seeds(tmp_path):
     out = tmp_path / "study"
     base = [PY, str(REPO / "scripts" / "run_study.py"), "--dataset", "custom", "--categories", *cats,
             "--data_root", str(m["root"]), "--preset", "quick", "--seeds", "0", "1", "--out", str(out),
-            "--sections", "all"]
+            "--sections", "all", "--jobs", "2"]
     lists = ["--list_train", str(m["train"]), "--list_val", str(m["val"]), "--list_test", str(m["test"])]
     bad = _run([*base[:5], *cats[:3], *base[9:], *lists])  # delta's clips are outside --categories
     assert bad.returncode == 2 and "delta" in bad.stderr and not out.exists(), bad.stderr[-2000:]
     proc = _run([*base, *lists], timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # --jobs 2: two worker processes of one thread each ran the jobs; each job's record was gathered into study.json
+    assert "[pool] 2 worker(s), 1 thread(s) each" in proc.stdout + proc.stderr
+    steps = json.loads((out / "study.json").read_text())["steps"]
+    assert {p.stem for p in (out / "steps").glob("*.json")} == {n.replace(" ", "_") for n in steps}
+    assert all("eval_id" in steps[n] for n in steps if n.startswith(("attack ", "surface ", "autoattack ")))
     report = (out / "report.md").read_text()
     assert report.startswith("# Audio-visual robustness on custom (preset quick)")
     assert "Dataset custom, preset quick" in report and "2 seeds: 0, 1" in report
@@ -335,6 +341,6 @@ def test_a_study_on_a_dataset_of_your_own_with_two_seeds(tmp_path):
     # --sections all: every study section ran on this data and has its part of the report, from the study's record
     for title in [SECTIONS.get(n).title for n in SECTIONS.names()]:
         assert f"## {title}" in report, title
-    assert "Not run in this study" not in report
+    assert "Not run in this study (scripts/run_study.py --sections" not in report
     kinds = {r["evaluation"] for r in rows}
     assert {"missing", "corruptions", "misalignment", "universal", "time"} <= kinds, kinds
