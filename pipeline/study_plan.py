@@ -246,8 +246,8 @@ def describe_embedded(aa: Dict[str, int], clips: int, split: Tuple[int, int], se
         "seeds": (f"seeds {' '.join(map(str, seeds))}: each seed sets initialisation, data order and attack "
                   "randomness; "
                   f"the data split is fixed (data seed {data_seed})."),
-        **({} if full else {"demo_leaves_out": "Only in the full preset (scripts/run_study.py --preset full, about "
-                                               "three times the demo's time), for the demo's time budget: "
+        **({} if full else {"demo_leaves_out": "Only in the full preset (scripts/run_study.py --preset full; several "
+                                               "times the demo's time), for the demo's time budget: "
                                                + DEMO_LEAVES_OUT + " (docs/demo.md gives each one's cost)."}),
     }
 
