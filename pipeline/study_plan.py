@@ -207,7 +207,7 @@ def embedded_data_jobs(media: Path, index: Path, clips: int, split: Tuple[int, i
 DEMO_LEAVES_OUT = ("AutoAttack at the paper grid's single-modality points (audio only, visual only) and on MinSim "
                    "and PGD adversarial training; the memory-bank defence's adaptive attacks; every row but the "
                    "headline ones (audio, visual, concat) on seeds after the first; the study sections other than "
-                   "the missing-input one")
+                   "the missing-input one and the defence table")
 
 
 def describe_embedded(aa: Dict[str, int], clips: int, split: Tuple[int, int], seeds: Sequence[int],

@@ -275,7 +275,7 @@ def ledger_table(ledger: Comparisons) -> Table:
                   Column("across", "across seeds")], ledger.as_rows())
 
 
-@register("defences")
+@register("defences", defaults=("demo",))  # adds no jobs: the demo gets it for free
 class Defences(Section):
     title = "Every defence side by side"
     summary = ("one table of every defence the study ran (clean, PGD, AutoAttack, adaptive, certified, cost) and each "
