@@ -25,7 +25,7 @@ from models.certify import CERTIFIERS, Certifier
 from models.fusion import FUSIONS
 from pipeline.attack_eval import draw_after_results, eval_loader
 from pipeline.config import RunConfig
-from pipeline.context import RunContext
+from pipeline.context import RunContext, published
 from pipeline.preflight import eval_weights
 from pipeline.train import load_for_eval
 from reporting.certify import caption, certified_table, plot_certified_accuracy
@@ -118,16 +118,7 @@ def run_certification(model: nn.Module, cfg: RunConfig, ctx: RunContext, label: 
 
 def execute_certify(model: nn.Module, cfg: RunConfig, ctx: RunContext, label: str) -> None:
     """Load the evaluated checkpoint, certify, and publish the evaluation folder (removed on any failure)."""
-    ok = False
-    try:
+    with published(ctx):
         load_for_eval(model, cfg, ctx, eval_weights(cfg))
         run_certification(model, cfg, ctx, label)
-        ok = True
-    finally:
-        try:
-            if ok:
-                ctx.finish()
-            else:
-                ctx.abort()
-        finally:
-            du.cleanup(ok)
+

@@ -190,3 +190,21 @@ def finished_eval(cfg: RunConfig, record: Optional[Dict[str, Any]] = None) -> Op
         log.info("--reuse_eval: no finished evaluation with these settings and this media fingerprint (%s of %d "
                  "files): evaluating", media["method"], media["files"])
     return done
+
+
+@contextlib.contextmanager
+def published(ctx: "RunContext") -> Iterator[None]:
+    """Run a main's work: on success publish its run/evaluation folder (``ctx.finish``), on any failure remove what
+    it wrote (``ctx.abort``); then leave the process group either way (every main ends through here)."""
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        try:
+            if ok:
+                ctx.finish()
+            else:
+                ctx.abort()
+        finally:
+            du.cleanup(ok)

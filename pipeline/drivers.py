@@ -20,7 +20,7 @@ from attacks.sanity import check_eot
 from pipeline.adaptive import run_adaptive
 from pipeline.attack_eval import eval_loader, run_attack_eval
 from pipeline.config import RunConfig
-from pipeline.context import RunContext
+from pipeline.context import RunContext, published
 from pipeline.corruption_eval import run_corruption_eval
 from pipeline.crmt_eval import run_crmt_certified
 from pipeline.defense import solver_counts
@@ -28,7 +28,6 @@ from pipeline.engine import TrainConfig
 from pipeline.missing_eval import run_missing_eval
 from pipeline.preflight import eval_weights
 from pipeline.train import clean_accuracy, fit, load_for_eval, save_features
-from utils import distributed as du
 
 log = logging.getLogger(__name__)
 
@@ -91,18 +90,9 @@ def _evaluate(model: nn.Module, cfg: RunConfig, ctx: RunContext, label: str) -> 
 
 def execute(model: nn.Module, cfg: RunConfig, ctx: RunContext, opts: TrainConfig, label: str) -> None:
     """Train or evaluate ``model``; an evaluation's folder is published only if everything succeeded."""
-    ok = False
-    try:
+    with published(ctx):
         if cfg.mode == "train":
             _train(model, cfg, ctx, opts)
         else:
             _evaluate(model, cfg, ctx, label)
-        ok = True
-    finally:
-        try:
-            if ok:
-                ctx.finish()
-            else:
-                ctx.abort()
-        finally:
-            du.cleanup(ok)
+

@@ -251,8 +251,8 @@ def test_universal_report_against_per_clip_pgd():
 
 
 @pytest.mark.parametrize("section", [Misalignment, Transfer, Universal])
-def test_sections_are_registered_for_the_paper_preset_only(section):
-    from pipeline.study_sections import DEFAULT_SECTIONS, SECTIONS
+def test_sections_run_in_the_full_preset_only_unless_asked(section):
+    from pipeline.study_sections import SECTIONS, resolve
 
     assert SECTIONS.get(section.name) is section
-    assert [p for p, names in DEFAULT_SECTIONS.items() if section.name in names] == ["paper"]
+    assert [p for p in ("demo", "quick", "full", "paper") if section.name in resolve(None, p)] == ["full"]
