@@ -42,6 +42,15 @@ def check_segments(modality: str, x: torch.Tensor, t: int) -> None:
         raise ValueError(f"the audio input has {x.shape[-1]} samples, fewer than its {t} segments")
 
 
+def batch_segments(clean: Mapping[str, torch.Tensor], fixed: Mapping[str, object], segments: int = 0) -> int:
+    """The segment count ``T`` of an attack's batch (``clip_segments`` over the attacked and the fixed inputs),
+    each attacked input checked to hold it (``check_segments``)."""
+    t = clip_segments({**fixed, **clean}, segments)
+    for m, x in clean.items():
+        check_segments(m, x, t)
+    return t
+
+
 def sample_segment(length: int, t: int, device: Union[str, torch.device, None] = None) -> torch.Tensor:
     """Segment id of every audio sample ``0..length-1`` (``floor(i T / length)`` up to rounding at the
     boundaries ``floor(t L / T)``), a long tensor ``(length,)``."""

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from attacks.base import ATTACKS, Attack, check_int
-from attacks.segments import (check_segments, clip_segments, segment_dual_norm, segment_mask, segment_norms)
+from attacks.segments import batch_segments, segment_dual_norm, segment_mask, segment_norms
 
 SELECTIONS = ("saliency", "random")
 
@@ -84,9 +84,7 @@ class SparseTime(Attack):
 
     def _perturb(self, clean, start, fixed: Dict[str, Optional[torch.Tensor]], labels: torch.Tensor,
                  threats) -> Dict[str, torch.Tensor]:
-        t = clip_segments({**fixed, **clean}, self.segments)
-        for m in clean:
-            check_segments(m, clean[m], t)
+        t = batch_segments(clean, fixed, self.segments)
         adv = dict(start)
         boxes = {m: threats[m].box(clean[m]) for m in adv}
         support: Dict[str, torch.Tensor] = {}

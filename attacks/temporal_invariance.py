@@ -8,7 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from attacks.base import ATTACKS, Attack, check_int, forward
-from attacks.segments import check_segments, clip_segments, tile_segment
+from attacks.segments import batch_segments, tile_segment
 
 # Weight of the temporal term against the cross-entropy: our choice (the paper's value could not be read,
 # see the class docstring); 1.0 puts a cosine in [-1, 1] per segment pair next to a per-sample CE of a few nats.
@@ -99,9 +99,7 @@ class TemporalInvariance(Attack):
 
     def _perturb(self, clean, start, fixed: Dict[str, Optional[torch.Tensor]], labels: torch.Tensor,
                  threats) -> Dict[str, torch.Tensor]:
-        t = clip_segments({**fixed, **clean}, self.segments)
-        for m in clean:
-            check_segments(m, clean[m], t)
+        t = batch_segments(clean, fixed, self.segments)
         adv = dict(start)
         boxes = {m: threats[m].box(clean[m]) for m in adv}
         for _ in range(self.steps):

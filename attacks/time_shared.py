@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from attacks.base import ATTACKS, VALID_RANGE, Attack, check_int
-from attacks.segments import check_segments, clip_segments
+from attacks.segments import batch_segments
 
 
 def _period(x: torch.Tensor, modality: str, t: int) -> int:
@@ -86,9 +86,7 @@ class TimeShared(Attack):
 
     def _perturb(self, clean, start, fixed: Dict[str, Optional[torch.Tensor]], labels: torch.Tensor,
                  threats) -> Dict[str, torch.Tensor]:
-        t = clip_segments({**fixed, **clean}, self.segments)
-        for m in clean:
-            check_segments(m, clean[m], t)
+        t = batch_segments(clean, fixed, self.segments)
         bounds = {m: self._bounds(clean[m], m, t, threats[m].radius()) for m in clean}
         shared = {m: torch.zeros_like(bounds[m][0]) for m in clean}
         adv = dict(start)
