@@ -18,7 +18,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 from reporting.per_sample import PerSample, read_per_clip, read_per_sample
 from reporting.results import read_results
@@ -234,33 +234,31 @@ def _norm(row: Dict[str, Any]) -> str:
     return str(na) if na == nv else f"audio={na},visual={nv}"
 
 
+def _unbudgeted(attack: str, acc: float, row: Dict[str, Any]) -> Dict[str, Any]:
+    """A tidy row of an evaluation without an attack budget (a missing input, a corruption)."""
+    return {"attack": attack, "norm": "", "eps_audio": "", "eps_visual": "", "clean_acc": row["clean_acc"],
+            "adv_acc": acc, "n": row["n_samples"]}
+
+
+# each evaluation file with rows (an EVAL_FILES key) and its rows in the tidy table's terms, in this order
+FAMILY_ROWS: Dict[str, Callable[[Dict[str, Any]], Dict[str, Any]]] = {
+    "results": lambda r: {"attack": r["attack"], "norm": _norm(r), "eps_audio": r["eps_audio"],
+                          "eps_visual": r["eps_visual"], "clean_acc": r["clean_acc"], "adv_acc": r["adv_acc"],
+                          "n": r["n_samples"]},
+    "missing": lambda r: _unbudgeted(f"missing {r['missing_input']} ({r['missing_fill']})", r["missing_acc"], r),
+    "corruptions": lambda r: _unbudgeted(f"corruption {r['corruption']} s{r['severity']}", r["corrupt_acc"], r),
+}
+
+
 def _family_rows(folder: Path) -> Optional[List[Dict[str, Any]]]:
-    """An evaluation's rows in the tidy table's terms: its attack rows (results.json), then its missing-input rows
-    (attack ``missing <input> (<fill>)``, accuracy with that input absent) and corruption rows (attack
-    ``corruption <name> s<severity>``, accuracy under it); [] for a certification (certify.json: radii, not
-    accuracies under one attack); None when the folder has none of these files."""
-    found = False
-    out: List[Dict[str, Any]] = []
-    path = eval_file(folder, "results", ".json")
-    if path.is_file():
-        found = True
-        out += [{"attack": r["attack"], "norm": _norm(r), "eps_audio": r["eps_audio"], "eps_visual": r["eps_visual"],
-                 "clean_acc": r["clean_acc"], "adv_acc": r["adv_acc"], "n": r["n_samples"]} for r in read_results(path)]
-    path = eval_file(folder, "missing", ".json")
-    if path.is_file():
-        found = True
-        out += [{"attack": f"missing {r['missing_input']} ({r['missing_fill']})", "norm": "", "eps_audio": "",
-                 "eps_visual": "", "clean_acc": r["clean_acc"], "adv_acc": r["missing_acc"], "n": r["n_samples"]}
-                for r in read_results(path)]
-    path = eval_file(folder, "corruptions", ".json")
-    if path.is_file():
-        found = True
-        out += [{"attack": f"corruption {r['corruption']} s{r['severity']}", "norm": "", "eps_audio": "",
-                 "eps_visual": "", "clean_acc": r["clean_acc"], "adv_acc": r["corrupt_acc"], "n": r["n_samples"]}
-                for r in read_results(path)]
-    if eval_file(folder, "certify").is_file():
-        found = True
-    return out if found else None
+    """An evaluation's rows in the tidy table's terms (FAMILY_ROWS: its attack rows, then its missing-input and
+    corruption rows); [] for a certification (certify.json: radii, not accuracies under one attack); None when the
+    folder has none of these files."""
+    paths = {key: eval_file(folder, key, ".json") for key in FAMILY_ROWS}
+    present = {key: p for key, p in paths.items() if p.is_file()}
+    if not present and not eval_file(folder, "certify").is_file():
+        return None
+    return [FAMILY_ROWS[key](r) for key, p in present.items() for r in read_results(p)]
 
 
 def long_rows(record: StudyRecord) -> List[Dict[str, Any]]:
