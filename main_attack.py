@@ -13,26 +13,18 @@ import sys
 from typing import Optional, Sequence
 
 from dataset.errors import MediaError
-from pipeline.build import build_model, place_model, train_options
+from pipeline.build import prepared, train_options
 from pipeline.config import get_args_parser, parse_config
-from pipeline.context import finished_eval, setup, start
 from pipeline.drivers import execute
-from pipeline.preflight import check_model, preflight
 from utils.errors import run_cli
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     cfg = parse_config(get_args_parser(), argv)
-    preflight(cfg)
-    if finished_eval(cfg) is not None:
-        return 0
-    device = start(cfg)
-    model = build_model(cfg)
-    check_model(cfg, model)
-    ctx = setup(cfg, device)
-    with ctx.abort_on_error():
-        place_model(model, cfg, device)
-    execute(model, cfg, ctx, train_options(cfg, model), label=cfg.id)
+    ready = prepared(cfg)
+    if ready is not None:  # None: this evaluation already finished (--reuse_eval)
+        model, ctx = ready
+        execute(model, cfg, ctx, train_options(cfg, model), label=cfg.id)
     return 0
 
 

@@ -20,7 +20,8 @@ from models.fusion import head_args
 from pipeline.config import RunConfig
 from pipeline.engine import TrainConfig
 from pipeline.objectives import attack_adversary, objective_for
-from pipeline.preflight import audio_context, eval_weights, resumes_checkpoint, run_dir
+from pipeline.context import RunContext, finished_eval, setup, start
+from pipeline.preflight import audio_context, check_model, eval_weights, preflight, resumes_checkpoint, run_dir
 from pipeline.procedures import build_procedure
 from utils import distributed as du
 from utils.checkpoint import load_checkpoint, load_weights, read_state_file, recorded_arch
@@ -203,3 +204,19 @@ def training_adversary(cfg: RunConfig, model: nn.Module):
     steps from a random start) for the options the attack's constructor takes; FGSM, which takes neither, is plain
     FGSM (``pipeline.objectives.attack_adversary``)."""
     return attack_adversary(cfg.adv_train, model, cfg.train_budget, cfg.train_attack_steps, cfg.eps_unit, cfg.seed)
+
+
+def prepared(cfg: RunConfig) -> Optional[Tuple[nn.Module, RunContext]]:
+    """The set-up main_attack.py and main_certify.py share: the pre-flight checks, then, unless an evaluation of
+    this configuration already finished (``--reuse_eval``: None), the device, the model built, checked and placed,
+    and the run context that records the work."""
+    preflight(cfg)
+    if finished_eval(cfg) is not None:
+        return None
+    device = start(cfg)
+    model = build_model(cfg)
+    check_model(cfg, model)
+    ctx = setup(cfg, device)
+    with ctx.abort_on_error():
+        place_model(model, cfg, device)
+    return model, ctx
