@@ -17,6 +17,7 @@ import math
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 from attacks import ATTACKS, default_attacks, list_attacks, parse_attack_args, parse_norm
+from attacks.autoattack import check_autoattack_args
 from attacks.metrics import PAPER_EPS_GRID, parse_eps
 from dataset.specs import DatasetSpec, get_spec
 from pipeline import reference_cli as ref
@@ -383,7 +384,7 @@ def derive_values(ns: argparse.Namespace) -> Dict[str, Any]:
         raise UsageError("--list_train", f"{fitted[0]} is fitted on the training list: give --list_train (the "
                          "evaluation itself reads --list_test)")
     try:
-        parse_attack_args(getattr(ns, "attack_args", ""))
+        check_autoattack_args(parse_attack_args(getattr(ns, "attack_args", "")).get("autoattack", {}))
     except ValueError as e:
         raise UsageError("--attack_args", str(e)) from None
     try:

@@ -58,7 +58,9 @@ log = logging.getLogger("study")
 # the mains a study step runs in this process (each prints its "evaluation folder:" line, pipeline/context.py)
 IN_PROCESS = {"main_attack.py": main_attack.main, "main_defense.py": main_defense.main,
               "main_certify.py": main_certify.main}
-STUDY_HEADS = ["concat", "sum", "film_av", "gated_av", "attention"]  # the report's fusion table (demo grid)
+# the report's fusion table, in this order: the heads of the paper (docs/paper.md, Model) plus attention and late,
+# each where the study trained it (``Study.fusions``)
+STUDY_HEADS = ["concat", "sum", "film_av", "film_va", "gated_av", "gated_va", "attention", "late"]
 # The embedded set's size: 100 clips of 2 s per class, split 72/8/20 (train/val/test) so that the test list has
 # 160 clips (a standard error of at most 4 points on one accuracy). Chosen with the unimodal and concat
 # models' validation accuracy as the only criterion (docs/demo.md); never on any attacked number.
@@ -127,7 +129,11 @@ class Study(RecordedView):
     """Builds the plan from the checked flags, runs its jobs with done-markers (a second call resumes), records
     each step in study.json and serves the report (reporting/study_findings.py's ``StudyLike``)."""
 
-    fusions = STUDY_HEADS
+    @property
+    def fusions(self) -> List[str]:
+        """The fusion heads the plan trains (STUDY_HEADS order): the rows of the report's fusion table."""
+        trained = {j.model for j in self.jobs if j.kind == "train"}
+        return [h for h in STUDY_HEADS if h in trained]
 
     def __init__(self, args: argparse.Namespace) -> None:
         if args.quick:

@@ -204,10 +204,13 @@ def embedded_data_jobs(media: Path, index: Path, clips: int, split: Tuple[int, i
 
 
 # What the demo leaves to the full preset (the report names it; docs/demo.md gives each one's cost)
-DEMO_LEAVES_OUT = ("AutoAttack at the paper grid's single-modality points (audio only, visual only) and on MinSim "
-                   "and PGD adversarial training; the memory-bank defence's adaptive attacks; every row but the "
-                   "headline ones (audio, visual, concat) on seeds after the first; the study sections other than "
-                   "the missing-input one and the defence table")
+DEMO_LEAVES_OUT = ("FAB-T in AutoAttack; AutoAttack at the paper grid's single-modality points (audio only, visual "
+                   "only) and on MinSim; the fusion heads other than concat (sum, FiLM, gated, attention) and PGD "
+                   "adversarial training; the memory-bank defence's adaptive attacks; every row but the headline "
+                   "ones (audio, visual, concat) on seeds after the first; the study sections other than the "
+                   "missing-input one and the defence table")
+# the demo's AutoAttack: the standard ensemble without FAB-T (docs/demo.md: what FAB-T found and cost in a 3-seed run)
+DEMO_AA_ARGS = ["--attack_args", "autoattack:leave_out=fab-t"]
 
 
 def describe_embedded(aa: Dict[str, int], clips: int, split: Tuple[int, int], seeds: Sequence[int],
@@ -223,12 +226,15 @@ def describe_embedded(aa: Dict[str, int], clips: int, split: Tuple[int, int], se
                     "the surface is an upper bound on robust accuracy; the paper-grid tables above give PGD-10 "
                     "and AutoAttack at their points. The unimodal models are evaluated on their own axis only "
                     "(4 points): they do not read the other input."),
-        "autoattack": (f"AutoAttack at demo scale: APGD-CE, APGD-T ({aa['apgd_targets']} target classes) and FAB-T "
-                       f"({aa['apgd_targets']} targets) with {aa['apgd_steps']} iterations each, Square with "
+        "autoattack": (f"AutoAttack at demo scale: APGD-CE, APGD-T ({aa['apgd_targets']} target classes)"
+                       + (f" and FAB-T ({aa['apgd_targets']} targets)" if full else "")
+                       + f" with {aa['apgd_steps']} iterations each, Square with "
                        f"{aa['square_queries']} queries (AutoAttack standard: 100 iterations, 9 target classes, 5000 "
                        "queries), each stage on the clips still classified correctly, L-inf budget of the paper grid"
                        + ("" if full else " at its both-inputs point (audio 0.006 and visual 0.006; the full preset "
-                                          "also runs its single-modality points)")
+                                          "also runs its single-modality points, and FAB-T, which the demo leaves "
+                                          "out for time: docs/demo.md gives what it found and cost in a 3-seed "
+                                          "run)")
                        + ". With reduced budgets it is an upper bound on robust accuracy. On the defended model the "
                        "adaptive worst case stands in for it: the attacks named under the defence table, each "
                        "on every clip, and the per-clip worst case."),
@@ -270,15 +276,15 @@ def _embedded(inp: PlanInput, aa: Dict[str, int], full: bool, tune_epochs: int =
     nets of its seed; the paper's attacks and AutoAttack at demo scale; the defence with adaptive attacks.
 
     ``full`` False (the demo, within its time budget): the headline models (HEADLINE) on every seed, with FGSM and
-    PGD on the paper grid and AutoAttack at the grid's both-inputs point; the other rows on the first seed only,
-    without what only the full preset runs (DEMO_LEAVES_OUT). ``full`` True (the full and quick presets): every
+    PGD on the paper grid and AutoAttack without FAB-T at the grid's both-inputs point; MinSim, MinSim + banks and
+    the surfaces on the first seed only; what only the full preset runs is DEMO_LEAVES_OUT. ``full`` True (the full and quick presets): every
     row on every seed, AutoAttack on every grid point and on MinSim and PGD-AT, the defence's adaptive attacks."""
     b = PlanBuilder(inp)
     arch = ["--arch_sound", "anet_lite", "--arch_frame", "resnet10"]
     if inp.dataset != "synthetic":  # another dataset at the demo's CPU sizes (its spec has the paper's)
         cpu = get_spec("synthetic")
         arch += ["--audLen", str(cpu.audio_len), "--imgSize", str(cpu.img_size)]
-    aaf = aa_flags(aa)
+    aaf = aa_flags(aa) + ([] if full else DEMO_AA_ARGS)
     both = ["--eps", "audio=0.006,visual=0.006"]  # the paper grid's both-inputs point
     for seed in inp.seeds:
         first = seed == inp.seeds[0]
@@ -289,7 +295,7 @@ def _embedded(inp: PlanInput, aa: Dict[str, int], full: bool, tune_epochs: int =
                                                      *epoch_flags(inp.epochs_unimodal)]) for m in ("audio", "visual")}
         init = ["--init_from", b.checkpoint("audio", seed), b.checkpoint("visual", seed), *epoch_flags(inp.epochs)]
         uni = (t["audio"], t["visual"])
-        heads = DEMO_FUSIONS if full or first else ["concat"]
+        heads = DEMO_FUSIONS if full else ["concat"]
         for head in heads:
             t[head] = b.train(head, seed, "main_attack.py", [*tc, *SCRATCH_LR, "--arch_classifier", head, *init,
                                                               *(["--save_features"] if head == "concat" else [])], uni)
@@ -310,14 +316,15 @@ def _embedded(inp: PlanInput, aa: Dict[str, int], full: bool, tune_epochs: int =
             continue
         t["minsim"] = b.train("minsim", seed, "main_attack.py", [*tc, *SCRATCH_LR, "--arch_classifier", "concat", *init,
                                                                    "--minsim_weight", "1.0", "--save_features"], uni)  # paper w = 1.0
-        t["advtrain"] = b.train("advtrain", seed, "main_attack.py", [*tc, *SCRATCH_LR, "--arch_classifier", "concat",
-                                                                       *init, "--adv_train", "pgd",
-                                                                       "--train_attack_steps", "3"], uni)
-        for head in DEMO_FUSIONS[1:]:
+        if full:  # PGD adversarial training and the other fusion heads: the full preset only (DEMO_LEAVES_OUT)
+            t["advtrain"] = b.train("advtrain", seed, "main_attack.py", [*tc, *SCRATCH_LR, "--arch_classifier",
+                                                                           "concat", *init, "--adv_train", "pgd",
+                                                                           "--train_attack_steps", "3"], uni)
+        for head in heads[1:]:
             b.evaluate("attack", head, seed, "main_attack.py", [*e, "--arch_classifier", head, "--attack_type", "pgd",
                                                                  *(EXAMPLES if head == "attention" else [])],
                        "main", [t[head]])
-        for m in ("minsim", "advtrain"):
+        for m in ("minsim", "advtrain") if full else ("minsim",):
             b.evaluate("attack", m, seed, "main_attack.py", [*e, "--arch_classifier", "concat", "--attack_type", "pgd"],
                        "main", [t[m]])
             if full:

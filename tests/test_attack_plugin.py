@@ -81,6 +81,9 @@ def test_plugin_attack_option_reaches_the_attack_from_the_command_line(trained):
     ("test_plugin_fraction:fraction=big", ["--attack_args", "fraction='big'", "float"]),
     ("pgd:stepz=3", ["--attack_args", "pgd takes no argument 'stepz'", "steps, alpha"]),
     ("nosuch:steps=3", ["--attack_args", "registered attack", "test_plugin_fraction"]),
+    ("autoattack:leave_out=fab", ["--attack_args", "fab not a stage of version 'standard'", "fab-t, square"]),
+    ("autoattack:version=plus,leave_out=apgd-t+fab-x", ["--attack_args", "fab-x not a stage", "apgd-dlr"]),
+    ("autoattack:version=fast", ["--attack_args", "unknown version 'fast'", "standard, plus, rand"]),
 ])
 def test_bad_attack_args_exit_2_naming_the_accepted_arguments(trained, capsys, attack_args, words):
     _, ckpt, _ = trained

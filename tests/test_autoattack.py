@@ -208,6 +208,30 @@ def test_autoattack_on_a_users_model_reports_the_per_sample_worst_case():
     assert rep["flags"] == [] and rep["square_queries"] is not None
 
 
+def test_leave_out_runs_the_other_stages_and_names_the_left_out_ones():
+    """leave_out=fab-t: the same stages as the whole ensemble but FAB-T, each with the same result on the same
+    clips (every stage is seeded and runs on the clips the ones before it left), and the report says what was
+    left out; a name outside the version, or every stage, is refused."""
+    model = VisualNet().eval()
+    x = data(16)["visual"]
+    y = model(visual=x).argmax(1)
+    opts = dict(eps={"visual": 2 / 255}, steps=5, n_queries=20, n_target_classes=2)
+    whole = create_attack("autoattack", model, **opts)
+    whole({"visual": x}, y)
+    cut = create_attack("autoattack", model, leave_out="fab-t", **opts)
+    cut({"visual": x}, y)
+    assert [s.name for s in cut.stages] == ["apgd-ce", "apgd-t", "square"]
+    assert cut.report["missing"] == ["fab-t (left out)"] and whole.report["missing"] == []
+    full, part = whole.report["per_attack"], cut.report["per_attack"]
+    assert set(part) == set(full) - {"fab-t"}
+    assert part["apgd-ce"] == full["apgd-ce"] and part["apgd-t"] == full["apgd-t"]
+    assert part["square"] >= full["square"]  # FAB-T's finds are not there to remove
+    with pytest.raises(ValueError, match="fab-x not a stage of version 'standard'.*apgd-ce, apgd-t, fab-t, square"):
+        create_attack("autoattack", model, leave_out="fab-x", **opts)
+    with pytest.raises(ValueError, match="every stage"):
+        create_attack("autoattack", model, leave_out="apgd-ce+apgd-t+fab-t+square", **opts)
+
+
 class Quantised(nn.Module):
     """Rounds its input to 8 levels: zero input gradient almost everywhere (gradient masking)."""
 

@@ -130,3 +130,28 @@ def test_bad_inputs_exit_2_before_any_work(tmp_path, capsys):
     _refused(capsys, tmp_path, ["--preset", "fast"], "--preset", "quick")
     _refused(capsys, tmp_path, ["--launcher", "pbs"], "--launcher", "slurm")
     _refused(capsys, tmp_path, ["--seeds", "1", "1"], "--seeds")
+
+
+def test_demo_plan_runs_the_headline_on_every_seed_and_leaves_the_rest_to_full(tmp_path, capsys):
+    """The demo (3 seeds): audio, visual and concat trained and attacked (FGSM + PGD on the paper grid, AutoAttack
+    without FAB-T at its both-inputs point) on every seed; MinSim, MinSim + banks and the surfaces on the first;
+    the other heads and PGD-AT only in the full preset, whose AutoAttack keeps FAB-T."""
+    def plan(preset: str):
+        jobs, _ = _dry_run(capsys, ["--preset", preset, "--seeds", "0", "1", "2", "--out", str(tmp_path / preset),
+                                    "--dry_run", "--sections", "none"])
+        return {name: cmd for _, name, cmd in jobs}
+
+    demo, full = plan("demo"), plan("full")
+    for seed in (0, 1, 2):
+        for m in ("audio", "visual", "concat"):
+            assert {f"train {m} seed{seed}", f"attack {m} seed{seed}", f"autoattack {m} seed{seed}"} <= set(demo)
+            aa = shlex.split(demo[f"autoattack {m} seed{seed}"])
+            assert aa[aa.index("--attack_args") + 1] == "autoattack:leave_out=fab-t"
+            assert aa[aa.index("--eps") + 1] == "audio=0.006,visual=0.006"
+    extras = {"train minsim seed0", "train minsim-banks seed0", "defense attack minsim-banks seed0",
+              "surface concat seed0"}
+    assert extras <= set(demo) and not {n for n in demo if n.endswith(("seed1", "seed2"))
+                                        and n.split()[-2] not in ("audio", "visual", "concat")}
+    left = {f"train {m} seed0" for m in ("sum", "film_av", "gated_av", "attention", "advtrain")}
+    assert not left & set(demo) and left <= set(full)
+    assert "leave_out" not in full["attack concat seed1"] and "--attack_args" not in full["attack concat seed1"]
