@@ -136,8 +136,8 @@ def _open_failure_reason(path: Path, stderr: str) -> str:
     return f"not a readable media file (ffmpeg: {last_error_line(stderr)})"
 
 
-def probe(path: Path) -> StreamInfo:
-    """Streams of ``path``; raises :class:`MediaError` for a missing, empty or unreadable (non-media) file."""
+def check_input_file(path: Path) -> None:
+    """Raise :class:`MediaError` for a missing, broken-link, non-regular or empty input file."""
     path = Path(path)
     if not path.exists():
         reason = "broken symlink" if path.is_symlink() else "file not found"
@@ -146,14 +146,67 @@ def probe(path: Path) -> StreamInfo:
         raise MediaError(path, "not a regular file")
     if path.stat().st_size == 0:
         raise MediaError(path, "zero-length file")
-    # with no output file ffmpeg exits 1 after printing the input summary; only the summary matters
-    proc = _run_ffmpeg(["-i", str(path)])
-    if "Input #0" not in proc.stderr:
-        raise MediaError(path, _open_failure_reason(path, proc.stderr))
-    info = parse_probe(proc.stderr)
+
+
+def _checked_summary(path: Path, stderr: str, summary: str) -> StreamInfo:
+    """The streams of an input summary, or :class:`MediaError` when ffmpeg could not open the file or it has
+    neither video nor audio."""
+    if "Input #0" not in summary:
+        raise MediaError(path, _open_failure_reason(path, stderr))
+    info = parse_probe(summary)
     if not info.has_video and not info.has_audio:
         raise MediaError(path, "no video or audio stream")
     return info
+
+
+def probe(path: Path) -> StreamInfo:
+    """Streams of ``path``; raises :class:`MediaError` for a missing, empty or unreadable (non-media) file."""
+    path = Path(path)
+    check_input_file(path)
+    # with no output file ffmpeg exits 1 after printing the input summary; only the summary matters
+    proc = _run_ffmpeg(["-i", str(path)])
+    return _checked_summary(path, proc.stderr, proc.stderr)
+
+
+_TAG_RE = re.compile(r"^(?:\[[^\]]*\] )*\[(info|warning|error|fatal|panic)\] ?(.*)$")
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One ffmpeg run that read a file (``-loglevel level+info``): its streams, exit status and messages."""
+
+    info: StreamInfo
+    returncode: int
+    problems: str  # the run's warning, error and fatal lines, tags removed ("" when there were none)
+
+    def error(self) -> str:
+        """The run's last error message (for a failed run)."""
+        return last_error_line(self.problems)
+
+
+def decode(video: Path, args: List[str]) -> Decoded:
+    """Run ffmpeg on ``video`` with output ``args`` and read the input's streams from the same run: at
+    ``-loglevel level+info`` ffmpeg prints the input summary that :func:`probe` reads, every line tagged with
+    its level, so one process both probes and decodes (an extraction used to start two per video). Raises
+    :class:`MediaError` as :func:`probe` does for a file that is missing, empty, unreadable or has no stream."""
+    video = Path(video)
+    check_input_file(video)
+    proc = _run_ffmpeg(["-nostats", "-loglevel", "level+info", "-i", str(video), *args])
+    summary: List[str] = []  # the input's summary: the info lines before the output's part
+    problems: List[str] = []  # warning, error and fatal lines, and the untagged lines that continue them
+    level, in_input = "info", True
+    for line in proc.stderr.splitlines():
+        m = _TAG_RE.match(line)
+        if m is not None:
+            level, line = m.group(1), m.group(2)
+        if level != "info":
+            problems.append(line)
+        elif in_input and line.startswith(("Stream mapping:", "Output #0")):
+            in_input = False  # the output's streams follow: they are not the file's
+        elif in_input:
+            summary.append(line)
+    head, text = "\n".join(summary), "\n".join(problems)
+    return Decoded(_checked_summary(video, text, head), proc.returncode, text)
 
 
 def partial_path(final: Path) -> Path:
@@ -249,20 +302,21 @@ def extract_frames(video: Path, out_dir: Path, fps: int = FPS, min_coverage: flo
     :class:`MediaError` (and leaves no output) for a file without video, a truncated file, or no frames.
     """
     video, out_dir = Path(video), Path(out_dir)
-    info = probe(video)
-    if not info.has_video:
-        raise MediaError(video, "no video stream")
+    check_input_file(video)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     remove_partial(out_dir)
     tmp = partial_path(out_dir)
     tmp.mkdir()
     try:
         vf = f"fps={fps}" + (f",{scale_filter(short_side)}" if short_side else "")
-        proc = _run_ffmpeg(["-v", "error", "-i", str(video), "-map", "0:v:0", "-vf", vf,
-                            "-q:v", str(JPEG_QUALITY), "-start_number", "1", image2_pattern(tmp)])
-        if proc.returncode != 0:
-            raise MediaError(video, f"ffmpeg failed decoding video ({last_error_line(proc.stderr)})")
-        if TRUNCATION_MARKER in proc.stderr:
+        run = decode(video, ["-map", "0:v:0", "-vf", vf, "-q:v", str(JPEG_QUALITY), "-start_number", "1",
+                             image2_pattern(tmp)])
+        info = run.info
+        if not info.has_video:
+            raise MediaError(video, "no video stream")
+        if run.returncode != 0:
+            raise MediaError(video, f"ffmpeg failed decoding video ({run.error()})")
+        if TRUNCATION_MARKER in run.problems:
             raise MediaError(video, f"truncated file (ffmpeg: {TRUNCATION_MARKER})")
         n = len(list_frames(tmp))
         if n == 0:
@@ -282,18 +336,19 @@ def extract_audio(video: Path, out_wav: Path, sample_rate: int = SAMPLE_RATE, mi
     no output) for a file without an audio stream, a truncated file or no decoded samples.
     """
     video, out_wav = Path(video), Path(out_wav)
-    info = probe(video)
-    if not info.has_audio:
-        raise MediaError(video, "no audio stream")
+    check_input_file(video)
     out_wav.parent.mkdir(parents=True, exist_ok=True)
     remove_partial(out_wav)
     tmp = partial_path(out_wav)
     try:
-        proc = _run_ffmpeg(["-v", "error", "-i", str(video), "-map", "0:a:0", "-vn", "-ac", "1",
-                            "-ar", str(sample_rate), "-c:a", "pcm_s16le", "-f", "wav", str(tmp)])
-        if proc.returncode != 0:
-            raise MediaError(video, f"ffmpeg failed decoding audio ({last_error_line(proc.stderr)})")
-        if TRUNCATION_MARKER in proc.stderr:
+        run = decode(video, ["-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(sample_rate), "-c:a", "pcm_s16le",
+                             "-f", "wav", str(tmp)])
+        info = run.info
+        if not info.has_audio:
+            raise MediaError(video, "no audio stream")
+        if run.returncode != 0:
+            raise MediaError(video, f"ffmpeg failed decoding audio ({run.error()})")
+        if TRUNCATION_MARKER in run.problems:
             raise MediaError(video, f"truncated file (ffmpeg: {TRUNCATION_MARKER})")
         try:
             n = check_wav(tmp, sample_rate)

@@ -91,6 +91,28 @@ def test_probe_real_files(videos: Path) -> None:
             media.probe(videos / name)
 
 
+def test_one_ffmpeg_run_per_video_reads_what_probe_reads(videos: Path, tmp_path: Path, monkeypatch) -> None:
+    """An extraction probes and decodes in the same ffmpeg run (one process per video, not two): the streams it
+    reads from that run's messages are probe's, and its warnings/errors are kept apart from the summary."""
+    for clip in ("dog/a1", "dog/silent", "cat/sound"):
+        run = media.decode(videos / f"{clip}.mp4", ["-f", "null", "-"])
+        assert run.info == media.probe(videos / f"{clip}.mp4") and run.returncode == 0, clip
+        assert "Input #0" not in run.problems
+    failed = media.decode(videos / "dog" / "silent.mp4", ["-map", "0:a:0", "-f", "null", "-"])
+    assert failed.returncode != 0 and "matches no streams" in failed.problems and not failed.info.has_audio
+    calls = []
+    real = media._run_ffmpeg
+    monkeypatch.setattr(media, "_run_ffmpeg", lambda args: calls.append(args) or real(args))
+    src = tmp_path / "videos" / "dog"
+    src.mkdir(parents=True)
+    for name in ("a1", "silent"):
+        shutil.copy(videos / "dog" / f"{name}.mp4", src / f"{name}.mp4")
+    extraction.run_extraction("frames", src.parent, tmp_path / "frames", FPS, workers=1, progress=False)
+    extraction.run_extraction("audio", src.parent, tmp_path / "audio", RATE, workers=1, progress=False)
+    assert len(calls) == 4  # two videos, frames and audio: one run each (silent.mp4's audio run names the error)
+    assert "no audio stream" in _report(tmp_path / "skipped_audio.csv")["dog/silent"]
+
+
 def test_extract_frames_layout_counts_and_skip_report(videos: Path, tmp_path: Path) -> None:
     out = tmp_path / "root"
     summary = extraction.run_extraction("frames", videos, out / "data" / "frames", FPS, workers=2, progress=False)
