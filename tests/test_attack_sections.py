@@ -66,14 +66,14 @@ def test_quick_plan_adds_each_sections_evaluations_and_the_flags_pass_the_checks
         _parses(cmds[name])
 
 
-def test_transfer_waits_for_the_source_and_the_demo_runs_every_pair_on_the_first_seed(tmp_path):
+def test_transfer_waits_for_the_source_and_runs_every_pair_on_the_first_seed(tmp_path):
     from pipeline import study
 
     m = _media(tmp_path / "own", CATS)
     args = study.get_args_parser().parse_args(
         ["--dataset", "custom", "--categories", *CATS, "--data_root", str(m["root"]), *_list_flags(m),
-         "--preset", "demo", "--seeds", "0", "1", "--sections", "transfer", "--out", str(tmp_path / "s"), "--dry_run"])
-    jobs = {j.name: j for j in study.Study(args).jobs}
+         "--preset", "full", "--seeds", "0", "1", "--sections", "transfer", "--out", str(tmp_path / "s"), "--dry_run"])
+    jobs = {j.name: j for j in study.Study(args).jobs}  # full: every head on every seed, the matrix's first seed only
     first = [n for n in jobs if n.startswith("transfer") and n.endswith("seed0")]
     later = [n for n in jobs if n.startswith("transfer") and n.endswith("seed1")]
     assert len(first) == 7 * 6 and len(later) == 3 * 2  # audio, visual and 5 heads; then the headline models

@@ -8,8 +8,8 @@ diagonal is the target's white-box PGD row of the preset's main evaluation. A un
 input it reads (only the budgets of the modalities the source reads apply, README "Transfer attacks").
 
 Cost: one evaluation per pair. On the first seed every pair among the unimodal models and every audio-visual
-fusion head the seed trained (the demo: 7 models, 42 pairs); on later seeds, and at the quick scale, the
-headline models only (audio, visual, concat: 6 pairs). Each pair is recorded under its own kind,
+fusion head the seed trained (the full preset: 7 models, 42 pairs; the demo trains concat only: 6 pairs); on later
+seeds, and at the quick scale, the headline models only (audio, visual, concat: 6 pairs). Each pair is recorded under its own kind,
 ``transfer-<source>`` (one evaluation per model, kind and seed in study.json).
 
 The report: the matrix (rows source, columns target; accuracy in %, one seed with its Wilson interval, several
