@@ -45,47 +45,108 @@ def _env(tmp_path: Path, data_root: Path) -> dict:
                 OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
 
 
+# the per-dataset scripts' tiny overrides: the training flags (all scripts) and each script's own
+TINY = ["--num_epoch", "1", "--audLen", "4096", "--imgSize", "16", "--arch_frame", "resnet10", "--batch_size_per_gpu",
+        "32", "--workers", "0", "--no_progress", "--disp_iter", "0"]
+STEPS = [("train_attack", []),
+         ("eval_attack", ["--attack_type", "fgsm", "--eps", "visual=0,audio=0", "visual=0.006,audio=0.006",
+                          "--save_examples", "1"]),
+         ("train_defense", ["--", "--bank_size", "16", "--unrolled_iters", "5", "--ista_iters", "50"]),
+         ("eval_defense", ["--attack_type", "fgsm", "--eps", "visual=0.006,audio=0.006", "--attack_steps", "1",
+                           "--bank_size", "16", "--unrolled_iters", "5", "--ista_iters", "50", "--restarts", "1",
+                           "--apgd_steps", "2", "--square_queries", "5"]),
+         ("certify", ["--cert_n0", "2", "--cert_n", "8", "--cert_alpha", "0.05", "--cert_modalities", "both"])]
+
+
 @pytest.mark.parametrize("up", list(DATASETS))
 def test_per_dataset_scripts_run_with_tiny_overrides(up, tmp_path):
+    """AVE: every script, one after the other, on fake media of its classes. MUSIC and Kinetics: the defence
+    training, which reads what is their own (classes, MinSim weight from the dataset spec); their other scripts
+    pass AVE's flags with their own dataset (test_every_per_dataset_script_passes_aves_flags_with_its_dataset),
+    so they run as AVE's do (suite time)."""
     spec = get_spec(DATASETS[up])
     media = make_fake_media(tmp_path / "media", list(spec.categories), clips_per_class=2, num_frames=4,
                             seconds=0.5, img_hw=(24, 24), seed=0)
     tiny = ["--list_train", str(media["all"]), "--list_val", str(media["val"]), "--list_test", str(media["test"]),
-            "--num_epoch", "1", "--audLen", "4096", "--imgSize", "16", "--arch_frame", "resnet10",
-            "--batch_size_per_gpu", "32", "--workers", "0", "--no_progress", "--disp_iter", "0"]
+            *TINY]
     env = _env(tmp_path, media["root"])
-    steps = [("train_attack", []),
-             ("eval_attack", ["--attack_type", "fgsm", "--eps", "visual=0,audio=0", "visual=0.006,audio=0.006",
-                              "--save_examples", "1"]),
-             ("train_defense", ["--", "--bank_size", "16", "--unrolled_iters", "5", "--ista_iters", "50"]),
-             ("eval_defense", ["--attack_type", "fgsm", "--eps", "visual=0.006,audio=0.006", "--attack_steps", "1",
-                               "--bank_size", "16", "--unrolled_iters", "5", "--ista_iters", "50", "--restarts", "1",
-                               "--apgd_steps", "2", "--square_queries", "5"]),
-             ("certify", ["--cert_n0", "2", "--cert_n", "8", "--cert_alpha", "0.05", "--cert_modalities", "both"])]
-    if up != "AVE":  # the evaluation scripts of MUSIC and Kinetics are AVE's with another --dataset (suite time)
-        steps = [st for st in steps if st[0] in ("train_attack", "eval_attack", "train_defense")]
+    steps = STEPS if up == "AVE" else [st for st in STEPS if st[0] == "train_defense"]
     for kind, extra in steps:
         proc = subprocess.run(["bash", str(REPO / "scripts" / f"{kind}_{up}.sh"), *tiny, *extra], cwd=REPO, env=env,
                               capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, f"{kind}_{up}.sh failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     ds = DATASETS[up]
     runs = tmp_path / "runs"
-    args = json.loads((runs / f"{ds}-concat" / "args.json").read_text())
-    assert args["audLen"] == 4096 and args["eps_unit"] == "normalized" and args["categories"] == list(spec.categories)
-    if up == "AVE":
-        certified = RunDir(runs / f"{ds}-concat").latest_eval()  # the certify step ran last
-        assert json.loads(eval_file(certified, "certify").read_text())["settings"]["both"]["clips"]
-        assert (RunDir(runs / f"{ds}-minsim-banks").latest_eval() / "robustness.json").is_file()
+    # the training flags reach the run, with the dataset's own classes
+    args = json.loads((runs / f"{ds}-{'concat' if up == 'AVE' else 'minsim'}" / "args.json").read_text())
+    assert args["audLen"] == 4096 and args["categories"] == list(spec.categories)
+    assert RunDir(runs / f"{ds}-minsim").features.is_file()
+    # the paper's MinSim weight and mix come from the dataset spec (KS: 0.8 and 0.6)
+    minsim_args = json.loads((runs / f"{ds}-minsim" / "args.json").read_text())
+    assert minsim_args["minsim_weight"] == spec.minsim_weight
+    assert RunDir(runs / f"{ds}-minsim-banks").done_train.exists()
+    if up != "AVE":
+        return
+    assert args["eps_unit"] == "normalized"
+    certified = RunDir(runs / f"{ds}-concat").latest_eval()  # the certify step ran last
+    assert json.loads(eval_file(certified, "certify").read_text())["settings"]["both"]["clips"]
+    assert (RunDir(runs / f"{ds}-minsim-banks").latest_eval() / "robustness.json").is_file()
     evaluation = sorted(p for p in RunDir(runs / f"{ds}-concat").evals.iterdir()
                         if (p / "results.json").is_file())[-1]  # the attack evaluation
     eval_cfg = json.loads((evaluation / "eval.json").read_text())["config"]
     assert eval_cfg["eps_unit"] == args["eps_unit"] and eval_cfg["audLen"] == args["audLen"]
     rows = json.loads((evaluation / "results.json").read_text())
     assert [r["eps_visual"] for r in rows] == [0.0, 0.006]
-    assert RunDir(runs / f"{ds}-minsim").features.is_file()
-    # the paper's MinSim weight and mix come from the dataset spec (KS: 0.8 and 0.6)
-    minsim_args = json.loads((runs / f"{ds}-minsim" / "args.json").read_text())
-    assert minsim_args["minsim_weight"] == spec.minsim_weight
+
+
+FAKE_PYTHON = r'''#!{python}
+"""Records its command line (one JSON list per call) instead of running it; ``-m utils.rundir RUN KEY`` (the
+scripts' run_file) prints a placeholder path."""
+import json, os, sys
+with open(os.environ["RECORD"], "a") as f:
+    f.write(json.dumps(sys.argv[1:]) + "\n")
+if sys.argv[1:3] == ["-m", "utils.rundir"]:
+    print(f"{{sys.argv[3]}}/<{{sys.argv[4]}}>")
+'''
+
+
+def test_every_per_dataset_script_passes_aves_flags_with_its_dataset(tmp_path):
+    """Each of the 15 per-dataset scripts, with the tiny overrides (and NPROC 1, the default), runs the commands
+    of AVE's script of its kind with its own dataset in place of AVE's (--dataset, run ids, run folders): what
+    runs AVE's scripts end to end (above) covers MUSIC's and Kinetics'. The scripts run with a PYTHON that
+    records each command instead of running it."""
+    root = tmp_path / "root"
+    for sub in ("frames", "audio"):
+        (root / "data" / sub).mkdir(parents=True)
+    fake = tmp_path / "python"
+    fake.write_text(FAKE_PYTHON.format(python=PY))
+    fake.chmod(0o755)
+    lists = ["--list_train", "train.csv", "--list_val", "val.csv", "--list_test", "test.csv"]
+    commands = {}
+    for up, ds in DATASETS.items():
+        for kind, extra in STEPS:
+            record = tmp_path / f"{kind}_{up}.jsonl"
+            env = dict(_env(tmp_path, root), PYTHON=str(fake), RECORD=str(record))
+            env.pop("NPROC", None)
+            proc = subprocess.run(["bash", str(REPO / "scripts" / f"{kind}_{up}.sh"), *lists, *TINY, *extra],
+                                  cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+            assert proc.returncode == 0, f"{kind}_{up}.sh:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+            calls = [json.loads(line) for line in record.read_text().splitlines()]
+            mains = [c for c in calls if c[:2] != ["-m", "utils.rundir"]]
+            assert mains and all(c[0].startswith("main_") for c in mains), calls
+            commands[up, kind] = [[re.sub(rf"\b{ds}\b", "ave", a) for a in c] for c in calls]
+            if up == "AVE":  # the dataset's flag, and every run id and folder, name it
+                assert all(c[c.index("--dataset") + 1] == ds for c in mains)
+                assert all(c[c.index("--id") + 1].startswith(f"{ds}-") for c in mains)
+    for kind, _ in STEPS:
+        assert commands["MUSIC", kind] == commands["AVE", kind], kind
+        assert commands["Kinetics", kind] == commands["AVE", kind], kind
+    # the tiny overrides reach every main (after the script's own flags: the last word wins)
+    for kind, _ in STEPS:
+        for c in commands["AVE", kind]:
+            if c[0].startswith("main_"):
+                at = [i for i in range(len(c)) if c[i:i + len(TINY)] == TINY]
+                assert at and at[0] > c.index("--id"), (kind, c)
 
 
 def test_scripts_refuse_a_missing_data_root(tmp_path):
