@@ -169,13 +169,68 @@ def _run(cmd: list, timeout: int = 300) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=timeout)
 
 
+class Background:
+    """A command started now, in the background (its output in files under ``folder``), waited for by the test
+    that reads it: the module's long studies run side by side with its other tests."""
+
+    def __init__(self, cmd: list, folder: Path, env: dict, timeout: float = 900) -> None:
+        self.cmd, self.folder, self.deadline = cmd, folder, time.time() + timeout
+        with open(folder / "stdout.txt", "w") as out, open(folder / "stderr.txt", "w") as err:
+            self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=err)
+
+    def wait(self) -> subprocess.CompletedProcess:
+        """Its outcome once it has ended (killed, and the test failed, past its time limit)."""
+        try:
+            code = self.proc.wait(max(0.0, self.deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            self.stop()
+            pytest.fail(f"still running after its time limit: {self.cmd}")
+        return subprocess.CompletedProcess(self.cmd, code, (self.folder / "stdout.txt").read_text(),
+                                           (self.folder / "stderr.txt").read_text())
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _slurm_env(fake: Path) -> dict:
+    return dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", FAKE_SLURM=str(fake),
+                PATH=f"{fake}:{os.environ['PATH']}")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def started(request, tmp_path_factory):
+    """The module's two runs of the quick study, started at its first test, each only when a selected test reads
+    it: one after the other in one process (``quick_study``) and under the fake SLURM scheduler (``slurm_study``,
+    its own media made by its own data job: the same clips, by seed). Both run in the background, side by side
+    with the module's other tests (one process each, most of them), so that the machine's cores are busy."""
+    wanted = {name for item in request.session.items if item.module is request.module for name in item.fixturenames}
+    runs = {}
+    if "quick_study" in wanted:
+        root = tmp_path_factory.mktemp("quick_study")
+        runs["quick"] = (root, Background(_study_cmd(root), root, dict(os.environ, PYTHONPATH=str(REPO),
+                                                                         OMP_NUM_THREADS="1")))
+    if "slurm_study" in wanted:
+        root = tmp_path_factory.mktemp("slurm_study")
+        fake = root / "fake"
+        fake.mkdir()
+        (fake / "sbatch").write_text(FAKE_SBATCH)
+        (fake / "sbatch").chmod(0o755)
+        (fake / "fake_runner.py").write_text(FAKE_RUNNER)
+        runs["slurm"] = (root, Background(_slurm_cmd(root), root, _slurm_env(fake)))
+    yield runs
+    for _, run in runs.values():
+        run.stop()
+
+
 @pytest.fixture(scope="module")
-def quick_study(tmp_path_factory):
+def quick_study(started):
     """One finished --quick study (5 clips per class) shared by the tests of this module: (root, first call).
     Run one job after the other in one process (the local launcher's default); the custom-dataset study below runs
     the pool (--jobs 2)."""
-    root = tmp_path_factory.mktemp("quick_study")
-    proc = _run(_study_cmd(root), timeout=900)
+    root, run = started["quick"]
+    proc = run.wait()
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return root, proc
 
@@ -372,22 +427,28 @@ def _wait_for_fake_slurm(fake: Path, timeout: float = 900) -> dict:
         time.sleep(0.5)
 
 
-def test_slurm_launcher_under_a_fake_scheduler_gives_the_local_report(quick_study, tmp_path):
+def _slurm_cmd(root: Path) -> list:
+    """The quick study with --launcher slurm, in <root>/slurm_study, on its own media (<root>/media, <root>/index)."""
+    return [PY, str(REPO / "scripts" / "run_study.py"), "--quick", "--out", str(root / "slurm_study"), "--media",
+            str(root / "media"), "--index", str(root / "index"), "--clips_per_class", "5", "--launcher", "slurm",
+            "--slurm_args", "--partition debug --time 10"]
+
+
+@pytest.fixture(scope="module")
+def slurm_study(started):
+    """(root, the submitting call) of the quick study submitted to the fake scheduler (started in the background
+    with the module); its jobs may still be running."""
+    root, run = started["slurm"]
+    return root, run.wait()
+
+
+def test_slurm_launcher_under_a_fake_scheduler_gives_the_local_report(quick_study, slurm_study):
     """--launcher slurm with fake sbatch on PATH: the scripts' dependencies, torchrun line and array indices,
     and the same report as --launcher local; a second call submits only the report."""
     root, _ = quick_study
-    fake = tmp_path / "fake"
-    fake.mkdir()
-    (fake / "sbatch").write_text(FAKE_SBATCH)
-    (fake / "sbatch").chmod(0o755)
-    (fake / "fake_runner.py").write_text(FAKE_RUNNER)
-    out = tmp_path / "slurm_study"
-    cmd = [PY, str(REPO / "scripts" / "run_study.py"), "--quick", "--out", str(out), "--media", str(root / "media"),
-           "--index", str(root / "index"), "--clips_per_class", "5", "--launcher", "slurm",
-           "--slurm_args", "--partition debug --time 10"]
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", FAKE_SLURM=str(fake),
-               PATH=f"{fake}:{os.environ['PATH']}")
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    sroot, proc = slurm_study
+    fake, out = sroot / "fake", sroot / "slurm_study"
+    cmd, env = _slurm_cmd(sroot), _slurm_env(fake)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     outcome = _wait_for_fake_slurm(fake)  # sbatch returned at once; the jobs ran as their dependencies allowed
     jobs_log = (fake / "jobs.log").read_text() if (fake / "jobs.log").is_file() else ""
@@ -409,6 +470,10 @@ def test_slurm_launcher_under_a_fake_scheduler_gives_the_local_report(quick_stud
     waits = [a for a in report["args"] if a.startswith("--dependency=")][0].split(":")[1:]
     assert set(waits) == {s["id"] for s in subs if s is not report}
     assert sorted(p.name for p in (out / "slurm").glob("*.sh")) == sorted(f"{n}.sh" for n in by_name)
+    # the data steps (one after the other anyway) are one process: the study's start-up is paid once for them
+    data = by_name["data"]["script"]
+    assert data.count("scripts/run_study.py") == 1, data
+    assert all(f"--job {n}" in data for n in ("generate", "frames", "audio", "index")), data
     # the same report as the local study: everything up to the commands and timings
     # (masked: evaluation folder ids, which name each evaluation's time, and the rows' 'time (s)' cells)
     def body(path: Path) -> str:
