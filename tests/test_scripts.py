@@ -19,6 +19,7 @@ from reporting.study_results import StudyRecord
 from dataset.specs import get_spec
 from pipeline import study
 from tests.fake_media import make_fake_media
+from tests.studies import OWN_CATS, PY, own_study_cmd, slurm_cmd, slurm_env, study_cmd
 from utils.errors import run_cli
 from utils.rundir import RunDir, eval_file
 
@@ -156,80 +157,17 @@ def test_scripts_refuse_a_missing_data_root(tmp_path):
     assert proc.returncode == 2 and "nowhere" in proc.stderr
 
 
-PY = str(REPO / ".venv" / "bin" / "python")
-
-
-def _study_cmd(root: Path, *extra: str) -> list:
-    return [PY, str(REPO / "scripts" / "run_study.py"), "--quick", "--out", str(root / "study"), "--media",
-            str(root / "media"), "--index", str(root / "index"), "--clips_per_class", "5", *extra]
-
-
 def _run(cmd: list, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1"),
                           capture_output=True, text=True, timeout=timeout)
 
 
-class Background:
-    """A command started now, in the background (its output in files under ``folder``), waited for by the test
-    that reads it: the module's long studies run side by side with its other tests."""
-
-    def __init__(self, cmd: list, folder: Path, env: dict, timeout: float = 900) -> None:
-        self.cmd, self.folder, self.deadline = cmd, folder, time.time() + timeout
-        with open(folder / "stdout.txt", "w") as out, open(folder / "stderr.txt", "w") as err:
-            self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=err)
-
-    def wait(self) -> subprocess.CompletedProcess:
-        """Its outcome once it has ended (killed, and the test failed, past its time limit)."""
-        try:
-            code = self.proc.wait(max(0.0, self.deadline - time.time()))
-        except subprocess.TimeoutExpired:
-            self.stop()
-            pytest.fail(f"still running after its time limit: {self.cmd}")
-        return subprocess.CompletedProcess(self.cmd, code, (self.folder / "stdout.txt").read_text(),
-                                           (self.folder / "stderr.txt").read_text())
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-
-def _slurm_env(fake: Path) -> dict:
-    return dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", FAKE_SLURM=str(fake),
-                PATH=f"{fake}:{os.environ['PATH']}")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def started(request, tmp_path_factory):
-    """The module's two runs of the quick study, started at its first test, each only when a selected test reads
-    it: one after the other in one process (``quick_study``) and under the fake SLURM scheduler (``slurm_study``,
-    its own media made by its own data job: the same clips, by seed). Both run in the background, side by side
-    with the module's other tests (one process each, most of them), so that the machine's cores are busy."""
-    wanted = {name for item in request.session.items if item.module is request.module for name in item.fixturenames}
-    runs = {}
-    if "quick_study" in wanted:
-        root = tmp_path_factory.mktemp("quick_study")
-        runs["quick"] = (root, Background(_study_cmd(root), root, dict(os.environ, PYTHONPATH=str(REPO),
-                                                                         OMP_NUM_THREADS="1")))
-    if "slurm_study" in wanted:
-        root = tmp_path_factory.mktemp("slurm_study")
-        fake = root / "fake"
-        fake.mkdir()
-        (fake / "sbatch").write_text(FAKE_SBATCH)
-        (fake / "sbatch").chmod(0o755)
-        (fake / "fake_runner.py").write_text(FAKE_RUNNER)
-        runs["slurm"] = (root, Background(_slurm_cmd(root), root, _slurm_env(fake)))
-    yield runs
-    for _, run in runs.values():
-        run.stop()
-
-
 @pytest.fixture(scope="module")
-def quick_study(started):
+def quick_study(background_studies):
     """One finished --quick study (5 clips per class) shared by the tests of this module: (root, first call).
-    Run one job after the other in one process (the local launcher's default); the custom-dataset study below runs
-    the pool (--jobs 2)."""
-    root, run = started["quick"]
+    Run one job after the other in one process (the local launcher's default), started with the session
+    (tests/studies.py); the custom-dataset study below runs the pool (--jobs 2)."""
+    root, run = background_studies["quick"]
     proc = run.wait()
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return root, proc
@@ -238,7 +176,7 @@ def quick_study(started):
 def test_demo_quick_study_end_to_end(quick_study):
     root, _ = quick_study
     out = root / "study"
-    cmd = _study_cmd(root)
+    cmd = study_cmd(root)
     report = (out / "report.md").read_text()
     for heading in ("Unimodal vs audio-visual", "FGSM", "PGD", "AutoAttack", "Fusion heads under PGD", "Defenses",
                     "Robustness surface", "What the numbers say", "Provenance", "Commands"):
@@ -309,7 +247,7 @@ def test_study_report_reads_only_the_evaluations_the_study_ran(quick_study):
     for more in (["--attack_type", "fgsm", "--eps_unit", "normalized"], []):  # in this process: no second start
         assert run_cli(main_attack.main, extra + more) == 0
     stray = set(RunDir(out / "concat").eval_ids()[-2:])
-    assert run_cli(study.main, _study_cmd(root)[2:]) == 0
+    assert run_cli(study.main, study_cmd(root)[2:]) == 0
     steps = json.loads((out / "study.json").read_text())["steps"]
     assert not stray & {s.get("eval_id") for s in steps.values()}
     report = (out / "report.md").read_text()
@@ -326,7 +264,7 @@ def test_a_changed_study_setting_is_refused_and_nothing_is_written(quick_study, 
     out = root / "study"
     files = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}  # study.json, report.md, timings.json
     runs = sorted(p.name for p in out.iterdir())
-    code = run_cli(study.main, _study_cmd(root, "--epochs", "5", "--epochs_unimodal", "7")[2:])
+    code = run_cli(study.main, study_cmd(root, "--epochs", "5", "--epochs_unimodal", "7")[2:])
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert code == 2 and len(err) == 1, err
     assert "--epochs 5 (recorded 1)" in err[0] and "--epochs_unimodal 7 (recorded 1)" in err[0]
@@ -334,84 +272,6 @@ def test_a_changed_study_setting_is_refused_and_nothing_is_written(quick_study, 
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == files
     assert sorted(p.name for p in out.iterdir()) == runs
     assert json.loads((out / "audio" / "args.json").read_text())["num_epoch"] == 1
-
-
-FAKE_SBATCH = r'''#!/usr/bin/env python3
-"""A fake sbatch: records each submission and returns at once, as SLURM does; a detached runner (fake_runner.py)
-starts the job when its afterok dependencies have succeeded (never, if one failed: DependencyNeverSatisfied), its
-array tasks side by side, at most two jobs or tasks at a time on the machine (two slots, as two nodes would)."""
-import json, os, subprocess, sys
-from pathlib import Path
-here = Path(os.environ["FAKE_SLURM"])
-(here / "jobs").mkdir(exist_ok=True)
-args, script = sys.argv[1:-1], sys.argv[-1]
-deps = [d for a in args if a.startswith("--dependency=afterok:") for d in a.split(":")[1:]]
-indices = [None]
-for a in args:
-    if a.startswith("--array="):
-        lo, hi = a.split("=")[1].split("-")
-        indices = list(range(int(lo), int(hi) + 1))
-job = str(len(list((here / "jobs").glob("*.json"))) + 1)
-(here / "jobs" / f"{job}.json").write_text(json.dumps({"deps": deps, "indices": indices, "script": script}))
-with open(here / "submissions.jsonl", "a") as f:
-    f.write(json.dumps({"id": job, "args": args, "script": Path(script).read_text()}) + "\n")
-log = open(here / "jobs.log", "a")
-subprocess.Popen([sys.executable, str(here / "fake_runner.py"), job], stdout=log, stderr=log, start_new_session=True)
-print(job)
-'''
-
-FAKE_RUNNER = r'''import fcntl, json, os, subprocess, sys, time
-from pathlib import Path
-here = Path(os.environ["FAKE_SLURM"])
-job = sys.argv[1]
-spec = json.loads((here / "jobs" / f"{job}.json").read_text())
-
-
-def status(j):
-    p = here / "jobs" / f"{j}.status"
-    return p.read_text() if p.is_file() else None
-
-
-def try_slot():  # one of two slot files, locked while a task runs (released when the file closes)
-    for k in range(2):
-        f = open(here / f"slot{k}.lock", "w")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return f
-        except OSError:
-            f.close()
-    return None
-
-
-while any(status(d) is None for d in spec["deps"]):
-    time.sleep(0.1)
-result = "ok" if all(status(d) == "ok" for d in spec["deps"]) else "never"
-running = []
-
-
-def reap():  # finished tasks give their slot back at once (a job never holds a slot it does not use)
-    global result
-    for proc, lock in list(running):
-        if proc.poll() is not None:
-            result = "failed" if proc.returncode else result
-            lock.close()
-            running.remove((proc, lock))
-
-
-for i in spec["indices"] if result == "ok" else []:
-    lock = None
-    while lock is None:
-        reap()
-        lock = try_slot()
-        if lock is None:
-            time.sleep(0.1)
-    env = dict(os.environ, SLURM_JOB_ID=job, **({} if i is None else {"SLURM_ARRAY_TASK_ID": str(i)}))
-    running.append((subprocess.Popen(["bash", spec["script"]], env=env), lock))
-while running:
-    reap()
-    time.sleep(0.1)
-(here / "jobs" / f"{job}.status").write_text(result)
-'''
 
 
 def _wait_for_fake_slurm(fake: Path, timeout: float = 900) -> dict:
@@ -427,18 +287,11 @@ def _wait_for_fake_slurm(fake: Path, timeout: float = 900) -> dict:
         time.sleep(0.5)
 
 
-def _slurm_cmd(root: Path) -> list:
-    """The quick study with --launcher slurm, in <root>/slurm_study, on its own media (<root>/media, <root>/index)."""
-    return [PY, str(REPO / "scripts" / "run_study.py"), "--quick", "--out", str(root / "slurm_study"), "--media",
-            str(root / "media"), "--index", str(root / "index"), "--clips_per_class", "5", "--launcher", "slurm",
-            "--slurm_args", "--partition debug --time 10"]
-
-
 @pytest.fixture(scope="module")
-def slurm_study(started):
+def slurm_study(background_studies):
     """(root, the submitting call) of the quick study submitted to the fake scheduler (started in the background
-    with the module); its jobs may still be running."""
-    root, run = started["slurm"]
+    with the session, tests/studies.py); its jobs may still be running."""
+    root, run = background_studies["slurm"]
     return root, run.wait()
 
 
@@ -448,7 +301,7 @@ def test_slurm_launcher_under_a_fake_scheduler_gives_the_local_report(quick_stud
     root, _ = quick_study
     sroot, proc = slurm_study
     fake, out = sroot / "fake", sroot / "slurm_study"
-    cmd, env = _slurm_cmd(sroot), _slurm_env(fake)
+    cmd, env = slurm_cmd(sroot), slurm_env(fake)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     outcome = _wait_for_fake_slurm(fake)  # sbatch returned at once; the jobs ran as their dependencies allowed
     jobs_log = (fake / "jobs.log").read_text() if (fake / "jobs.log").is_file() else ""
@@ -494,23 +347,25 @@ def test_slurm_launcher_under_a_fake_scheduler_gives_the_local_report(quick_stud
     assert [s["script"].split("--job-name=study-")[1].split("\n")[0] for s in subs2] == ["report"]
 
 
-def test_a_study_on_a_dataset_of_your_own_with_two_seeds(tmp_path):
+@pytest.fixture(scope="module")
+def own_study(background_studies):
+    """(root, the call) of the custom-dataset study (started in the background with the session, tests/studies.py)."""
+    root, run = background_studies["own"]
+    return root, run.wait()
+
+
+def test_a_study_on_a_dataset_of_your_own_with_two_seeds(own_study, tmp_path):
     """run_study.py --dataset custom --categories ... --list_* --preset quick --seeds 0 1 --sections all --jobs 2 on
     videos' media made here: the full report with every study section, results_long.csv with both seeds of the
     headline models, one run folder per seed, the pool's records; a list with a class outside --categories exits 2
     before anything is written."""
-
-    cats = ["alpha", "beta", "gamma", "delta"]  # 4 classes: the quick preset's APGD-T needs them
-    m = make_fake_media(tmp_path / "own", cats, clips_per_class=4, num_frames=16, seconds=2.0, img_hw=(40, 40),
-                        seed=0)
-    out = tmp_path / "study"
-    base = [PY, str(REPO / "scripts" / "run_study.py"), "--dataset", "custom", "--categories", *cats,
-            "--data_root", str(m["root"]), "--preset", "quick", "--seeds", "0", "1", "--out", str(out),
-            "--sections", "all", "--jobs", "2"]
-    lists = ["--list_train", str(m["train"]), "--list_val", str(m["val"]), "--list_test", str(m["test"])]
-    bad = _run([*base[:5], *cats[:3], *base[9:], *lists])  # delta's clips are outside --categories
-    assert bad.returncode == 2 and "delta" in bad.stderr and not out.exists(), bad.stderr[-2000:]
-    proc = _run([*base, *lists], timeout=900)
+    root, proc = own_study
+    cats, out = OWN_CATS, root / "study"
+    m = {k: root / "own" / f"{k}.csv" for k in ("train", "val", "test")}
+    m["root"] = root / "own"
+    bad_out = tmp_path / "study"
+    bad = _run(own_study_cmd(m, bad_out, cats[:3]))  # delta's clips are outside --categories
+    assert bad.returncode == 2 and "delta" in bad.stderr and not bad_out.exists(), bad.stderr[-2000:]
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # --jobs 2: two worker processes of one thread each ran the jobs; each job's record was gathered into study.json
     assert "[pool] 2 worker(s), 1 thread(s) each" in proc.stdout + proc.stderr
