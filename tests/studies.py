@@ -11,6 +11,7 @@ by its own data job (the same clips, by seed: the same report).
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -31,14 +32,20 @@ def study_cmd(root: Path, *extra: str) -> list:
             str(root / "media"), "--index", str(root / "index"), "--clips_per_class", "5", *extra]
 
 
+def _nice() -> None:
+    os.nice(10)
+
+
 class Background:
     """A command started now, in the background (its output in files under ``folder``), waited for by the test
-    that reads it: the module's long studies run side by side with its other tests."""
+    that reads it, niced (it takes the cores the tests in the foreground leave)."""
 
     def __init__(self, cmd: list, folder: Path, env: dict, timeout: float = 900) -> None:
         self.cmd, self.folder, self.deadline = cmd, folder, time.time() + timeout
         with open(folder / "stdout.txt", "w") as out, open(folder / "stderr.txt", "w") as err:
-            self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=err)
+            # its own process group: stopping it stops its workers too
+            self.proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=err, preexec_fn=_nice,
+                                         start_new_session=True)
 
     def wait(self) -> subprocess.CompletedProcess:
         """Its outcome once it has ended (killed, and the test failed, past its time limit)."""
@@ -51,8 +58,9 @@ class Background:
                                            (self.folder / "stderr.txt").read_text())
 
     def stop(self) -> None:
+        """End it (and the processes it started) if it still runs (a test failed or was not selected)."""
         if self.proc.poll() is None:
-            self.proc.kill()
+            os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
 
