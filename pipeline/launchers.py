@@ -9,7 +9,9 @@ command submits only the jobs whose outputs are missing.
 
 A scheduled job runs ``scripts/run_study.py <the study's flags> --job NAME`` (``run_one``), which checks the
 flags again, runs that one job and writes its record to ``<out>/steps/<job>.json``; the report job gathers
-those records into ``study.json`` before it writes the report.
+those records into ``study.json`` before it writes the report. The data steps, which run one after the other
+anyway, are one scheduled job: one process with ``--job`` given once per step (``run_jobs``), so the study's
+start-up (checks, imports: seconds per process) is paid once for them, not once per step.
 """
 from __future__ import annotations
 
@@ -154,6 +156,18 @@ def run_one(study: Study, name: str) -> int:
     return 0
 
 
+def run_jobs(study: Study, names: Sequence[str]) -> int:
+    """Run the jobs ``names`` of the study's plan one after the other in this process (``--job`` given several
+    times), each as ``run_one``; every name is checked before the first job runs."""
+    plan = {j.name for j in study.jobs}
+    for name in names:
+        if name not in plan:
+            raise UsageError("--job", f"no job {name!r} in this study's plan (see --dry_run)")
+    for name in names:
+        run_one(study, name)
+    return 0
+
+
 def gather(study: Study) -> None:
     """study.json's steps from the jobs' records, in plan order (a training's record from its run folder)."""
     study.open_record()
@@ -212,8 +226,9 @@ def _header(name: str, log: str) -> List[str]:
             f"export PATH={shlex.quote(str(Path(sys.executable).parent))}:$PATH"]
 
 
-def _study_call(study: Study, name: str) -> str:
-    argv = [sys.executable, "scripts/run_study.py", *study_flags(study.argv), "--job", name]
+def _study_call(study: Study, *names: str) -> str:
+    """The command line of a scheduled job running the jobs ``names`` in one process (``run_jobs``)."""
+    argv = [sys.executable, "scripts/run_study.py", *study_flags(study.argv), *[a for n in names for a in ("--job", n)]]
     return " ".join(shlex.quote(str(a)) for a in argv)
 
 
@@ -226,7 +241,7 @@ def write_scripts(study: Study) -> List[Tuple[str, Path, List[str], List[str]]]:
     data = [j for j in todo if j.kind == "data"]
     if data:
         path = folder / "data.sh"
-        lines = _header("data", str(folder / "data-%j.log")) + [_study_call(study, j.name) for j in data]
+        lines = _header("data", str(folder / "data-%j.log")) + [_study_call(study, *[j.name for j in data])]
         atomic_write_text(path, "\n".join(lines) + "\n")
         units.append(("data", path, [j.name for j in data], []))
     for j in todo:

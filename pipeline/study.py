@@ -110,7 +110,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--launcher", default="local", help=f"one of {', '.join(launchers.LAUNCHERS.names())}")
     p.add_argument("--slurm_args", default="", help='sbatch options passed through, e.g. "--partition gpu"')
     p.add_argument("--dry_run", action="store_true", help="print the plan (jobs and commands), write nothing")
-    p.add_argument("--job", default=None, help=argparse.SUPPRESS)  # one job of the plan (slurm job scripts)
+    # one job of the plan (slurm job scripts); given several times: those jobs in order, in one process
+    p.add_argument("--job", action="append", default=None, help=argparse.SUPPRESS)
     return p
 
 
@@ -485,7 +486,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(render(study.jobs))
         return 0
     if args.job is not None:
-        return launchers.run_one(study, args.job)
+        return launchers.run_jobs(study, args.job)
     paths = study.run()
     if not paths:  # a scheduler took the jobs
         return 0

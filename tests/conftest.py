@@ -3,6 +3,7 @@
 ``media``: the module's fake preprocessed dataset (``tests/fake_media.make_fake_media`` with the module's
 ``CATS`` and ``MEDIA`` keyword arguments), made once per module. ``run_argv``: a training/evaluation command
 line over such media. ``ToyAV`` / ``ToyFeaturesAV``: tiny models following the project's model contract.
+``background_studies``: the suite's long study runs (tests/studies.py), started at the session's first test.
 """
 from __future__ import annotations
 
@@ -14,6 +15,19 @@ import torch
 import torch.nn as nn
 
 from tests.fake_media import make_fake_media
+
+
+@pytest.fixture(scope="session", autouse=True)
+def background_studies(request, tmp_path_factory):
+    """The long study runs that the selected tests read (tests/studies.py), started at the session's first test
+    in the background; each test waits for the run it reads. Stopped (if still running) at the session's end."""
+    from tests import studies
+
+    wanted = {name for item in request.session.items for name in getattr(item, "fixturenames", ())}
+    runs = studies.start(wanted, tmp_path_factory)
+    yield runs
+    for _, run in runs.values():
+        run.stop()
 
 
 @pytest.fixture(scope="module")

@@ -55,3 +55,15 @@ def test_jobs_waiting_for_a_job_outside_the_plan_are_an_error(tmp_path):
     jobs = [Job("attack x", "eval", deps=("train nowhere",))]
     with pytest.raises(RuntimeError, match="wait for jobs that never run"):
         launchers.pool(_study(tmp_path, jobs), 2)
+
+
+def test_several_jobs_in_one_process_are_checked_before_the_first_runs(tmp_path, monkeypatch):
+    """run_jobs (``--job`` given several times, the slurm data job): every name is checked first, then each
+    runs with run_one, in the order given."""
+    ran = []
+    monkeypatch.setattr(launchers, "run_one", lambda study, name: ran.append(name) or 0)
+    study = SimpleNamespace(jobs=[Job("generate", "data"), Job("frames", "data", deps=("generate",))])
+    with pytest.raises(launchers.UsageError, match="--job: no job 'bogus'"):
+        launchers.run_jobs(study, ["generate", "bogus"])
+    assert ran == []
+    assert launchers.run_jobs(study, ["generate", "frames"]) == 0 and ran == ["generate", "frames"]

@@ -19,6 +19,7 @@ from reporting.study_results import StudyRecord
 from dataset.specs import get_spec
 from pipeline import study
 from tests.fake_media import make_fake_media
+from tests.studies import OWN_CATS, PY, own_study_cmd, slurm_cmd, slurm_env, study_cmd
 from utils.errors import run_cli
 from utils.rundir import RunDir, eval_file
 
@@ -45,47 +46,108 @@ def _env(tmp_path: Path, data_root: Path) -> dict:
                 OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
 
 
+# the per-dataset scripts' tiny overrides: the training flags (all scripts) and each script's own
+TINY = ["--num_epoch", "1", "--audLen", "4096", "--imgSize", "16", "--arch_frame", "resnet10", "--batch_size_per_gpu",
+        "32", "--workers", "0", "--no_progress", "--disp_iter", "0"]
+STEPS = [("train_attack", []),
+         ("eval_attack", ["--attack_type", "fgsm", "--eps", "visual=0,audio=0", "visual=0.006,audio=0.006",
+                          "--save_examples", "1"]),
+         ("train_defense", ["--", "--bank_size", "16", "--unrolled_iters", "5", "--ista_iters", "50"]),
+         ("eval_defense", ["--attack_type", "fgsm", "--eps", "visual=0.006,audio=0.006", "--attack_steps", "1",
+                           "--bank_size", "16", "--unrolled_iters", "5", "--ista_iters", "50", "--restarts", "1",
+                           "--apgd_steps", "2", "--square_queries", "5"]),
+         ("certify", ["--cert_n0", "2", "--cert_n", "8", "--cert_alpha", "0.05", "--cert_modalities", "both"])]
+
+
 @pytest.mark.parametrize("up", list(DATASETS))
 def test_per_dataset_scripts_run_with_tiny_overrides(up, tmp_path):
+    """AVE: every script, one after the other, on fake media of its classes. MUSIC and Kinetics: the defence
+    training, which reads what is their own (classes, MinSim weight from the dataset spec); their other scripts
+    pass AVE's flags with their own dataset (test_every_per_dataset_script_passes_aves_flags_with_its_dataset),
+    so they run as AVE's do (suite time)."""
     spec = get_spec(DATASETS[up])
     media = make_fake_media(tmp_path / "media", list(spec.categories), clips_per_class=2, num_frames=4,
                             seconds=0.5, img_hw=(24, 24), seed=0)
     tiny = ["--list_train", str(media["all"]), "--list_val", str(media["val"]), "--list_test", str(media["test"]),
-            "--num_epoch", "1", "--audLen", "4096", "--imgSize", "16", "--arch_frame", "resnet10",
-            "--batch_size_per_gpu", "32", "--workers", "0", "--no_progress", "--disp_iter", "0"]
+            *TINY]
     env = _env(tmp_path, media["root"])
-    steps = [("train_attack", []),
-             ("eval_attack", ["--attack_type", "fgsm", "--eps", "visual=0,audio=0", "visual=0.006,audio=0.006",
-                              "--save_examples", "1"]),
-             ("train_defense", ["--", "--bank_size", "16", "--unrolled_iters", "5", "--ista_iters", "50"]),
-             ("eval_defense", ["--attack_type", "fgsm", "--eps", "visual=0.006,audio=0.006", "--attack_steps", "1",
-                               "--bank_size", "16", "--unrolled_iters", "5", "--ista_iters", "50", "--restarts", "1",
-                               "--apgd_steps", "2", "--square_queries", "5"]),
-             ("certify", ["--cert_n0", "2", "--cert_n", "8", "--cert_alpha", "0.05", "--cert_modalities", "both"])]
-    if up != "AVE":  # the evaluation scripts of MUSIC and Kinetics are AVE's with another --dataset (suite time)
-        steps = [st for st in steps if st[0] in ("train_attack", "eval_attack", "train_defense")]
+    steps = STEPS if up == "AVE" else [st for st in STEPS if st[0] == "train_defense"]
     for kind, extra in steps:
         proc = subprocess.run(["bash", str(REPO / "scripts" / f"{kind}_{up}.sh"), *tiny, *extra], cwd=REPO, env=env,
                               capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, f"{kind}_{up}.sh failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
     ds = DATASETS[up]
     runs = tmp_path / "runs"
-    args = json.loads((runs / f"{ds}-concat" / "args.json").read_text())
-    assert args["audLen"] == 4096 and args["eps_unit"] == "normalized" and args["categories"] == list(spec.categories)
-    if up == "AVE":
-        certified = RunDir(runs / f"{ds}-concat").latest_eval()  # the certify step ran last
-        assert json.loads(eval_file(certified, "certify").read_text())["settings"]["both"]["clips"]
-        assert (RunDir(runs / f"{ds}-minsim-banks").latest_eval() / "robustness.json").is_file()
+    # the training flags reach the run, with the dataset's own classes
+    args = json.loads((runs / f"{ds}-{'concat' if up == 'AVE' else 'minsim'}" / "args.json").read_text())
+    assert args["audLen"] == 4096 and args["categories"] == list(spec.categories)
+    assert RunDir(runs / f"{ds}-minsim").features.is_file()
+    # the paper's MinSim weight and mix come from the dataset spec (KS: 0.8 and 0.6)
+    minsim_args = json.loads((runs / f"{ds}-minsim" / "args.json").read_text())
+    assert minsim_args["minsim_weight"] == spec.minsim_weight
+    assert RunDir(runs / f"{ds}-minsim-banks").done_train.exists()
+    if up != "AVE":
+        return
+    assert args["eps_unit"] == "normalized"
+    certified = RunDir(runs / f"{ds}-concat").latest_eval()  # the certify step ran last
+    assert json.loads(eval_file(certified, "certify").read_text())["settings"]["both"]["clips"]
+    assert (RunDir(runs / f"{ds}-minsim-banks").latest_eval() / "robustness.json").is_file()
     evaluation = sorted(p for p in RunDir(runs / f"{ds}-concat").evals.iterdir()
                         if (p / "results.json").is_file())[-1]  # the attack evaluation
     eval_cfg = json.loads((evaluation / "eval.json").read_text())["config"]
     assert eval_cfg["eps_unit"] == args["eps_unit"] and eval_cfg["audLen"] == args["audLen"]
     rows = json.loads((evaluation / "results.json").read_text())
     assert [r["eps_visual"] for r in rows] == [0.0, 0.006]
-    assert RunDir(runs / f"{ds}-minsim").features.is_file()
-    # the paper's MinSim weight and mix come from the dataset spec (KS: 0.8 and 0.6)
-    minsim_args = json.loads((runs / f"{ds}-minsim" / "args.json").read_text())
-    assert minsim_args["minsim_weight"] == spec.minsim_weight
+
+
+FAKE_PYTHON = r'''#!{python}
+"""Records its command line (one JSON list per call) instead of running it; ``-m utils.rundir RUN KEY`` (the
+scripts' run_file) prints a placeholder path."""
+import json, os, sys
+with open(os.environ["RECORD"], "a") as f:
+    f.write(json.dumps(sys.argv[1:]) + "\n")
+if sys.argv[1:3] == ["-m", "utils.rundir"]:
+    print(f"{{sys.argv[3]}}/<{{sys.argv[4]}}>")
+'''
+
+
+def test_every_per_dataset_script_passes_aves_flags_with_its_dataset(tmp_path):
+    """Each of the 15 per-dataset scripts, with the tiny overrides (and NPROC 1, the default), runs the commands
+    of AVE's script of its kind with its own dataset in place of AVE's (--dataset, run ids, run folders): what
+    runs AVE's scripts end to end (above) covers MUSIC's and Kinetics'. The scripts run with a PYTHON that
+    records each command instead of running it."""
+    root = tmp_path / "root"
+    for sub in ("frames", "audio"):
+        (root / "data" / sub).mkdir(parents=True)
+    fake = tmp_path / "python"
+    fake.write_text(FAKE_PYTHON.format(python=PY))
+    fake.chmod(0o755)
+    lists = ["--list_train", "train.csv", "--list_val", "val.csv", "--list_test", "test.csv"]
+    commands = {}
+    for up, ds in DATASETS.items():
+        for kind, extra in STEPS:
+            record = tmp_path / f"{kind}_{up}.jsonl"
+            env = dict(_env(tmp_path, root), PYTHON=str(fake), RECORD=str(record))
+            env.pop("NPROC", None)
+            proc = subprocess.run(["bash", str(REPO / "scripts" / f"{kind}_{up}.sh"), *lists, *TINY, *extra],
+                                  cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+            assert proc.returncode == 0, f"{kind}_{up}.sh:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+            calls = [json.loads(line) for line in record.read_text().splitlines()]
+            mains = [c for c in calls if c[:2] != ["-m", "utils.rundir"]]
+            assert mains and all(c[0].startswith("main_") for c in mains), calls
+            commands[up, kind] = [[re.sub(rf"\b{ds}\b", "ave", a) for a in c] for c in calls]
+            if up == "AVE":  # the dataset's flag, and every run id and folder, name it
+                assert all(c[c.index("--dataset") + 1] == ds for c in mains)
+                assert all(c[c.index("--id") + 1].startswith(f"{ds}-") for c in mains)
+    for kind, _ in STEPS:
+        assert commands["MUSIC", kind] == commands["AVE", kind], kind
+        assert commands["Kinetics", kind] == commands["AVE", kind], kind
+    # the tiny overrides reach every main (after the script's own flags: the last word wins)
+    for kind, _ in STEPS:
+        for c in commands["AVE", kind]:
+            if c[0].startswith("main_"):
+                at = [i for i in range(len(c)) if c[i:i + len(TINY)] == TINY]
+                assert at and at[0] > c.index("--id"), (kind, c)
 
 
 def test_scripts_refuse_a_missing_data_root(tmp_path):
@@ -95,26 +157,18 @@ def test_scripts_refuse_a_missing_data_root(tmp_path):
     assert proc.returncode == 2 and "nowhere" in proc.stderr
 
 
-PY = str(REPO / ".venv" / "bin" / "python")
-
-
-def _study_cmd(root: Path, *extra: str) -> list:
-    return [PY, str(REPO / "scripts" / "run_study.py"), "--quick", "--out", str(root / "study"), "--media",
-            str(root / "media"), "--index", str(root / "index"), "--clips_per_class", "5", *extra]
-
-
 def _run(cmd: list, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1"),
                           capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
-def quick_study(tmp_path_factory):
+def quick_study(background_studies):
     """One finished --quick study (5 clips per class) shared by the tests of this module: (root, first call).
-    Run one job after the other in one process (the local launcher's default); the custom-dataset study below runs
-    the pool (--jobs 2)."""
-    root = tmp_path_factory.mktemp("quick_study")
-    proc = _run(_study_cmd(root), timeout=900)
+    Run one job after the other in one process (the local launcher's default), started with the session
+    (tests/studies.py); the custom-dataset study below runs the pool (--jobs 2)."""
+    root, run = background_studies["quick"]
+    proc = run.wait()
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return root, proc
 
@@ -122,7 +176,7 @@ def quick_study(tmp_path_factory):
 def test_demo_quick_study_end_to_end(quick_study):
     root, _ = quick_study
     out = root / "study"
-    cmd = _study_cmd(root)
+    cmd = study_cmd(root)
     report = (out / "report.md").read_text()
     for heading in ("Unimodal vs audio-visual", "FGSM", "PGD", "AutoAttack", "Fusion heads under PGD", "Defenses",
                     "Robustness surface", "What the numbers say", "Provenance", "Commands"):
@@ -193,7 +247,7 @@ def test_study_report_reads_only_the_evaluations_the_study_ran(quick_study):
     for more in (["--attack_type", "fgsm", "--eps_unit", "normalized"], []):  # in this process: no second start
         assert run_cli(main_attack.main, extra + more) == 0
     stray = set(RunDir(out / "concat").eval_ids()[-2:])
-    assert run_cli(study.main, _study_cmd(root)[2:]) == 0
+    assert run_cli(study.main, study_cmd(root)[2:]) == 0
     steps = json.loads((out / "study.json").read_text())["steps"]
     assert not stray & {s.get("eval_id") for s in steps.values()}
     report = (out / "report.md").read_text()
@@ -210,7 +264,7 @@ def test_a_changed_study_setting_is_refused_and_nothing_is_written(quick_study, 
     out = root / "study"
     files = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}  # study.json, report.md, timings.json
     runs = sorted(p.name for p in out.iterdir())
-    code = run_cli(study.main, _study_cmd(root, "--epochs", "5", "--epochs_unimodal", "7")[2:])
+    code = run_cli(study.main, study_cmd(root, "--epochs", "5", "--epochs_unimodal", "7")[2:])
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert code == 2 and len(err) == 1, err
     assert "--epochs 5 (recorded 1)" in err[0] and "--epochs_unimodal 7 (recorded 1)" in err[0]
@@ -218,84 +272,6 @@ def test_a_changed_study_setting_is_refused_and_nothing_is_written(quick_study, 
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == files
     assert sorted(p.name for p in out.iterdir()) == runs
     assert json.loads((out / "audio" / "args.json").read_text())["num_epoch"] == 1
-
-
-FAKE_SBATCH = r'''#!/usr/bin/env python3
-"""A fake sbatch: records each submission and returns at once, as SLURM does; a detached runner (fake_runner.py)
-starts the job when its afterok dependencies have succeeded (never, if one failed: DependencyNeverSatisfied), its
-array tasks side by side, at most two jobs or tasks at a time on the machine (two slots, as two nodes would)."""
-import json, os, subprocess, sys
-from pathlib import Path
-here = Path(os.environ["FAKE_SLURM"])
-(here / "jobs").mkdir(exist_ok=True)
-args, script = sys.argv[1:-1], sys.argv[-1]
-deps = [d for a in args if a.startswith("--dependency=afterok:") for d in a.split(":")[1:]]
-indices = [None]
-for a in args:
-    if a.startswith("--array="):
-        lo, hi = a.split("=")[1].split("-")
-        indices = list(range(int(lo), int(hi) + 1))
-job = str(len(list((here / "jobs").glob("*.json"))) + 1)
-(here / "jobs" / f"{job}.json").write_text(json.dumps({"deps": deps, "indices": indices, "script": script}))
-with open(here / "submissions.jsonl", "a") as f:
-    f.write(json.dumps({"id": job, "args": args, "script": Path(script).read_text()}) + "\n")
-log = open(here / "jobs.log", "a")
-subprocess.Popen([sys.executable, str(here / "fake_runner.py"), job], stdout=log, stderr=log, start_new_session=True)
-print(job)
-'''
-
-FAKE_RUNNER = r'''import fcntl, json, os, subprocess, sys, time
-from pathlib import Path
-here = Path(os.environ["FAKE_SLURM"])
-job = sys.argv[1]
-spec = json.loads((here / "jobs" / f"{job}.json").read_text())
-
-
-def status(j):
-    p = here / "jobs" / f"{j}.status"
-    return p.read_text() if p.is_file() else None
-
-
-def try_slot():  # one of two slot files, locked while a task runs (released when the file closes)
-    for k in range(2):
-        f = open(here / f"slot{k}.lock", "w")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return f
-        except OSError:
-            f.close()
-    return None
-
-
-while any(status(d) is None for d in spec["deps"]):
-    time.sleep(0.1)
-result = "ok" if all(status(d) == "ok" for d in spec["deps"]) else "never"
-running = []
-
-
-def reap():  # finished tasks give their slot back at once (a job never holds a slot it does not use)
-    global result
-    for proc, lock in list(running):
-        if proc.poll() is not None:
-            result = "failed" if proc.returncode else result
-            lock.close()
-            running.remove((proc, lock))
-
-
-for i in spec["indices"] if result == "ok" else []:
-    lock = None
-    while lock is None:
-        reap()
-        lock = try_slot()
-        if lock is None:
-            time.sleep(0.1)
-    env = dict(os.environ, SLURM_JOB_ID=job, **({} if i is None else {"SLURM_ARRAY_TASK_ID": str(i)}))
-    running.append((subprocess.Popen(["bash", spec["script"]], env=env), lock))
-while running:
-    reap()
-    time.sleep(0.1)
-(here / "jobs" / f"{job}.status").write_text(result)
-'''
 
 
 def _wait_for_fake_slurm(fake: Path, timeout: float = 900) -> dict:
@@ -311,22 +287,21 @@ def _wait_for_fake_slurm(fake: Path, timeout: float = 900) -> dict:
         time.sleep(0.5)
 
 
-def test_slurm_launcher_under_a_fake_scheduler_gives_the_local_report(quick_study, tmp_path):
+@pytest.fixture(scope="module")
+def slurm_study(background_studies):
+    """(root, the submitting call) of the quick study submitted to the fake scheduler (started in the background
+    with the session, tests/studies.py); its jobs may still be running."""
+    root, run = background_studies["slurm"]
+    return root, run.wait()
+
+
+def test_slurm_launcher_under_a_fake_scheduler_gives_the_local_report(quick_study, slurm_study):
     """--launcher slurm with fake sbatch on PATH: the scripts' dependencies, torchrun line and array indices,
     and the same report as --launcher local; a second call submits only the report."""
     root, _ = quick_study
-    fake = tmp_path / "fake"
-    fake.mkdir()
-    (fake / "sbatch").write_text(FAKE_SBATCH)
-    (fake / "sbatch").chmod(0o755)
-    (fake / "fake_runner.py").write_text(FAKE_RUNNER)
-    out = tmp_path / "slurm_study"
-    cmd = [PY, str(REPO / "scripts" / "run_study.py"), "--quick", "--out", str(out), "--media", str(root / "media"),
-           "--index", str(root / "index"), "--clips_per_class", "5", "--launcher", "slurm",
-           "--slurm_args", "--partition debug --time 10"]
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", FAKE_SLURM=str(fake),
-               PATH=f"{fake}:{os.environ['PATH']}")
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    sroot, proc = slurm_study
+    fake, out = sroot / "fake", sroot / "slurm_study"
+    cmd, env = slurm_cmd(sroot), slurm_env(fake)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     outcome = _wait_for_fake_slurm(fake)  # sbatch returned at once; the jobs ran as their dependencies allowed
     jobs_log = (fake / "jobs.log").read_text() if (fake / "jobs.log").is_file() else ""
@@ -348,6 +323,10 @@ def test_slurm_launcher_under_a_fake_scheduler_gives_the_local_report(quick_stud
     waits = [a for a in report["args"] if a.startswith("--dependency=")][0].split(":")[1:]
     assert set(waits) == {s["id"] for s in subs if s is not report}
     assert sorted(p.name for p in (out / "slurm").glob("*.sh")) == sorted(f"{n}.sh" for n in by_name)
+    # the data steps (one after the other anyway) are one process: the study's start-up is paid once for them
+    data = by_name["data"]["script"]
+    assert data.count("scripts/run_study.py") == 1, data
+    assert all(f"--job {n}" in data for n in ("generate", "frames", "audio", "index")), data
     # the same report as the local study: everything up to the commands and timings
     # (masked: evaluation folder ids, which name each evaluation's time, and the rows' 'time (s)' cells)
     def body(path: Path) -> str:
@@ -368,23 +347,25 @@ def test_slurm_launcher_under_a_fake_scheduler_gives_the_local_report(quick_stud
     assert [s["script"].split("--job-name=study-")[1].split("\n")[0] for s in subs2] == ["report"]
 
 
-def test_a_study_on_a_dataset_of_your_own_with_two_seeds(tmp_path):
+@pytest.fixture(scope="module")
+def own_study(background_studies):
+    """(root, the call) of the custom-dataset study (started in the background with the session, tests/studies.py)."""
+    root, run = background_studies["own"]
+    return root, run.wait()
+
+
+def test_a_study_on_a_dataset_of_your_own_with_two_seeds(own_study, tmp_path):
     """run_study.py --dataset custom --categories ... --list_* --preset quick --seeds 0 1 --sections all --jobs 2 on
     videos' media made here: the full report with every study section, results_long.csv with both seeds of the
     headline models, one run folder per seed, the pool's records; a list with a class outside --categories exits 2
     before anything is written."""
-
-    cats = ["alpha", "beta", "gamma", "delta"]  # 4 classes: the quick preset's APGD-T needs them
-    m = make_fake_media(tmp_path / "own", cats, clips_per_class=4, num_frames=16, seconds=2.0, img_hw=(40, 40),
-                        seed=0)
-    out = tmp_path / "study"
-    base = [PY, str(REPO / "scripts" / "run_study.py"), "--dataset", "custom", "--categories", *cats,
-            "--data_root", str(m["root"]), "--preset", "quick", "--seeds", "0", "1", "--out", str(out),
-            "--sections", "all", "--jobs", "2"]
-    lists = ["--list_train", str(m["train"]), "--list_val", str(m["val"]), "--list_test", str(m["test"])]
-    bad = _run([*base[:5], *cats[:3], *base[9:], *lists])  # delta's clips are outside --categories
-    assert bad.returncode == 2 and "delta" in bad.stderr and not out.exists(), bad.stderr[-2000:]
-    proc = _run([*base, *lists], timeout=900)
+    root, proc = own_study
+    cats, out = OWN_CATS, root / "study"
+    m = {k: root / "own" / f"{k}.csv" for k in ("train", "val", "test")}
+    m["root"] = root / "own"
+    bad_out = tmp_path / "study"
+    bad = _run(own_study_cmd(m, bad_out, cats[:3]))  # delta's clips are outside --categories
+    assert bad.returncode == 2 and "delta" in bad.stderr and not bad_out.exists(), bad.stderr[-2000:]
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # --jobs 2: two worker processes of one thread each ran the jobs; each job's record was gathered into study.json
     assert "[pool] 2 worker(s), 1 thread(s) each" in proc.stdout + proc.stderr
