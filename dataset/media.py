@@ -183,6 +183,17 @@ class Decoded:
         """The run's last error message (for a failed run)."""
         return last_error_line(self.problems)
 
+    def check(self, video: Path, stream: str) -> StreamInfo:
+        """The streams, once the run is known to have decoded ``stream`` ("video" or "audio") of ``video`` whole;
+        :class:`MediaError` naming ``video`` for no such stream, a failed run or a truncated file."""
+        if not getattr(self.info, f"has_{stream}"):
+            raise MediaError(video, f"no {stream} stream")
+        if self.returncode != 0:
+            raise MediaError(video, f"ffmpeg failed decoding {stream} ({self.error()})")
+        if TRUNCATION_MARKER in self.problems:
+            raise MediaError(video, f"truncated file (ffmpeg: {TRUNCATION_MARKER})")
+        return self.info
+
 
 def decode(video: Path, args: List[str]) -> Decoded:
     """Run ffmpeg on ``video`` with output ``args`` and read the input's streams from the same run: at
@@ -309,15 +320,8 @@ def extract_frames(video: Path, out_dir: Path, fps: int = FPS, min_coverage: flo
     tmp.mkdir()
     try:
         vf = f"fps={fps}" + (f",{scale_filter(short_side)}" if short_side else "")
-        run = decode(video, ["-map", "0:v:0", "-vf", vf, "-q:v", str(JPEG_QUALITY), "-start_number", "1",
-                             image2_pattern(tmp)])
-        info = run.info
-        if not info.has_video:
-            raise MediaError(video, "no video stream")
-        if run.returncode != 0:
-            raise MediaError(video, f"ffmpeg failed decoding video ({run.error()})")
-        if TRUNCATION_MARKER in run.problems:
-            raise MediaError(video, f"truncated file (ffmpeg: {TRUNCATION_MARKER})")
+        info = decode(video, ["-map", "0:v:0", "-vf", vf, "-q:v", str(JPEG_QUALITY), "-start_number", "1",
+                              image2_pattern(tmp)]).check(video, "video")
         n = len(list_frames(tmp))
         if n == 0:
             raise MediaError(video, "no frames decoded")
@@ -341,15 +345,8 @@ def extract_audio(video: Path, out_wav: Path, sample_rate: int = SAMPLE_RATE, mi
     remove_partial(out_wav)
     tmp = partial_path(out_wav)
     try:
-        run = decode(video, ["-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(sample_rate), "-c:a", "pcm_s16le",
-                             "-f", "wav", str(tmp)])
-        info = run.info
-        if not info.has_audio:
-            raise MediaError(video, "no audio stream")
-        if run.returncode != 0:
-            raise MediaError(video, f"ffmpeg failed decoding audio ({run.error()})")
-        if TRUNCATION_MARKER in run.problems:
-            raise MediaError(video, f"truncated file (ffmpeg: {TRUNCATION_MARKER})")
+        info = decode(video, ["-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(sample_rate), "-c:a", "pcm_s16le",
+                              "-f", "wav", str(tmp)]).check(video, "audio")
         try:
             n = check_wav(tmp, sample_rate)
         except MediaError as err:
