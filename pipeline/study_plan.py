@@ -206,7 +206,8 @@ def embedded_data_jobs(media: Path, index: Path, clips: int, split: Tuple[int, i
 # What the demo leaves to the full preset (the report names it; docs/demo.md gives each one's cost)
 DEMO_LEAVES_OUT = ("FAB-T in AutoAttack; AutoAttack at the paper grid's single-modality points (audio only, visual "
                    "only) and on MinSim; the fusion heads other than concat (sum, FiLM, gated, attention) and PGD "
-                   "adversarial training; the memory-bank defence's adaptive attacks; every row but the headline "
+                   "adversarial training; PGD on MinSim and MinSim + banks at the grid's single-modality points; "
+                   "the robustness surfaces; the memory-bank defence's adaptive attacks; every row but the headline "
                    "ones (audio, visual, concat) on seeds after the first; the study sections other than the "
                    "missing-input one and the defence table")
 # the demo's AutoAttack: the standard ensemble without FAB-T (docs/demo.md: what FAB-T found and cost in a 3-seed run)
@@ -276,8 +277,8 @@ def _embedded(inp: PlanInput, aa: Dict[str, int], full: bool, tune_epochs: int =
     nets of its seed; the paper's attacks and AutoAttack at demo scale; the defence with adaptive attacks.
 
     ``full`` False (the demo, within its time budget): the headline models (HEADLINE) on every seed, with FGSM and
-    PGD on the paper grid and AutoAttack without FAB-T at the grid's both-inputs point; MinSim, MinSim + banks and
-    the surfaces on the first seed only; what only the full preset runs is DEMO_LEAVES_OUT. ``full`` True (the full and quick presets): every
+    PGD on the paper grid and AutoAttack without FAB-T at the grid's both-inputs point; MinSim and MinSim + banks
+    under PGD at that point on the first seed only; what only the full preset runs is DEMO_LEAVES_OUT. ``full`` True (the full and quick presets): every
     row on every seed, AutoAttack on every grid point and on MinSim and PGD-AT, the defence's adaptive attacks."""
     b = PlanBuilder(inp)
     arch = ["--arch_sound", "anet_lite", "--arch_frame", "resnet10"]
@@ -324,13 +325,14 @@ def _embedded(inp: PlanInput, aa: Dict[str, int], full: bool, tune_epochs: int =
             b.evaluate("attack", head, seed, "main_attack.py", [*e, "--arch_classifier", head, "--attack_type", "pgd",
                                                                  *(EXAMPLES if head == "attention" else [])],
                        "main", [t[head]])
+        point = [] if full else both  # the demo: the defences at the grid's both-inputs point only (its budget)
         for m in ("minsim", "advtrain") if full else ("minsim",):
-            b.evaluate("attack", m, seed, "main_attack.py", [*e, "--arch_classifier", "concat", "--attack_type", "pgd"],
-                       "main", [t[m]])
+            b.evaluate("attack", m, seed, "main_attack.py", [*e, "--arch_classifier", "concat", "--attack_type", "pgd",
+                                                              *point], "main", [t[m]])
             if full:
                 b.evaluate("autoattack", m, seed, "main_attack.py",
                            [*e, "--arch_classifier", "concat", "--attack_type", "autoattack", *both, *aaf], "aa", [t[m]])
-        for m in ("audio", "visual", "concat"):
+        for m in ("audio", "visual", "concat") if full else ():  # the surfaces: the full preset only
             b.evaluate("surface", m, seed, "main_attack.py", [*e, "--arch_classifier", m, "--attack_type", "fgsm",
                                                                "--eps", *surface_grid(m)], "surface", [t[m]])
         d = [*c, "--arch_classifier", "concat", "--base_weights", b.checkpoint("minsim", seed), *DEFENSE_SOLVER_DEMO]
@@ -340,7 +342,7 @@ def _embedded(inp: PlanInput, aa: Dict[str, int], full: bool, tune_epochs: int =
                       "--lr_classifier", "1e-3"], [t["minsim"]])
         adaptive = ["--adaptive", "--adaptive_eps", "visual=0.006,audio=0.006", *aaf, *ADAPTIVE_DEMO] if full else []
         b.evaluate("defense attack", "minsim-banks", seed, "main_defense.py",
-                   [*d, *EVAL_BATCH, "--attack_type", "pgd", *adaptive], "main", [tb])
+                   [*d, *EVAL_BATCH, "--attack_type", "pgd", *point, *adaptive], "main", [tb])
     return b.finish()
 
 

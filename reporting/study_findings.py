@@ -280,8 +280,13 @@ def surface_blocks(s: StudyView) -> List[Block]:
     out = [Block("h2", "Robustness surface: accuracy over (eps audio x eps visual)"),
            Block("p", s.settings.get("surface", ""))]
     eps = list(s.surface_eps)
+    ran = {model: [k for k in s.model_seeds(model) if s.has_results(model, "results", surface=True, seed=k)]
+           for model in SURFACE_MODELS}
+    if not any(ran.values()):  # the demo: the surfaces are the full preset's
+        return [out[0], Block("p", "This study ran no robustness surface; the full and paper presets run them "
+                                   "(scripts/run_study.py --preset full).")]
     for model, reads in SURFACE_MODELS.items():
-        seeds = [k for k in s.model_seeds(model) if s.has_results(model, "results", surface=True, seed=k)]
+        seeds = ran[model]
         if not seeds:
             continue
         per_seed = [surface_matrix(s.results(model, surface=True, seed=k), eps, eps, reads) for k in seeds]

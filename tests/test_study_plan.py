@@ -134,8 +134,8 @@ def test_bad_inputs_exit_2_before_any_work(tmp_path, capsys):
 
 def test_demo_plan_runs_the_headline_on_every_seed_and_leaves_the_rest_to_full(tmp_path, capsys):
     """The demo (3 seeds): audio, visual and concat trained and attacked (FGSM + PGD on the paper grid, AutoAttack
-    without FAB-T at its both-inputs point) on every seed; MinSim, MinSim + banks and the surfaces on the first;
-    the other heads and PGD-AT only in the full preset, whose AutoAttack keeps FAB-T."""
+    without FAB-T at its both-inputs point) on every seed; MinSim and MinSim + banks under PGD at that point on
+    the first; the other heads, PGD-AT and the surfaces only in the full preset, whose AutoAttack keeps FAB-T."""
     def plan(preset: str):
         jobs, _ = _dry_run(capsys, ["--preset", preset, "--seeds", "0", "1", "2", "--out", str(tmp_path / preset),
                                     "--dry_run", "--sections", "none"])
@@ -149,9 +149,14 @@ def test_demo_plan_runs_the_headline_on_every_seed_and_leaves_the_rest_to_full(t
             assert aa[aa.index("--attack_args") + 1] == "autoattack:leave_out=fab-t"
             assert aa[aa.index("--eps") + 1] == "audio=0.006,visual=0.006"
     extras = {"train minsim seed0", "train minsim-banks seed0", "defense attack minsim-banks seed0",
-              "surface concat seed0"}
+              "attack minsim seed0"}
     assert extras <= set(demo) and not {n for n in demo if n.endswith(("seed1", "seed2"))
                                         and n.split()[-2] not in ("audio", "visual", "concat")}
+    for name in ("attack minsim seed0", "defense attack minsim-banks seed0"):  # the both-inputs point only
+        cmd = shlex.split(demo[name])
+        assert cmd[cmd.index("--eps") + 1:cmd.index("--eps") + 3] == ["audio=0.006,visual=0.006", "--ckpt"], name
+        assert "--eps" not in full[name]
+    assert not [n for n in demo if n.startswith("surface")] and "surface concat seed2" in full
     left = {f"train {m} seed0" for m in ("sum", "film_av", "gated_av", "attention", "advtrain")}
     assert not left & set(demo) and left <= set(full)
     assert "leave_out" not in full["attack concat seed1"] and "--attack_args" not in full["attack concat seed1"]
