@@ -50,12 +50,13 @@ def parse_leave_out(version: str, text: str) -> List[str]:
     return names
 
 
-def check_autoattack_args(options: Mapping[str, Any]) -> None:
-    """``--attack_args autoattack:...`` checked before any work: the version and the stages left out."""
+def check_autoattack_args(options: Mapping[str, Any]) -> List[str]:
+    """The version and the stages left out, checked (``--attack_args autoattack:...`` before any work, and the
+    constructor): the names left out; ValueError naming the valid ones."""
     version = options.get("version", "standard")
     if version not in VERSIONS:
         raise ValueError(f"autoattack: unknown version {version!r}; valid: {', '.join(VERSIONS)}")
-    parse_leave_out(version, options.get("leave_out", ""))
+    return parse_leave_out(version, options.get("leave_out", ""))
 
 
 @ATTACKS.register("autoattack")
@@ -120,19 +121,19 @@ class AutoAttack(Attack):
                  eot_iter: int = 1, leave_out: str = "") -> None:
         self.steps = check_int("steps", steps)
         super().__init__(model, eps, seed=seed, eps_unit=eps_unit, norm=norm, eot_iter=eot_iter)
-        if version not in VERSIONS:
-            raise ValueError(f"unknown version {version!r}; valid: {', '.join(VERSIONS)}")
+        left_out = check_autoattack_args({"version": version, "leave_out": leave_out})
         self.version = version
-        left_out = parse_leave_out(version, leave_out)
         scaled = {"steps": steps, "n_target_classes": n_target_classes, "n_queries": n_queries, "p_init": p_init}
         common = dict(seed=seed, eps_unit=eps_unit, norm=norm)
         self.stages: List[Attack] = []
         self.missing: List[str] = []
+        absent: List[str] = []  # the version's attacks not implemented here
         for name, options in VERSIONS[version]:
             if name in left_out:
                 self.missing.append(f"{name} (left out)")
                 continue
             if name not in ATTACKS:
+                absent.append(name)
                 self.missing.append(name)
                 continue
             opts = {**options, **{k: v for k, v in scaled.items() if name in _SCALED[k]}, **common}
@@ -142,7 +143,6 @@ class AutoAttack(Attack):
         if left_out:
             logger.info("autoattack %s without %s (leave_out): the result is that smaller ensemble's",
                         version, " and ".join(left_out))
-        absent = [m for m in self.missing if not m.endswith(" (left out)")]
         if absent:
             logger.warning("autoattack %s: %s not implemented here, so not run; the result is the ensemble "
                            "without %s (report['missing'])", version, ", ".join(absent), " and ".join(absent))

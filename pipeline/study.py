@@ -42,10 +42,9 @@ from pipeline import launchers
 from pipeline import study_sections
 from pipeline.study_plan import (AA_DEMO, AA_QUICK, PRESETS, SURFACE_EPS, Job, PlanInput, build_plan,
                                  classes_needed, describe_embedded, embedded_data_jobs, render)
-from reporting.per_sample import PerSample
 from reporting.study_findings import build_report
 from reporting.study_report import command_text, write_report
-from reporting.study_results import STUDY_FILE, RecordedView, StudyRecord
+from reporting.study_results import STUDY_FILE, RecordedView
 from reporting.study_results import write_results_long
 from utils.errors import MalformedFileError, UsageError
 from utils.fileio import atomic_write_text, creatable_problem

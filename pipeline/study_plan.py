@@ -219,14 +219,15 @@ def describe_embedded(aa: Dict[str, int], clips: int, split: Tuple[int, int], se
     """What the study chose and why, for the report (embedded presets; the paper preset runs the paper's
     settings, which the commands show)."""
     return {
-        "surface": (f"Accuracy of each model over the budget grid eps_audio x eps_visual in "
+        **({} if not full else {"surface": (
+                    f"Accuracy of each model over the budget grid eps_audio x eps_visual in "
                     f"{{{', '.join(f'{e:g}' for e in SURFACE_EPS)}}}^2 under FGSM (one "
-                    "step of size eps). Chosen for the demo's 10-minute budget on 2 cores: the 15 attacked points "
+                    "step of size eps). Chosen at demo scale for 2 cores: the 15 attacked points "
                     "of the concat model cost 15 gradient passes per clip with FGSM against 150 with PGD-10, "
                     "about as much as the rest of the concat evaluation. FGSM is a weaker attack than PGD, so "
                     "the surface is an upper bound on robust accuracy; the paper-grid tables above give PGD-10 "
                     "and AutoAttack at their points. The unimodal models are evaluated on their own axis only "
-                    "(4 points): they do not read the other input."),
+                    "(4 points): they do not read the other input.")}),  # the demo runs no surface
         "autoattack": (f"AutoAttack at demo scale: APGD-CE, APGD-T ({aa['apgd_targets']} target classes)"
                        + (f" and FAB-T ({aa['apgd_targets']} targets)" if full else "")
                        + f" with {aa['apgd_steps']} iterations each, Square with "
@@ -278,8 +279,9 @@ def _embedded(inp: PlanInput, aa: Dict[str, int], full: bool, tune_epochs: int =
 
     ``full`` False (the demo, within its time budget): the headline models (HEADLINE) on every seed, with FGSM and
     PGD on the paper grid and AutoAttack without FAB-T at the grid's both-inputs point; MinSim and MinSim + banks
-    under PGD at that point on the first seed only; what only the full preset runs is DEMO_LEAVES_OUT. ``full`` True (the full and quick presets): every
-    row on every seed, AutoAttack on every grid point and on MinSim and PGD-AT, the defence's adaptive attacks."""
+    under PGD at that point on the first seed only; what only the full preset runs is DEMO_LEAVES_OUT. ``full``
+    True (the full and quick presets): every row on every seed, AutoAttack on every grid point and on MinSim and
+    PGD-AT, the surfaces, the defence's adaptive attacks."""
     b = PlanBuilder(inp)
     arch = ["--arch_sound", "anet_lite", "--arch_frame", "resnet10"]
     if inp.dataset != "synthetic":  # another dataset at the demo's CPU sizes (its spec has the paper's)

@@ -19,7 +19,7 @@ from reporting.study_results import StudyRecord
 from dataset.specs import get_spec
 from pipeline import study
 from tests.fake_media import make_fake_media
-from tests.studies import OWN_CATS, PY, own_study_cmd, slurm_cmd, slurm_env, study_cmd
+from tests.studies import OWN_CATS, PY, local_env, own_study_cmd, slurm_cmd, slurm_env, study_cmd
 from utils.errors import run_cli
 from utils.rundir import RunDir, eval_file
 
@@ -158,8 +158,7 @@ def test_scripts_refuse_a_missing_data_root(tmp_path):
 
 
 def _run(cmd: list, timeout: int = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1"),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, cwd=REPO, env=local_env(), capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
